@@ -1,0 +1,28 @@
+"""What every model of the zoo shares: input validation and a little metadata."""
+from __future__ import annotations
+
+from typing import Tuple
+
+import torch
+from torch import nn
+
+
+class ZooModel(nn.Module):
+    """Base class: ``in_chans``, ``input_size`` (H, W), ``num_classes``, ``group`` (or None)."""
+
+    in_chans: int = 3
+    input_size: Tuple[int, int] = (32, 32)
+    num_classes: int = 10
+    group_name: str | None = None
+
+    def check_input(self, x) -> None:
+        c, (h, w) = self.in_chans, self.input_size
+        expected = f"[B, {c}, {h}, {w}]"
+        name = type(self).__name__
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(f"{name} expects a float tensor of shape {expected}, got {type(x).__name__}")
+        if x.dim() != 4 or tuple(x.shape[1:]) != (c, h, w):
+            raise ValueError(f"{name} expects input of shape {expected}, got {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise ValueError(f"{name} expects a floating-point tensor of shape {expected}, "
+                             f"got dtype {x.dtype} (convert and normalise the images first)")

@@ -1,0 +1,13 @@
+"""Equivariant layers for p4 / p4m: convolutions, attention, pooling, batch norm."""
+from .attention import (CoAttention, FeatureChannelAttention, FeatureSpatialAttention,
+                        GroupChannelAttention, GroupCoAttention, GroupSpatialAttention,
+                        ResponseChannelAttention, ResponseSpatialAttention)
+from .attentive_conv import AttGroupConv, AttLiftingConv, FAttGroupConv, FAttLiftingConv
+from .cache import CachedBanks
+from .conv import GroupConv, LiftingConv
+from .norm import GroupBatchNorm, plane_batch_norm
+from .pooling import (GroupPool, SpatialAvgPool, SpatialMaxPool, spatial_avg_pool,
+                      spatial_max_pool)
+from .reference import reference_path
+
+__all__ = [n for n in dir() if not n.startswith("_")]

@@ -1,0 +1,142 @@
+"""Lifting (Z2 -> G) and group (G -> G) convolutions, exactly as the original computes them.
+
+* Lifting: ``y[b, o, i] = x[b] * (L_i W)[o]`` (cross-correlation), no scale factor.
+* Group:   ``y[b, o, i] = scale * sum_{c, j} x[b, c, j] * K_i[o, c, j]``; the original's scale is
+  the Haar measure of the grid, pi/2 (p4) or pi (p4m); we fold it into the filter bank.
+
+The filter bank is built with one gather from a precomputed integer index (no Python loop per
+group element) and cached in eval mode (see ``cache.py``).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..groups import Group, get_group
+from . import reference as ref
+from .cache import CachedBanks
+
+
+def _pair_int(v, name):
+    if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+        raise ValueError(f"{name} must be a non-negative int, got {v!r}")
+    return v
+
+
+def lifting_bank(weight: torch.Tensor, group: Group) -> torch.Tensor:
+    """``[O, C, k, k] -> [O * n, C, k, k]``, output channel ``o * n + i`` holds ``L_i W[o]``."""
+    o, c, k, _ = weight.shape
+    idx = group.plane_filter_index(k).to(weight.device)
+    bank = weight.reshape(o, c, k * k)[:, :, idx]              # [O, C, n, k*k]
+    return bank.transpose(1, 2).reshape(o * group.order, c, k, k)
+
+
+def group_bank(weight: torch.Tensor, group: Group) -> torch.Tensor:
+    """``[O, C, n, k, k] -> [O, n_out, C, n_in, k, k]`` holding ``K_i[o, c, j]``."""
+    o, c, n_in, k, _ = weight.shape
+    idx = group.group_filter_index(k, n_in).to(weight.device)
+    bank = weight.reshape(o, c, n_in * k * k)[:, :, idx]       # [O, C, n_out, n_in*k*k]
+    return bank.transpose(1, 2).reshape(o, group.order, c, n_in, k, k)
+
+
+def check_group_map(x: torch.Tensor, channels: int, n: int, layer: str) -> None:
+    if x.dim() != 5 or x.shape[1] != channels or x.shape[2] != n:
+        raise ValueError(f"{layer} expects a group feature map of shape [B, {channels}, {n}, X, Y], "
+                         f"got {tuple(x.shape)}")
+
+
+def check_plane_map(x: torch.Tensor, channels: int, layer: str) -> None:
+    if x.dim() != 4 or x.shape[1] != channels:
+        raise ValueError(f"{layer} expects an image batch of shape [B, {channels}, X, Y], "
+                         f"got {tuple(x.shape)}")
+
+
+class LiftingConv(CachedBanks):
+    """Z2 -> G convolution; weight ``[out, in, k, k]``; output ``[B, out, n, X', Y']``."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, group="p4",
+                 stride: int = 1, padding: int = 0, dilation: int = 1):
+        super().__init__()
+        self.group = get_group(group)
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size = kernel_size
+        self.stride = _pair_int(stride, "stride")
+        self.padding = _pair_int(padding, "padding")
+        self.dilation = _pair_int(dilation, "dilation")
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size))
+        self.reset_parameters()
+
+    def reset_parameters(self, wscale: float = 1.0) -> None:
+        # the original's init: U(-s, s), s = wscale / sqrt(fan_in)
+        s = wscale / math.sqrt(self.in_channels * self.kernel_size ** 2)
+        nn.init.uniform_(self.weight, -s, s)
+
+    def filter_bank(self) -> torch.Tensor:
+        return self.cached_bank("conv", lambda: lifting_bank(self.weight, self.group), [self.weight])
+
+    def conv(self, x: torch.Tensor) -> torch.Tensor:
+        if ref.enabled():
+            return ref.lifting_conv(self, x)
+        y = F.conv2d(x, self.filter_bank(), None, self.stride, self.padding, self.dilation)
+        return y.unflatten(1, (self.out_channels, self.group.order))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_plane_map(x, self.in_channels, type(self).__name__)
+        return self.conv(x)
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"group={self.group.name}, stride={self.stride}, padding={self.padding}, "
+                f"dilation={self.dilation}")
+
+
+class GroupConv(CachedBanks):
+    """G -> G convolution; weight ``[out, in, n, k, k]``; output ``[B, out, n, X', Y']``.
+
+    ``scale`` defaults to the original's Haar factor (pi/2 for p4, pi for p4m).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, group="p4",
+                 stride: int = 1, padding: int = 0, dilation: int = 1, scale: float | None = None):
+        super().__init__()
+        self.group = get_group(group)
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size = kernel_size
+        self.stride = _pair_int(stride, "stride")
+        self.padding = _pair_int(padding, "padding")
+        self.dilation = _pair_int(dilation, "dilation")
+        self.scale = self.group.haar if scale is None else float(scale)
+        n = self.group.order
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, n, kernel_size, kernel_size))
+        self.reset_parameters()
+
+    def reset_parameters(self, wscale: float = 1.0) -> None:
+        # the original leaves the input group size out of the fan-in
+        s = wscale / math.sqrt(self.in_channels * self.kernel_size ** 2)
+        nn.init.uniform_(self.weight, -s, s)
+
+    def filter_bank(self) -> torch.Tensor:
+        """``[O * n, C * n, k, k]``, scale folded in."""
+        def build():
+            o, c, n, k = self.out_channels, self.in_channels, self.group.order, self.kernel_size
+            return (group_bank(self.weight, self.group) * self.scale).reshape(o * n, c * n, k, k)
+        return self.cached_bank("conv", build, [self.weight])
+
+    def conv(self, x: torch.Tensor) -> torch.Tensor:
+        if ref.enabled():
+            return ref.group_conv(self, x)
+        y = F.conv2d(x.flatten(1, 2), self.filter_bank(), None, self.stride, self.padding,
+                     self.dilation)
+        return y.unflatten(1, (self.out_channels, self.group.order))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_group_map(x, self.in_channels, self.group.order, type(self).__name__)
+        return self.conv(x)
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"group={self.group.name}, stride={self.stride}, padding={self.padding}, "
+                f"dilation={self.dilation}, scale={self.scale:.6g}")

@@ -1,0 +1,123 @@
+"""The readable reference path: the original implementation's formulation, written plainly.
+
+Filter banks are rebuilt on every call by applying each group element in a Python loop, and
+full alpha attention materialises the whole un-summed response tensor
+``[B, O, n, C, n_in, X, Y]`` in the original's layout. The fast path of every layer is tested
+against this one, and ``eval/bench.py`` measures speed-ups against it.
+
+Switch it on for a block of code with ``with reference_path(): ...``.
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+
+import torch
+import torch.nn.functional as F
+
+_state = threading.local()
+
+
+def enabled() -> bool:
+    return getattr(_state, "on", False)
+
+
+@contextlib.contextmanager
+def reference_path(on: bool = True):
+    """Run every layer on its reference (naive) path inside the block."""
+    previous = enabled()
+    _state.on = on
+    try:
+        yield
+    finally:
+        _state.on = previous
+
+
+def _stack_split(y: torch.Tensor, out_channels: int) -> torch.Tensor:
+    # the original orders output channels (element i, channel o) and stacks the n chunks on dim 2
+    return torch.stack(torch.split(y, out_channels, dim=1), dim=2)
+
+
+def lifting_filters(weight, group):
+    return torch.stack([group.act_on_plane(weight, i) for i in range(group.order)])   # [n, O, C, k, k]
+
+
+def group_filters(weight, group):
+    return torch.stack([group.act_on_group_map(weight, i, group_dim=2)
+                        for i in range(group.order)])                                 # [n, O, C, J, k, k]
+
+
+def lifting_conv(layer, x):
+    w = lifting_filters(layer.weight, layer.group).flatten(0, 1)
+    y = F.conv2d(x, w, None, layer.stride, layer.padding, layer.dilation)
+    return _stack_split(y, layer.out_channels)
+
+
+def group_conv(layer, x):
+    n, o, c, j, k, _ = (w := group_filters(layer.weight, layer.group)).shape
+    y = F.conv2d(x.reshape(x.shape[0], c * j, *x.shape[-2:]), w.reshape(n * o, c * j, k, k), None,
+                 layer.stride, layer.padding, layer.dilation)
+    return _stack_split(y, o) * layer.scale
+
+
+def group_channel_attention_matrices(module):
+    perm = module.group.axis_permutations
+    n = module.group.order
+
+    def expand(w):  # F[out, i, in, j] = w[out, in, perm[i, j]]
+        return torch.stack([w[:, :, perm[i]] for i in range(n)], dim=1)
+    return expand(module.weight_fc1), expand(module.weight_fc2)
+
+
+def group_channel_attention(module, x):
+    f1, f2 = group_channel_attention_matrices(module)
+    alphas = []
+    for s in (x.mean(dim=(-2, -1)), x.amax(dim=-2).amax(dim=-1)):                  # [B, C, n]
+        h = F.relu(torch.einsum("qicj,bcj->bqi", f1, s))
+        alphas.append(torch.einsum("cjqi,bqi->bcj", f2, h))
+    return torch.sigmoid(alphas[0] + alphas[1])[..., None, None]
+
+
+def att_conv(layer, x5):
+    """Full alpha attentive conv, materialising ``Y[B, O, n, C, J, X', Y']`` at once."""
+    g, w = layer.group, layer.weight
+    if layer.lifting:
+        kern = lifting_filters(w, g).unsqueeze(3)                                        # [n, O, C, 1, k, k]
+    else:
+        kern = group_filters(w, g)                                                       # [n, O, C, J, k, k]
+    n, o, c, j, k, _ = kern.shape
+    b = x5.shape[0]
+    resp = F.conv2d(x5.reshape(b, c * j, *x5.shape[-2:]),
+                    kern.permute(2, 3, 1, 0, 4, 5).reshape(c * j * o * n, 1, k, k), None,
+                    layer.stride, layer.padding, layer.dilation, groups=c * j)
+    xs, ys = resp.shape[-2:]
+    resp = resp.view(b, c, j, o, n, xs, ys).permute(0, 3, 4, 1, 2, 5, 6).contiguous()    # [B, O, n, C, J, X, Y]
+    ca, sa = layer.channel_attention, layer.spatial_attention
+    if ca is None and sa is None:
+        return resp.sum(dim=(3, 4)) * layer.scale
+    att = resp
+    if ca is not None:
+        w1, w2 = ca.weight_fc1, ca.weight_fc2
+        if ca.lifting:
+            f1 = torch.stack([w1] * n, dim=1).unsqueeze(-1)                              # [O, n, q, C, 1]
+            f2 = torch.stack([w2] * n, dim=1).unsqueeze(-1)
+        else:
+            f1 = torch.stack([w1[..., g.axis_permutations[i]] for i in range(n)], dim=1)
+            f2 = torch.stack([w2[..., g.axis_permutations[i]] for i in range(n)], dim=1)
+        z = 0
+        for s in (resp.mean(dim=(-2, -1)), resp.amax(dim=-2).amax(dim=-1)):           # [B, O, n, C, J]
+            h = F.relu(torch.einsum("oiqcj,boicj->boiqj", f1, s))
+            z = z + torch.einsum("oicqj,boiqj->boicj", f2, h)
+        att = torch.sigmoid(z)[..., None, None] * att
+    if sa is not None:
+        if sa.lifting:
+            ksp = lifting_filters(sa.weight, g).unsqueeze(3)                              # [n, O, 2, 1, k, k]
+        else:
+            ksp = group_filters(sa.weight, g)                                             # [n, O, 2, J, k, k]
+        kk = ksp.shape[-1]
+        stats = torch.stack([att.mean(dim=3), att.amax(dim=3)], dim=3)                   # [B, O, n, 2, J, X, Y]
+        beta = F.conv2d(stats.permute(0, 1, 2, 4, 3, 5, 6).reshape(b, o * n * j * 2, xs, ys),
+                        ksp.permute(1, 0, 3, 2, 4, 5).reshape(o * n * j, 2, kk, kk), None, 1,
+                        sa.padding, sa.dilation, groups=o * n * j)
+        att = torch.sigmoid(beta).view(b, o, n, 1, j, xs, ys) * att
+    return (resp - att).sum(dim=(3, 4)) * layer.scale
