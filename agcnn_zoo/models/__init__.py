@@ -1,0 +1,3 @@
+"""Model families; importing this package registers every model."""
+from . import rotmnist  # noqa: F401
+from ._base import ZooModel  # noqa: F401

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import nn as gnn
+from ..registry import register_model
 from ._base import ZooModel
 
 #: original key -> our key (identity: modules keep the original names)
@@ -158,3 +159,23 @@ ORIGINAL_CLASSES = {
     "Z2CNN": Z2CNN, "P4CNN": P4CNN, "A_P4CNN": AP4CNN, "A_Ch_P4CNN": AChP4CNN,
     "A_Sp_P4CNN": ASpP4CNN, "fA_P4CNN": FAP4CNN, "RomHog_fA_P4CNN": CoAP4CNN,
 }
+
+
+# ----------------------------------------------------------------------------- registrations
+def _register(name, cls, original, group="p4"):
+    def fn(**kwargs):
+        return cls(**kwargs)
+    fn.__doc__ = cls.__doc__
+    fn.__name__ = name
+    register_model(name, dataset="rotmnist", architecture=cls.__name__, original_class=original,
+                   group=None if cls is Z2CNN else group)(fn)
+    return fn
+
+
+z2cnn_rotmnist = _register("z2cnn_rotmnist", Z2CNN, "Z2CNN")
+p4cnn_rotmnist = _register("p4cnn_rotmnist", P4CNN, "P4CNN")
+a_p4cnn_rotmnist = _register("a_p4cnn_rotmnist", AP4CNN, "A_P4CNN")
+ach_p4cnn_rotmnist = _register("ach_p4cnn_rotmnist", AChP4CNN, "A_Ch_P4CNN")
+asp_p4cnn_rotmnist = _register("asp_p4cnn_rotmnist", ASpP4CNN, "A_Sp_P4CNN")
+af_p4cnn_rotmnist = _register("af_p4cnn_rotmnist", FAP4CNN, "fA_P4CNN")
+coa_p4cnn_rotmnist = _register("coa_p4cnn_rotmnist", CoAP4CNN, "RomHog_fA_P4CNN")
