@@ -1,1 +1,18 @@
-"""agcnn-zoo"""
+"""agcnn-zoo: attentive group-equivariant CNNs (Romero et al., ICML 2020) with verified weights.
+
+>>> import agcnn_zoo as zoo
+>>> zoo.list_models("*p4cnn*", pretrained=True)
+>>> model = zoo.create_model("a_p4cnn_rotmnist", pretrained=True)
+"""
+from __future__ import annotations
+
+from .api import (NoPretrainedWeightsError, create_model, list_models, model_info)
+from .registry import UnknownModelError
+
+__version__ = "0.1.0"
+__all__ = ["create_model", "list_models", "model_info", "UnknownModelError",
+           "NoPretrainedWeightsError", "__version__"]
+
+from . import timm_compat as _timm_compat  # noqa: E402
+
+_timm_compat.register_all()

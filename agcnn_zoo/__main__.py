@@ -1,0 +1,130 @@
+"""Command line: ``python -m agcnn_zoo list | info NAME | download NAME | verify | convert | publish``."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import List, Optional
+
+
+def _cmd_list(args) -> int:
+    from .api import list_models
+    from .manifest import load_manifest
+    published = load_manifest()["weights"]
+    for name in list_models(args.pattern, pretrained=args.pretrained):
+        print(f"{name:28s} {'weights' if name in published else ''}".rstrip())
+    return 0
+
+
+def _cmd_info(args) -> int:
+    from .api import model_info
+    print(json.dumps(model_info(args.name), indent=2, default=str))
+    return 0
+
+
+def _cmd_download(args) -> int:
+    from . import hub
+    from .api import list_models
+    names = list_models(pretrained=True) if args.all else args.names
+    if not names:
+        print("nothing to download: name models or pass --all", file=sys.stderr)
+        return 2
+    failed = 0
+    for name in names:
+        try:
+            path = hub.fetch_weights(name, progress=not args.quiet)
+            print(f"{name}: {path}")
+        except Exception as e:  # report every model, then fail
+            failed += 1
+            print(f"{name}: FAILED: {e}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _cmd_verify(args) -> int:
+    """Fetch (from cache when present) and verify every published weight; recompute parameter
+    counts against the manifest."""
+    from . import hub
+    from .api import list_models
+    from .manifest import load_manifest
+    from .registry import get_entry
+    records = load_manifest()["weights"]
+    names = args.names or list_models(pretrained=True)
+    bad = 0
+    for name in names:
+        rec = records.get(name)
+        if rec is None:
+            print(f"{name:28s} NO WEIGHTS")
+            bad += 1
+            continue
+        problems = []
+        n = sum(p.numel() for p in get_entry(name).fn().parameters())
+        if n != rec["num_params"]:
+            problems.append(f"num_params {n} != manifest {rec['num_params']}")
+        try:
+            hub.load_state_dict(name, rec)
+        except Exception as e:
+            problems.append(str(e))
+        print(f"{name:28s} {'OK' if not problems else 'FAIL: ' + '; '.join(problems)}")
+        bad += bool(problems)
+    return 1 if bad else 0
+
+
+def _cmd_convert(args) -> int:
+    from .convert import convert_checkpoint
+    sha = convert_checkpoint(args.src, args.dst, args.model)
+    print(f"{args.dst}: sha256 {sha}")
+    return 0
+
+
+def _cmd_publish(args) -> int:
+    from .publish import publish
+    revision = publish(args.repo_id, manifest_path=args.manifest, token=args.token,
+                       endpoint=args.endpoint)
+    print(f"published to {args.repo_id} at revision {revision}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m agcnn_zoo",
+                                description="Attentive group-equivariant CNNs with verified weights.")
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("list", help="list registered models")
+    s.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern, e.g. '*p4cnn*'")
+    s.add_argument("--pretrained", action="store_true", help="only models with published weights")
+    s.set_defaults(fn=_cmd_list)
+    s = sub.add_parser("info", help="architecture, parameters, preprocessing and weights of a model")
+    s.add_argument("name")
+    s.set_defaults(fn=_cmd_info)
+    s = sub.add_parser("download", help="fetch and verify weights into the cache")
+    s.add_argument("names", nargs="*")
+    s.add_argument("--all", action="store_true", help="every published weight")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.set_defaults(fn=_cmd_download)
+    s = sub.add_parser("verify", help="verify published weights (sha256, size, parameter counts)")
+    s.add_argument("names", nargs="*")
+    s.set_defaults(fn=_cmd_verify)
+    s = sub.add_parser("convert", help="convert an authors' checkpoint to our safetensors")
+    s.add_argument("--model", required=True, help="registry name, e.g. p4cnn_rotmnist")
+    s.add_argument("src", help="the authors' model.pth")
+    s.add_argument("dst", help="output .safetensors")
+    s.set_defaults(fn=_cmd_convert)
+    s = sub.add_parser("publish", help="upload weights and model cards to the Hugging Face hub")
+    s.add_argument("--repo-id", required=True, help="ORG/NAME")
+    s.add_argument("--manifest", default=None, help="manifest to update (default: the package's)")
+    s.add_argument("--token", default=None)
+    s.add_argument("--endpoint", default=None, help="hub endpoint (default: HF_ENDPOINT or huggingface.co)")
+    s.set_defaults(fn=_cmd_publish)
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except (ValueError, KeyError, FileNotFoundError, RuntimeError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
