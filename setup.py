@@ -1,4 +1,20 @@
+import shutil
+from pathlib import Path
+
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+
+class BuildWithManifest(build_py):
+    """Ship the repository's weights_manifest.json inside the installed package (editable
+    installs read the root file directly)."""
+
+    def run(self):
+        super().run()
+        target = Path(self.build_lib) / "agcnn_zoo" / "weights_manifest.json"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(Path(__file__).parent / "weights_manifest.json", target)
+
 
 setup(
     name="agcnn-zoo",
@@ -10,7 +26,7 @@ setup(
     license="MIT",
     python_requires=">=3.9",
     packages=find_packages(include=["agcnn_zoo", "agcnn_zoo.*"]),
-    package_data={"agcnn_zoo": ["weights_manifest.json"]},
+    cmdclass={"build_py": BuildWithManifest},
     install_requires=[
         "torch>=2.1,<=2.14.1",
         "torchvision>=0.16,<=0.29.1",

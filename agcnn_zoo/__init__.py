@@ -15,4 +15,4 @@ __all__ = ["create_model", "list_models", "model_info", "UnknownModelError",
 
 from . import timm_compat as _timm_compat  # noqa: E402
 
-_timm_compat.register_all()
+_timm_compat.install()

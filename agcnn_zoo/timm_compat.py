@@ -1,8 +1,14 @@
 """Register every zoo model into timm when timm is importable, so that
-``timm.create_model('a_p4cnn_rotmnist', pretrained=True)`` loads the same verified weights."""
+``timm.create_model('a_p4cnn_rotmnist', pretrained=True)`` loads the same verified weights.
+
+Importing timm costs seconds, so ``agcnn_zoo`` does not import it: if timm is already imported
+the models are registered at once, otherwise a one-shot import hook registers them the moment
+timm is imported.
+"""
 from __future__ import annotations
 
-import functools
+import importlib.abc
+import importlib.util
 import sys
 import types
 
@@ -22,7 +28,7 @@ def _entrypoint(name: str):
 
 
 def register_all() -> bool:
-    """Idempotent; returns False when timm is not installed."""
+    """Register every model into timm (idempotent); False when timm is not installed."""
     global _registered
     if _registered:
         return True
@@ -43,3 +49,27 @@ def register_all() -> bool:
         timm_registry.register_model(fn)
     _registered = True
     return True
+
+
+class _RegisterWhenTimmLoads(importlib.abc.MetaPathFinder):
+    def find_spec(self, fullname, path, target=None):
+        if fullname != "timm":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec("timm")
+        if spec is None or spec.loader is None:
+            return spec
+        run = spec.loader.exec_module
+
+        def exec_module(module):
+            run(module)
+            register_all()
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+def install() -> None:
+    if "timm" in sys.modules:
+        register_all()
+    elif not any(isinstance(f, _RegisterWhenTimmLoads) for f in sys.meta_path):
+        sys.meta_path.insert(0, _RegisterWhenTimmLoads())

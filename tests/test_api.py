@@ -1,0 +1,96 @@
+"""The user-facing API without weights: names, errors, info, timm and torch.hub entry points."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import agcnn_zoo as zoo
+from conftest import REPO
+
+REQUIRED = """z2cnn_rotmnist p4cnn_rotmnist a_p4cnn_rotmnist ach_p4cnn_rotmnist asp_p4cnn_rotmnist
+af_p4cnn_rotmnist coa_p4cnn_rotmnist allcnnc_cifar p4_allcnnc_cifar af_p4_allcnnc_cifar
+p4m_allcnnc_cifar af_p4m_allcnnc_cifar resnet44_cifar p4m_resnet44_cifar af_p4m_resnet44_cifar
+a_p4m_resnet44_cifar densenet_pcam p4_densenet_pcam af_p4_densenet_pcam p4m_densenet_pcam
+af_p4m_densenet_pcam""".split()
+
+
+def test_registry_holds_every_paper_model():
+    names = zoo.list_models()
+    assert names == sorted(names)
+    assert set(REQUIRED) <= set(names)
+
+
+def test_list_models_filters_with_fnmatch():
+    assert zoo.list_models("*p4cnn_rotmnist") == sorted(
+        ["p4cnn_rotmnist", "a_p4cnn_rotmnist", "ach_p4cnn_rotmnist", "asp_p4cnn_rotmnist",
+         "af_p4cnn_rotmnist", "coa_p4cnn_rotmnist"])
+    assert zoo.list_models("no_such_*") == []
+    published = zoo.list_models(pretrained=True)
+    assert {"p4cnn_rotmnist", "a_p4cnn_rotmnist"} <= set(published)
+    assert "ach_p4cnn_rotmnist" not in published
+
+
+def test_unknown_name_suggests_close_names():
+    with pytest.raises(zoo.UnknownModelError, match="did you mean a_p4cnn_rotmnist"):
+        zoo.create_model("a_p4cnn_rotmnst")
+    with pytest.raises(ValueError):  # also a ValueError for callers that catch that
+        zoo.model_info("resnet45_cifar")
+
+
+def test_pretrained_without_weights_is_a_clear_error():
+    with pytest.raises(zoo.NoPretrainedWeightsError, match="has no published weights"):
+        zoo.create_model("ach_p4cnn_rotmnist", pretrained=True)
+
+
+def test_model_info_describes_the_model():
+    info = zoo.model_info("p4cnn_rotmnist")
+    assert info["architecture"] == "P4CNN" and info["num_params"] == 24610
+    assert info["dataset"] == "rotmnist" and info["input_size"] == [1, 28, 28]
+    assert "transposed" in info["preprocessing"]["orientation"]
+    assert info["weights"]["sha256"] and info["weights"]["num_params"] == 24610
+    assert zoo.model_info("ach_p4cnn_rotmnist")["weights"] is None
+
+
+def test_constructor_kwargs_pass_through():
+    model = zoo.create_model("p4cnn_rotmnist", num_classes=7)
+    assert model(torch.randn(2, 1, 28, 28)).shape == (2, 7)
+
+
+def test_timm_sees_the_models():
+    timm = pytest.importorskip("timm")  # timm is a declared dependency; present in CI
+    assert "a_p4cnn_rotmnist" in timm.list_models("*p4cnn*")
+    model = timm.create_model("p4cnn_rotmnist")
+    assert type(model).__name__ == "P4CNN"
+
+
+def test_timm_registration_happens_when_timm_is_imported_first():
+    code = ("import timm, agcnn_zoo; "
+            "print(sorted(timm.list_models('*resnet44_cifar')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    assert "p4m_resnet44_cifar" in out.stdout
+
+
+def test_hubconf_has_one_documented_entry_point_per_model():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("hubconf", REPO / "hubconf.py")
+    hubconf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hubconf)
+    entries = [n for n in dir(hubconf) if callable(getattr(hubconf, n)) and not n.startswith("_")]
+    assert sorted(entries) == zoo.list_models()
+    assert all(getattr(hubconf, n).__doc__ for n in entries)
+    model = torch.hub.load(str(REPO), "p4cnn_rotmnist", source="local")
+    assert type(model).__name__ == "P4CNN"
+
+
+def test_cli_list_and_info():
+    out = subprocess.run([sys.executable, "-m", "agcnn_zoo", "list", "*p4cnn*", "--pretrained"],
+                         capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0 and "a_p4cnn_rotmnist" in out.stdout
+    assert "ach_p4cnn_rotmnist" not in out.stdout
+    out = subprocess.run([sys.executable, "-m", "agcnn_zoo", "info", "p4cnnrotmnist"],
+                         capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 1 and "did you mean p4cnn_rotmnist" in out.stderr
