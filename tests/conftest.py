@@ -7,6 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
+# huggingface_hub phones home once per process unless told not to; tests reach 127.0.0.1 only
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("AGCNN_ZOO_SHARED", REPO.parent / "shared"))
 REFERENCE = SHARED / "reference"

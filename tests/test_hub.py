@@ -1,0 +1,338 @@
+"""The weight hub: both host kinds over real HTTP on 127.0.0.1, the mirror, every failure mode,
+the cache (no request once cached, corruption caught on load) and concurrent processes."""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import multiprocessing
+import urllib.request
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from _servers import FakeHFHub, StaticHost, dead_url, files_under, isolate_env, tampered
+from agcnn_zoo import hub
+from agcnn_zoo.convert import convert_checkpoint
+from agcnn_zoo.manifest import load_manifest
+from agcnn_zoo.registry import get_entry
+from conftest import MIRROR, checkpoint_path, golden_path
+
+NAME = "p4cnn_rotmnist"  # small and fast; af_p4cnn_rotmnist (alpha_F) for the HF path
+REPO_ID = "agcnn-test/zoo"
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    return isolate_env(tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def url_host():
+    with StaticHost(MIRROR) as server:
+        yield server
+
+
+def manifest_record(name: str) -> dict:
+    return copy.deepcopy(load_manifest()["weights"][name])
+
+
+def via(server: StaticHost, name: str) -> dict:
+    """The manifest record with its original URL served by ``server``."""
+    rec = manifest_record(name)
+    for host in rec["hosts"]:
+        if host["type"] == "original":
+            host["url"] = server.url_for(host["url"])
+    return rec
+
+
+def pth_url(rec: dict) -> str:
+    return next(h["url"] for h in rec["hosts"] if h["type"] == "original")
+
+
+def assert_reproduces_golden(name: str, state: dict):
+    model = get_entry(name).fn()
+    model.load_state_dict(state, strict=True)
+    golden = load_file(golden_path(name))
+    with torch.no_grad():
+        out = model.eval()(golden["input"])
+    assert (out - golden["logits"]).abs().max().item() <= 1e-4
+
+
+def converted_bytes(name: str, tmp_path) -> bytes:
+    dst = tmp_path / f"{name}.built.safetensors"
+    convert_checkpoint(checkpoint_path(name), dst, name)
+    return dst.read_bytes()
+
+
+# ----------------------------------------------------------------------------- success paths
+
+def test_original_url_download_is_verified_converted_cached_and_reproduces_golden(cache, url_host):
+    rec = via(url_host, NAME)
+    state = hub.load_state_dict(NAME, rec, progress=False)
+    assert_reproduces_golden(NAME, state)
+    path = hub.fetch_weights(NAME, rec, progress=False)
+    assert path == hub.cached_weights_path(NAME, rec) and path.parent == cache
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == rec["sha256"]
+    assert path.stat().st_size == rec["size"]
+    assert files_under(cache) == [path.name]  # no .pth, no temp file left behind
+    assert url_host.count("GET", "model.pth") == 1
+    # cached: loading again (and fetching) makes no request at all
+    before = len(url_host.requests)
+    again = hub.load_state_dict(NAME, rec, progress=False)
+    assert len(url_host.requests) == before
+    assert all(torch.equal(again[k], state[k]) for k in state)
+
+
+def test_huggingface_download_is_verified_cached_and_reproduces_golden(cache, tmp_path, monkeypatch):
+    name = "af_p4cnn_rotmnist"
+    with FakeHFHub() as fake:
+        rec = manifest_record(name)
+        oid = fake.commit(REPO_ID, {rec["file"]: converted_bytes(name, tmp_path)})
+        rec["hosts"].insert(0, {"type": "huggingface", "repo_id": REPO_ID, "revision": oid,
+                                "filename": rec["file"]})
+        rec["hosts"][1]["url"] = dead_url("/never/used.pth")
+        monkeypatch.setenv("HF_ENDPOINT", fake.endpoint)  # read at call time
+        state = hub.load_state_dict(name, rec, progress=False)
+        assert_reproduces_golden(name, state)
+        path = hub.fetch_weights(name, rec, progress=False)
+        assert str(path).startswith(str(cache / "huggingface"))
+        assert f"snapshots/{oid}/{rec['file']}" in str(path)
+        assert fake.count("GET", "/resolve/") == 1
+        before = len(fake.requests)
+        hub.load_state_dict(name, rec, progress=False)
+        assert len(fake.requests) == before  # cached: not even a HEAD
+
+
+def test_mirror_needs_no_server_and_no_network(cache, monkeypatch):
+    def no_network(*args, **kwargs):
+        raise AssertionError("the network was used although AGCNN_ZOO_MIRROR is set")
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    monkeypatch.setenv("AGCNN_ZOO_MIRROR", str(MIRROR))
+    state = hub.load_state_dict("z2cnn_rotmnist", progress=False)  # the manifest's own record
+    assert_reproduces_golden("z2cnn_rotmnist", state)
+    # a file the mirror lacks fails that host without falling back to the network
+    rec = manifest_record(NAME)
+    rec["hosts"][0]["url"] = rec["hosts"][0]["url"].replace("/model.pth", "/missing.pth")
+    with pytest.raises(hub.WeightsUnavailableError) as info:
+        hub.fetch_weights(NAME, rec, progress=False)
+    err = info.value.failures[0].error
+    assert type(err) is hub.DownloadError and "not in the mirror" in str(err)
+    assert files_under(cache) == ["z2cnn_rotmnist-" + manifest_record("z2cnn_rotmnist")["sha256"][:10]
+                                  + ".safetensors"]
+
+
+def test_mirror_also_serves_huggingface_files(cache, tmp_path, monkeypatch):
+    rec = manifest_record(NAME)
+    rev = "ab" * 20
+    mirror = tmp_path / "mirror"
+    target = mirror / "huggingface.co" / REPO_ID / "resolve" / rev / rec["file"]
+    target.parent.mkdir(parents=True)
+    target.write_bytes(converted_bytes(NAME, tmp_path))
+    rec["hosts"] = [{"type": "huggingface", "repo_id": REPO_ID, "revision": rev, "filename": rec["file"]}]
+    monkeypatch.setenv("AGCNN_ZOO_MIRROR", str(mirror))
+    assert_reproduces_golden(NAME, hub.load_state_dict(NAME, rec, progress=False))
+    assert hub.fetch_weights(NAME, rec, progress=False) == hub.cached_weights_path(NAME, rec)
+
+
+def test_default_cache_locations_follow_torch_and_hf_homes(tmp_path, monkeypatch):
+    isolate_env(tmp_path, monkeypatch)
+    monkeypatch.delenv("AGCNN_ZOO_CACHE")
+    assert hub.cache_dir() == tmp_path / "torch_home" / "hub" / "agcnn_zoo"
+    assert hub.hf_cache_dir() == str(tmp_path / "hf_home" / "hub")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "elsewhere"))
+    assert hub.hf_cache_dir() == str(tmp_path / "elsewhere")
+
+
+# ----------------------------------------------------------------------------- failures
+
+@pytest.mark.parametrize("fault, error, what", [
+    ("tamper", hub.IntegrityError, "sha256"),
+    ("short", hub.IntegrityError, "size"),
+    ("truncate", hub.TruncatedDownloadError, None),
+    ("html", hub.UnexpectedContentError, None),
+    ("html_as_binary", hub.UnexpectedContentError, None),
+    ("404", hub.DownloadError, None),
+])
+def test_bad_url_responses_give_dedicated_errors_and_leave_nothing(cache, url_host, fault, error, what):
+    rec = via(url_host, NAME)
+    url_host.set_fault(pth_url(rec), fault)
+    with pytest.raises(hub.WeightsUnavailableError) as info:
+        hub.load_state_dict(NAME, rec, progress=False)
+    [failure] = info.value.failures
+    assert type(failure.error) is error
+    if what:
+        assert failure.error.what == what
+    if fault == "404":
+        assert failure.error.status == 404
+    assert pth_url(rec) in str(info.value) and "AGCNN_ZOO_MIRROR" in str(info.value)
+    assert files_under(cache) == []
+    # nothing poisoned: once the host behaves, the same call succeeds
+    url_host.set_fault(pth_url(rec), None)
+    assert_reproduces_golden(NAME, hub.load_state_dict(NAME, rec, progress=False))
+
+
+def test_tampered_huggingface_file_is_discarded_and_the_next_host_used(cache, url_host, tmp_path,
+                                                                      monkeypatch):
+    with FakeHFHub() as fake:
+        rec = via(url_host, NAME)
+        oid = fake.commit(REPO_ID, {rec["file"]: converted_bytes(NAME, tmp_path)})
+        hf_host = {"type": "huggingface", "repo_id": REPO_ID, "revision": oid, "filename": rec["file"]}
+        monkeypatch.setenv("HF_ENDPOINT", fake.endpoint)
+        fake.set_fault(rec["file"], "tamper")
+        only_hf = dict(rec, hosts=[hf_host])
+        with pytest.raises(hub.WeightsUnavailableError) as info:
+            hub.fetch_weights(NAME, only_hf, progress=False)
+        assert type(info.value.failures[0].error) is hub.IntegrityError
+        assert not [f for f in files_under(cache) if "/blobs/" in f or "/snapshots/" in f]
+        # with the original URL behind it, the tampered HF file is skipped and the URL used
+        rec["hosts"].insert(0, hf_host)
+        path = hub.fetch_weights(NAME, rec, progress=False)
+        assert path == hub.cached_weights_path(NAME, rec)
+        # a file missing at the pinned revision
+        path.unlink()
+        fake.set_fault(rec["file"], "404")
+        with pytest.raises(hub.WeightsUnavailableError) as info:
+            hub.fetch_weights(NAME, only_hf, progress=False)
+        assert type(info.value.failures[0].error) is hub.DownloadError
+        assert "EntryNotFound" in str(info.value)
+        assert files_under(cache) == []
+
+
+def test_offline_without_cache_is_a_clear_error(cache, monkeypatch):
+    rec = manifest_record(NAME)
+    rec["hosts"][0]["url"] = dead_url("/raw.githubusercontent.com/model.pth")
+    with pytest.raises(hub.WeightsUnavailableError) as info:
+        hub.load_state_dict(NAME, rec, progress=False)
+    msg = str(info.value)
+    assert "network error" in msg and "refused" in msg.lower()
+    assert "AGCNN_ZOO_MIRROR" in msg and rec["hosts"][0]["sha256"] in msg
+    assert files_under(cache) == []
+    # HF_HUB_OFFLINE=1: no host is even contacted
+    with FakeHFHub() as fake:
+        monkeypatch.setenv("HF_ENDPOINT", fake.endpoint)
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        rec["hosts"].insert(0, {"type": "huggingface", "repo_id": REPO_ID, "revision": "cd" * 20,
+                                "filename": rec["file"]})
+        with pytest.raises(hub.WeightsUnavailableError) as info:
+            hub.fetch_weights(NAME, rec, progress=False)
+        assert [type(f.error) for f in info.value.failures] == [hub.DownloadError] * 2
+        assert all("offline" in str(f.error) for f in info.value.failures)
+        assert fake.requests == []
+
+
+def test_a_silent_host_times_out(cache, url_host, monkeypatch):
+    rec = via(url_host, NAME)
+    url_host.set_fault(pth_url(rec), "stall")
+    monkeypatch.setenv("AGCNN_ZOO_TIMEOUT", "0.3")
+    with pytest.raises(hub.WeightsUnavailableError) as info:
+        hub.fetch_weights(NAME, rec, progress=False)
+    err = info.value.failures[0].error
+    assert type(err) is hub.DownloadError and "timed out" in str(err)
+    assert files_under(cache) == []
+    monkeypatch.setenv("AGCNN_ZOO_TIMEOUT", "soon")
+    with pytest.raises(ValueError, match="AGCNN_ZOO_TIMEOUT"):
+        hub.fetch_weights(NAME, rec, progress=False)
+
+
+def test_corrupted_cache_file_is_caught_on_load_and_replaced_on_retry(cache, url_host):
+    rec = via(url_host, NAME)
+    path = hub.fetch_weights(NAME, rec, progress=False)
+    good = path.read_bytes()
+    path.write_bytes(tampered(good))
+    with pytest.raises(hub.IntegrityError) as info:
+        hub.load_state_dict(NAME, rec, progress=False)
+    assert info.value.expected == rec["sha256"] and info.value.actual != rec["sha256"]
+    assert info.value.file == str(path)
+    assert not path.exists()  # deleted, never parsed
+    assert_reproduces_golden(NAME, hub.load_state_dict(NAME, rec, progress=False))
+    assert url_host.count("GET", "model.pth") == 2
+    path.write_bytes(good[:-100])
+    with pytest.raises(hub.IntegrityError, match="size mismatch"):
+        hub.load_state_dict(NAME, rec, progress=False)
+    assert not path.exists()
+
+
+def test_corrupted_huggingface_cache_file_is_caught_on_load(cache, tmp_path, monkeypatch):
+    with FakeHFHub() as fake:
+        rec = manifest_record(NAME)
+        oid = fake.commit(REPO_ID, {rec["file"]: converted_bytes(NAME, tmp_path)})
+        rec["hosts"] = [{"type": "huggingface", "repo_id": REPO_ID, "revision": oid,
+                         "filename": rec["file"]}]
+        monkeypatch.setenv("HF_ENDPOINT", fake.endpoint)
+        path = hub.fetch_weights(NAME, rec, progress=False)
+        blob = path.resolve()
+        blob.write_bytes(tampered(blob.read_bytes()))
+        with pytest.raises(hub.IntegrityError):
+            hub.load_state_dict(NAME, rec, progress=False)
+        assert not path.exists() and not blob.exists()
+        hub.load_state_dict(NAME, rec, progress=False)  # downloaded again
+        assert fake.count("GET", "/resolve/") == 2
+
+
+def test_unpinned_weight_is_checked_by_git_blob_id_and_pinned_on_first_use(cache, url_host):
+    rec = via(url_host, NAME)
+    pth = checkpoint_path(NAME).read_bytes()
+    blob_id = hashlib.sha1(b"blob %d\0" % len(pth) + pth).hexdigest()
+    pinned_sha = rec["sha256"]
+    rec.update(sha256=None, size=None, git_blob_sha1=blob_id)
+    rec["hosts"][0].pop("sha256")
+    rec["hosts"][0]["git_blob_sha1"] = blob_id
+    with pytest.warns(hub.UnpinnedWeightsWarning, match="pins no sha256"):
+        state = hub.load_state_dict(NAME, rec, progress=False)
+    assert_reproduces_golden(NAME, state)
+    path = hub.cached_weights_path(NAME, rec)
+    side = json.loads(path.with_name(path.name + ".sha256.json").read_text())
+    assert side["sha256"] == pinned_sha  # deterministic conversion: the pinned file's hash
+    # later loads are checked against the recorded hash
+    path.write_bytes(tampered(path.read_bytes()))
+    with pytest.raises(hub.IntegrityError):
+        hub.load_state_dict(NAME, rec, progress=False)
+    # a tampered source fails its git blob id
+    url_host.set_fault(pth_url(rec), "tamper")
+    with pytest.raises(hub.WeightsUnavailableError) as info:
+        hub.load_state_dict(NAME, rec, progress=False)
+    assert info.value.failures[0].error.what == "git blob id"
+    assert files_under(cache) == []
+
+
+def test_no_record_is_a_clear_error(cache):
+    with pytest.raises(hub.WeightsError, match="no published weights"):
+        hub.fetch_weights("ach_p4cnn_rotmnist")
+
+
+# ----------------------------------------------------------------------------- concurrency
+
+def _load_in_child(name, record, barrier, queue):
+    try:
+        from agcnn_zoo import hub as child_hub
+        barrier.wait(timeout=120)
+        state = child_hub.load_state_dict(name, record, progress=False)
+        path = child_hub.fetch_weights(name, record, progress=False)
+        queue.put(("ok", str(path), len(state)))
+    except BaseException as e:  # report anything to the parent
+        queue.put(("error", repr(e), 0))
+
+
+def test_four_processes_loading_at_once_share_one_download(cache):
+    with StaticHost(MIRROR, delay=1.0) as server:  # a slow link: the four overlap
+        rec = via(server, NAME)
+        ctx = multiprocessing.get_context("spawn")
+        barrier, queue = ctx.Barrier(4), ctx.Queue()
+        procs = [ctx.Process(target=_load_in_child, args=(NAME, rec, barrier, queue))
+                 for _ in range(4)]
+        for p in procs:
+            p.start()
+        try:
+            results = [queue.get(timeout=240) for _ in procs]
+        finally:
+            for p in procs:
+                p.join(timeout=60)
+        assert [r[0] for r in results] == ["ok"] * 4, results
+        expected = hub.cached_weights_path(NAME, rec)
+        assert {r[1] for r in results} == {str(expected)}
+        assert {r[2] for r in results} == {len(get_entry(NAME).fn().state_dict())}
+        assert files_under(cache) == [expected.name]
+        hub.verify_file(expected, rec["sha256"], rec["size"])
+        assert server.count("GET", "model.pth") == 1  # the lock let one process download
