@@ -79,7 +79,7 @@ def _cmd_convert(args) -> int:
 def _cmd_publish(args) -> int:
     from .publish import publish
     revision = publish(args.repo_id, manifest_path=args.manifest, token=args.token,
-                       endpoint=args.endpoint)
+                       endpoint=args.endpoint, files_dir=args.files_dir, names=args.name or None)
     print(f"published to {args.repo_id} at revision {revision}")
     return 0
 
@@ -113,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--manifest", default=None, help="manifest to update (default: the package's)")
     s.add_argument("--token", default=None)
     s.add_argument("--endpoint", default=None, help="hub endpoint (default: HF_ENDPOINT or huggingface.co)")
+    s.add_argument("--name", action="append", help="publish only this weight (repeatable)")
+    s.add_argument("--files-dir", default=None, help="folder with ready safetensors files")
     s.set_defaults(fn=_cmd_publish)
     return p
 

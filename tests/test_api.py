@@ -86,11 +86,73 @@ def test_hubconf_has_one_documented_entry_point_per_model():
     assert type(model).__name__ == "P4CNN"
 
 
-def test_cli_list_and_info():
-    out = subprocess.run([sys.executable, "-m", "agcnn_zoo", "list", "*p4cnn*", "--pretrained"],
+def test_cli_list_and_info(capsys):
+    from agcnn_zoo.__main__ import main
+    assert main(["list", "*p4cnn*", "--pretrained"]) == 0
+    out = capsys.readouterr().out
+    assert "a_p4cnn_rotmnist" in out and "ach_p4cnn_rotmnist" not in out
+    assert main(["info", "p4cnnrotmnist"]) == 1
+    assert "did you mean p4cnn_rotmnist" in capsys.readouterr().err
+
+
+def test_python_dash_m_entry_point():
+    out = subprocess.run([sys.executable, "-m", "agcnn_zoo", "info", "p4cnn_rotmnist"],
                          capture_output=True, text=True, cwd=REPO)
-    assert out.returncode == 0 and "a_p4cnn_rotmnist" in out.stdout
-    assert "ach_p4cnn_rotmnist" not in out.stdout
-    out = subprocess.run([sys.executable, "-m", "agcnn_zoo", "info", "p4cnnrotmnist"],
-                         capture_output=True, text=True, cwd=REPO)
-    assert out.returncode == 1 and "did you mean p4cnn_rotmnist" in out.stderr
+    assert out.returncode == 0, out.stderr
+    assert '"num_params": 24610' in out.stdout
+
+
+# --------------------------------------------------------------- pretrained, offline via mirror
+@pytest.fixture
+def offline_mirror(monkeypatch, tmp_path, mirror_dir):
+    monkeypatch.setenv("AGCNN_ZOO_MIRROR", str(mirror_dir))
+    monkeypatch.setenv("AGCNN_ZOO_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return tmp_path / "cache"
+
+
+def _golden_error(model, name):
+    from safetensors.torch import load_file
+    from conftest import golden_path
+    golden = load_file(golden_path(name))
+    with torch.no_grad():
+        return (model(golden["input"]) - golden["logits"]).abs().max().item()
+
+
+def test_create_model_pretrained_reproduces_golden(offline_mirror):
+    model = zoo.create_model("af_p4cnn_rotmnist", pretrained=True)
+    assert not model.training
+    assert model.pretrained_cfg["weights"]["sha256"] == zoo.model_info("af_p4cnn_rotmnist")["weights"]["sha256"]
+    assert _golden_error(model, "af_p4cnn_rotmnist") <= 1e-4
+    assert list(offline_mirror.glob("af_p4cnn_rotmnist-*.safetensors"))
+
+
+def test_torch_hub_load_local_pretrained(offline_mirror):
+    model = torch.hub.load(str(REPO), "a_p4cnn_rotmnist", source="local", pretrained=True)
+    assert _golden_error(model, "a_p4cnn_rotmnist") <= 1e-4
+
+
+def test_timm_create_model_pretrained(offline_mirror):
+    timm = pytest.importorskip("timm")
+    model = timm.create_model("p4cnn_rotmnist", pretrained=True)
+    assert _golden_error(model, "p4cnn_rotmnist") <= 1e-4
+
+
+def test_pretrained_weights_refuse_a_changed_head(offline_mirror):
+    with pytest.raises(ValueError, match="do not fit"):
+        zoo.create_model("p4cnn_rotmnist", pretrained=True, num_classes=5)
+
+
+def test_cli_download_and_verify(offline_mirror, capsys):
+    from agcnn_zoo.__main__ import main
+    assert main(["download", "z2cnn_rotmnist", "--quiet"]) == 0
+    assert "z2cnn_rotmnist-" in capsys.readouterr().out
+    assert main(["verify", "z2cnn_rotmnist"]) == 0
+    assert "OK" in capsys.readouterr().out
+    # a tampered cache file fails verification (and is removed, so the next fetch is clean)
+    cached = next(offline_mirror.glob("z2cnn_rotmnist-*.safetensors"))
+    data = bytearray(cached.read_bytes())
+    data[-1] ^= 0xFF
+    cached.write_bytes(bytes(data))
+    assert main(["verify", "z2cnn_rotmnist"]) == 1
+    assert "FAIL" in capsys.readouterr().out
