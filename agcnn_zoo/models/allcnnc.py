@@ -1,0 +1,198 @@
+"""CIFAR-10 All-CNN-C family (Springenberg et al. 2015, in the G-CNN form of Cohen & Welling
+2016), identical to the original ``experiments/cifar10/models/allcnnc.py``: AllCNNC,
+P4AllCNNC, fA_P4AllCNNC, P4MAllCNNC, fA_P4MAllCNNC.
+
+Skeleton (32x32 input; k = 3 and padding 1 unless noted; C1 base width, C2 = 2 * C1)::
+
+    h = relu(bn1(c1(dropout_0.2(x))))               # 32
+    h = relu(bn2(c2(h)))
+    h = dropout_0.5(relu(bn3(maxpool2(c3(h)))))     # 32 -> 16
+    h = relu(bn4(c4(h)));  h = relu(bn5(c5(h)))
+    h = dropout_0.5(relu(bn6(maxpool2(c6(h)))))     # 16 -> 8
+    h = relu(bn7(c7(h)))
+    h = relu(bn8(c8(h)))                            # 1x1
+    h = relu(bn9(c9(h)))                            # 1x1, 10 channels; the ReLU after bn9 is the original's
+    logits = mean over space (and the group axis)
+
+The original builds c3 and c6 with stride 2 and then replaces them by stride-1 convolutions
+followed by 2x2 max pooling ("really_equivariant"); only the replacement exists here (and in
+its state dicts). Module names are the original's, so its state dicts load key for key.
+
+One deliberate difference: the original ends with ``.squeeze()``, which also drops the batch
+axis for a batch of one; here the logits are always ``[B, num_classes]``.
+"""
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import nn
+
+from .. import nn as gnn
+from ..registry import register_model
+from ._base import ZooModel
+
+
+class _AllCNNCNet(ZooModel):
+    in_chans = 3
+    input_size = (32, 32)
+    base_channels: int = 96
+
+    def __init__(self, num_classes: int = 10, p_init: float = 0.2, p: float = 0.5):
+        super().__init__()
+        self.num_classes = num_classes
+        c1, c2 = self.base_channels, 2 * self.base_channels
+        self.c1 = self.first_conv(3, c1)
+        self.c2 = self.conv(c1, c1, 3)
+        self.c3 = self.conv(c1, c1, 3)
+        self.c4 = self.conv(c1, c2, 3)
+        self.c5 = self.conv(c2, c2, 3)
+        self.c6 = self.conv(c2, c2, 3)
+        self.c7 = self.conv(c2, c2, 3)
+        self.c8 = self.conv(c2, c2, 1)
+        self.c9 = self.conv(c2, num_classes, 1)
+        self.dp_init = nn.Dropout(p_init)
+        self.dp = nn.Dropout(p)
+        widths = [c1] * 3 + [c2] * 5 + [num_classes]
+        for i, w in enumerate(widths, start=1):
+            setattr(self, f"bn{i}", self.batch_norm(w))
+        self.init_weights()
+
+    # hooks the variants override
+    def first_conv(self, cin, cout):
+        raise NotImplementedError
+
+    def conv(self, cin, cout, k):
+        raise NotImplementedError
+
+    def batch_norm(self, c):
+        raise NotImplementedError
+
+    def pool(self, h):
+        raise NotImplementedError
+
+    def init_weights(self):
+        raise NotImplementedError
+
+    def forward(self, x):
+        self.check_input(x)
+        h = F.relu(self.bn1(self.c1(self.dp_init(x))))
+        h = F.relu(self.bn2(self.c2(h)))
+        h = self.dp(F.relu(self.bn3(self.pool(self.c3(h)))))
+        h = F.relu(self.bn4(self.c4(h)))
+        h = F.relu(self.bn5(self.c5(h)))
+        h = self.dp(F.relu(self.bn6(self.pool(self.c6(h)))))
+        h = F.relu(self.bn7(self.c7(h)))
+        h = F.relu(self.bn8(self.c8(h)))
+        h = F.relu(self.bn9(self.c9(h)))
+        # global average over space (and group): invariant to the group's action
+        return h.mean(dim=tuple(range(2, h.dim())))
+
+
+class AllCNNC(_AllCNNCNet):
+    """All-CNN-C on Z2 (plain convolutions, 96/192 channels; 1,370,996 parameters)."""
+    base_channels = 96
+
+    def first_conv(self, cin, cout):
+        return self.conv(cin, cout, 3)
+
+    def conv(self, cin, cout, k):
+        return nn.Conv2d(cin, cout, k, padding=k // 2, bias=False)
+
+    def batch_norm(self, c):
+        return gnn.plane_batch_norm(c)
+
+    def pool(self, h):
+        return F.max_pool2d(h, 2, 2)
+
+    def init_weights(self):
+        # the original (after Cohen & Welling): N(0, 0.05) for every convolution
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.normal_(m.weight, 0.0, 0.05)
+
+
+class P4AllCNNC(_AllCNNCNet):
+    """p4-All-CNN-C: lifting + p4 group convolutions, 48/96 channels (1,370,372 parameters)."""
+    group_name = "p4"
+    base_channels = 48
+    wscale = 0.035  # the original's init U(-s, s), s = 0.035 / sqrt(C_in k^2)
+
+    def first_conv(self, cin, cout):
+        return gnn.LiftingConv(cin, cout, 3, self.group_name, padding=1)
+
+    def conv(self, cin, cout, k):
+        return gnn.GroupConv(cin, cout, k, self.group_name, padding=k // 2)
+
+    def batch_norm(self, c):
+        return gnn.GroupBatchNorm(c)
+
+    def pool(self, h):
+        return gnn.spatial_max_pool(h, 2, 2)
+
+    def init_weights(self):
+        # every conv-type layer, the spatial-attention filters included, as in the original
+        for m in self.modules():
+            if isinstance(m, (gnn.LiftingConv, gnn.GroupConv)):
+                m.reset_parameters(self.wscale)
+
+
+class _FeatureAttentionMixin:
+    """alpha_F in every layer: channel attention (first layer ratio 1, then ratio 16) and 7x7
+    spatial attention on the input of each convolution, the 1x1 c8 and c9 included."""
+    channel_ratio = 16
+    spatial_kernel = 7
+
+    def first_conv(self, cin, cout):
+        g = self.group_name
+        return gnn.FAttLiftingConv(cin, cout, 3, g,
+                                   channel_attention=gnn.FeatureChannelAttention(cin, 1),
+                                   spatial_attention=gnn.FeatureSpatialAttention(self.spatial_kernel, g),
+                                   padding=1)
+
+    def conv(self, cin, cout, k):
+        g = self.group_name
+        return gnn.FAttGroupConv(cin, cout, k, g,
+                                 channel_attention=gnn.GroupChannelAttention(cin, g, self.channel_ratio),
+                                 spatial_attention=gnn.GroupSpatialAttention(self.spatial_kernel, g),
+                                 padding=k // 2)
+
+
+class FAP4AllCNNC(_FeatureAttentionMixin, P4AllCNNC):
+    """alpha_F-p4-All-CNN-C (original ``fA_P4AllCNNC``): attention on the input feature maps of
+    every layer; channel-attention hidden sizes 3 (48 channels) and 6 (96) (1,400,120 parameters)."""
+
+
+class P4MAllCNNC(P4AllCNNC):
+    """p4m-All-CNN-C: lifting + p4m group convolutions, 32/64 channels (1,219,252 parameters)."""
+    group_name = "p4m"
+    base_channels = 32
+
+
+class FAP4MAllCNNC(_FeatureAttentionMixin, P4MAllCNNC):
+    """alpha_F-p4m-All-CNN-C (original ``fA_P4MAllCNNC``): channel attention permuted along the
+    p4m group axis, hidden sizes 2 (32 channels) and 4 (64) (1,249,192 parameters). The authors'
+    CIFAR-10 checkpoint of this model (93.47% in their log) is not published in a reachable form."""
+
+
+#: the original's class name -> ours, for the converter and the golden files
+ORIGINAL_CLASSES = {
+    "AllCNNC": AllCNNC, "P4AllCNNC": P4AllCNNC, "fA_P4AllCNNC": FAP4AllCNNC,
+    "P4MAllCNNC": P4MAllCNNC, "fA_P4MAllCNNC": FAP4MAllCNNC,
+}
+
+
+# ----------------------------------------------------------------------------- registrations
+def _register(name, cls, original):
+    def fn(**kwargs):
+        return cls(**kwargs)
+    fn.__doc__ = cls.__doc__
+    fn.__name__ = name
+    register_model(name, dataset="cifar10", architecture=cls.__name__, original_class=original,
+                   group=cls.group_name)(fn)
+    return fn
+
+
+allcnnc_cifar = _register("allcnnc_cifar", AllCNNC, "AllCNNC")
+p4_allcnnc_cifar = _register("p4_allcnnc_cifar", P4AllCNNC, "P4AllCNNC")
+af_p4_allcnnc_cifar = _register("af_p4_allcnnc_cifar", FAP4AllCNNC, "fA_P4AllCNNC")
+p4m_allcnnc_cifar = _register("p4m_allcnnc_cifar", P4MAllCNNC, "P4MAllCNNC")
+af_p4m_allcnnc_cifar = _register("af_p4m_allcnnc_cifar", FAP4MAllCNNC, "fA_P4MAllCNNC")

@@ -1,0 +1,237 @@
+"""PatchCamelyon DenseNet family (after Veeling et al. 2018), identical to the original
+``experiments/pcam/models/densenet.py``: DenseNet, P4DenseNet, fA_P4DenseNet, P4MDenseNet,
+fA_P4MDenseNet.
+
+Network (96x96 input, 5 dense blocks, growth G0 = ``n_channels``, stride 1, padding 0 everywhere)::
+
+    h = c1(x)                                           # 3x3, 3 -> G0              96 -> 94
+    for i in 0..3:  h = trans_layers[i](block_layers[i](h))
+    h = relu(bn_out(block_layers[4](h)))                 # 6 * G0 channels
+    h = c_out(h)                                         # 1x1 -> 2
+    logits = average over the remaining 2x2 map [group models: then over the group axis]
+
+    DenseBlock(x):      cat([conv3x3(relu(bn(x))), crop1(x)], dim=1)   # new features first
+    TransitionBlock(x): avgpool2(conv1x1(relu(bn(x))))                 # channels unchanged
+
+Spatial sizes 96 -> 94 -> 92 -> 46 -> 44 -> 22 -> 20 -> 10 -> 8 -> 4 -> 2 -> 1. Module names are
+the original's, so its state dicts load key for key. The default ``n_channels`` of each class
+is the one the original's ``run_experiment.py`` builds it with (26, 13, 13, 9, 9; the original
+classes default to 24, a value no experiment uses).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import nn as gnn
+from ..registry import register_model
+from ._base import ZooModel
+
+_HE_WSCALE = math.sqrt(2.0)  # the original's wscale: He initialisation
+
+#: alpha_F spatial attention of dense block i and transition i: (kernel size, dilation)
+_BLOCK_SPATIAL = [(7, 4), (7, 4), (7, 3), (7, 2), (5, 1)]
+_TRANSITION_SPATIAL = [(7, 4), (7, 4), (7, 3), (7, 1)]
+
+
+def _avg_pool2(h: torch.Tensor) -> torch.Tensor:
+    return gnn.spatial_avg_pool(h, 2, 2) if h.dim() == 5 else F.avg_pool2d(h, 2, 2)
+
+
+class DenseBlock(nn.Module):
+    """``cat([conv(relu(bn(x))), x cropped by one pixel at each border])``."""
+
+    def __init__(self, bn: nn.Module, conv: nn.Module):
+        super().__init__()
+        self.bn = bn
+        self.conv = conv
+
+    def forward(self, x):
+        h = self.conv(F.relu(self.bn(x)))
+        return torch.cat([h, x[..., 1:-1, 1:-1]], dim=1)
+
+
+class TransitionBlock(nn.Module):
+    """``avgpool2(conv1x1(relu(bn(x))))``."""
+
+    def __init__(self, bn: nn.Module, conv: nn.Module):
+        super().__init__()
+        self.bn = bn
+        self.conv = conv
+
+    def forward(self, x):
+        return _avg_pool2(self.conv(F.relu(self.bn(x))))
+
+
+class DenseNet(ZooModel):
+    """DenseNet on Z2 (plain convolutions, growth 26; 130,598 parameters)."""
+    in_chans = 3
+    input_size = (96, 96)
+    num_blocks = 5
+
+    def __init__(self, n_channels: int = 26, num_classes: int = 2):
+        super().__init__()
+        self.num_classes = num_classes
+        growth = width = n_channels
+        self.c1 = self.first_conv(3, width)
+        blocks, transitions = [], []
+        for i in range(self.num_blocks - 1):
+            blocks.append(DenseBlock(self.batch_norm(width), self.block_conv(width, growth, 3, i)))
+            width += growth
+            transitions.append(TransitionBlock(self.batch_norm(width),
+                                               self.transition_conv(width, i)))
+        blocks.append(DenseBlock(self.batch_norm(width),
+                                 self.block_conv(width, growth, 3, self.num_blocks - 1)))
+        width += growth
+        self.block_layers = nn.Sequential(*blocks)
+        self.trans_layers = nn.Sequential(*transitions)
+        self.bn_out = self.batch_norm(width)
+        self.c_out = self.head_conv(width, num_classes)
+        self.init_weights()
+
+    # hooks the variants override (i: index of the dense block / transition)
+    def first_conv(self, cin, cout):
+        return nn.Conv2d(cin, cout, 3, bias=False)
+
+    def block_conv(self, cin, cout, k, i):
+        return nn.Conv2d(cin, cout, k, bias=False)
+
+    def transition_conv(self, c, i):
+        return self.block_conv(c, c, 1, i)
+
+    def head_conv(self, cin, cout):
+        return nn.Conv2d(cin, cout, 1, bias=False)
+
+    def batch_norm(self, c):
+        return gnn.plane_batch_norm(c)
+
+    def init_weights(self):
+        # the original: N(0, sqrt(2) / sqrt(fan_in)) for every convolution
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.normal_(m.weight, 0.0, _HE_WSCALE / math.sqrt(m.weight[0].numel()))
+
+    def forward(self, x):
+        self.check_input(x)
+        h = self.c1(x)
+        for block, transition in zip(self.block_layers[:-1], self.trans_layers):
+            h = transition(block(h))
+        h = F.relu(self.bn_out(self.block_layers[-1](h)))
+        h = self.c_out(h)
+        if h.dim() == 5:
+            # the original: average_pooling_Rn(kernel = map size, stride 2), then the group mean
+            h = gnn.spatial_avg_pool(h, h.shape[-1], 2, 0).mean(dim=2)
+        else:
+            h = F.avg_pool2d(h, h.shape[-1])
+        return h.reshape(h.shape[0], self.num_classes)
+
+
+class P4DenseNet(DenseNet):
+    """p4-DenseNet: lifting + p4 group convolutions, growth 13 (129,649 parameters)."""
+    group_name = "p4"
+
+    def __init__(self, n_channels: int = 13, num_classes: int = 2):
+        super().__init__(n_channels, num_classes)
+
+    def first_conv(self, cin, cout):
+        return gnn.LiftingConv(cin, cout, 3, self.group_name)
+
+    def block_conv(self, cin, cout, k, i):
+        return gnn.GroupConv(cin, cout, k, self.group_name)
+
+    def head_conv(self, cin, cout):
+        return gnn.GroupConv(cin, cout, 1, self.group_name)
+
+    def batch_norm(self, c):
+        return gnn.GroupBatchNorm(c)
+
+    def init_weights(self):
+        # U(-s, s), s = sqrt(2) / sqrt(C_in k^2), for every conv-type layer (spatial attention too)
+        for m in self.modules():
+            if isinstance(m, (gnn.LiftingConv, gnn.GroupConv)):
+                m.reset_parameters(_HE_WSCALE)
+
+
+class P4MDenseNet(P4DenseNet):
+    """p4m-DenseNet: lifting + p4m group convolutions, growth 9 (124,209 parameters).
+
+    The authors' PCam checkpoint published as ``f_att_p4m_densenet`` (89.12% test accuracy in
+    their log) is in fact this plain model, ``P4MDenseNet(n_channels=9)`` without any attention:
+    the original ``run_experiment.py`` maps that name to this class, and the file holds no
+    attention weights (its keys carry the ``module.`` prefix of nn.DataParallel). Its weights
+    are therefore those of ``p4m_densenet_pcam``, not of ``af_p4m_densenet_pcam``.
+    """
+    group_name = "p4m"
+
+    def __init__(self, n_channels: int = 9, num_classes: int = 2):
+        super().__init__(n_channels, num_classes)
+
+
+class _FeatureAttentionMixin:
+    """alpha_F in every layer. First layer: channel attention (ratio 1) and 7x7 spatial attention
+    with dilation 4. Dense / transition convolutions: group channel attention with ratio
+    ``C_in // 2`` (hidden size 2) and spatial attention with the per-layer kernel sizes and
+    dilations of ``_BLOCK_SPATIAL`` / ``_TRANSITION_SPATIAL``. ``c_out``: ratio ``C_in // 2``,
+    3x3 spatial attention."""
+
+    def _fatt_group_conv(self, cin, cout, k, spatial_kernel, dilation):
+        g = self.group_name
+        return gnn.FAttGroupConv(
+            cin, cout, k, g,
+            channel_attention=gnn.GroupChannelAttention(cin, g, max(1, cin // 2)),
+            spatial_attention=gnn.GroupSpatialAttention(spatial_kernel, g, dilation=dilation))
+
+    def first_conv(self, cin, cout):
+        g = self.group_name
+        return gnn.FAttLiftingConv(cin, cout, 3, g,
+                                   channel_attention=gnn.FeatureChannelAttention(cin, 1),
+                                   spatial_attention=gnn.FeatureSpatialAttention(7, g, dilation=4))
+
+    def block_conv(self, cin, cout, k, i):
+        return self._fatt_group_conv(cin, cout, k, *_BLOCK_SPATIAL[i])
+
+    def transition_conv(self, c, i):
+        return self._fatt_group_conv(c, c, 1, *_TRANSITION_SPATIAL[i])
+
+    def head_conv(self, cin, cout):
+        return self._fatt_group_conv(cin, cout, 1, 3, 1)
+
+
+class FAP4DenseNet(_FeatureAttentionMixin, P4DenseNet):
+    """alpha_F-p4-DenseNet (original ``fA_P4DenseNet``), growth 13, with dilated spatial
+    attention (140,453 parameters)."""
+
+
+class FAP4MDenseNet(_FeatureAttentionMixin, P4MDenseNet):
+    """alpha_F-p4m-DenseNet (original ``fA_P4MDenseNet``), growth 9, with dilated spatial
+    attention (141,221 parameters). The original defines this class but its experiment script
+    never builds it; no weights of it were published (the checkpoint named
+    ``f_att_p4m_densenet`` is a plain P4MDenseNet)."""
+
+
+#: the original's class name -> ours, for the converter and the golden files
+ORIGINAL_CLASSES = {
+    "DenseNet": DenseNet, "P4DenseNet": P4DenseNet, "fA_P4DenseNet": FAP4DenseNet,
+    "P4MDenseNet": P4MDenseNet, "fA_P4MDenseNet": FAP4MDenseNet,
+}
+
+
+# ----------------------------------------------------------------------------- registrations
+def _register(name, cls, original):
+    def fn(**kwargs):
+        return cls(**kwargs)
+    fn.__doc__ = cls.__doc__
+    fn.__name__ = name
+    register_model(name, dataset="pcam", architecture=cls.__name__, original_class=original,
+                   group=cls.group_name)(fn)
+    return fn
+
+
+densenet_pcam = _register("densenet_pcam", DenseNet, "DenseNet")
+p4_densenet_pcam = _register("p4_densenet_pcam", P4DenseNet, "P4DenseNet")
+af_p4_densenet_pcam = _register("af_p4_densenet_pcam", FAP4DenseNet, "fA_P4DenseNet")
+p4m_densenet_pcam = _register("p4m_densenet_pcam", P4MDenseNet, "P4MDenseNet")
+af_p4m_densenet_pcam = _register("af_p4m_densenet_pcam", FAP4MDenseNet, "fA_P4MDenseNet")

@@ -1,0 +1,288 @@
+"""CIFAR-10 ResNet-44 family (pre-activation ResNet of Cohen & Welling 2016), identical to the
+original ``experiments/cifar10/models/resnet.py``: ResNet, P4MResNet, fA_P4MResNet; plus
+``AP4MResNet``, a full-alpha p4m-ResNet44 that is new in this zoo (not in the paper).
+
+Network (32x32 input, ``num_blocks`` = 7 blocks per stage, stage widths nc32 / nc16 / nc8)::
+
+    h = c1(x)                                   # 3x3, 3 -> nc32; no BN / ReLU right after it
+    h = layers_nc32(h)                          # 7 blocks nc32 -> nc32            (32x32)
+    h = layers_nc16(h)                          # block 0: nc32 -> nc16, downsample (16x16)
+    h = layers_nc8(h)                           # block 0: nc16 -> nc8,  downsample (8x8)
+    h = avgpool_8x8(relu(bn_out(h)))
+    logits = c_out(h)                           # 1x1 -> 10  [group models: mean over the group axis]
+
+Block (pre-activation)::
+
+    h = c1(relu(bn1(x)));  if downsample: h = maxpool2(h)
+    h = c2(relu(bn2(h)))
+    s = fiber_map(x);      if downsample: s = maxpool2(s)      # identity, or a 1x1 conv when widths change
+    return s + h
+
+As in the original, the stride-2 convolutions of the first block of stages 2 and 3 are replaced
+by stride-1 convolutions followed by 2x2 max pooling (this keeps the network exactly
+equivariant). Module names are the original's, so its state dicts load key for key.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import nn as gnn
+from ..registry import register_model
+from ._base import ZooModel
+
+_HE_WSCALE = math.sqrt(2.0)  # the original's wscale: He initialisation
+
+
+def _max_pool2(h: torch.Tensor) -> torch.Tensor:
+    return gnn.spatial_max_pool(h, 2, 2) if h.dim() == 5 else F.max_pool2d(h, 2, 2)
+
+
+class ResBlock(nn.Module):
+    """Pre-activation residual block; ``net`` supplies the layer constructors (not stored)."""
+
+    def __init__(self, net: "ResNet", in_channels: int, out_channels: int, downsample: bool,
+                 linear_fiber_map: bool):
+        super().__init__()
+        if not linear_fiber_map and in_channels != out_channels:
+            raise ValueError("an identity fiber map needs in_channels == out_channels, got "
+                             f"{in_channels} and {out_channels}")
+        self.downsample = downsample
+        self.bn1 = net.batch_norm(in_channels)
+        self.c1 = net.block_conv(in_channels, out_channels, 3)
+        self.bn2 = net.batch_norm(out_channels)
+        self.c2 = net.block_conv(out_channels, out_channels, 3)
+        self.fiber_map = (net.block_conv(in_channels, out_channels, 1) if linear_fiber_map
+                          else nn.Sequential())
+
+    def forward(self, x):
+        h = self.c1(F.relu(self.bn1(x)))
+        if self.downsample:
+            h = _max_pool2(h)
+        h = self.c2(F.relu(self.bn2(h)))
+        s = self.fiber_map(x)
+        if self.downsample:
+            s = _max_pool2(s)
+        return s + h
+
+
+class ResNet(ZooModel):
+    """ResNet44 on Z2 (plain convolutions, 32/64/128 channels; 2,636,064 parameters)."""
+    in_chans = 3
+    input_size = (32, 32)
+
+    def __init__(self, num_blocks: int = 7, nc32: int = 32, nc16: int = 64, nc8: int = 128,
+                 num_classes: int = 10):
+        super().__init__()
+        if num_blocks < 1:
+            raise ValueError(f"num_blocks must be >= 1, got {num_blocks}")
+        self.num_classes = num_classes
+        self.c1 = self.first_conv(3, nc32)
+        self.layers_nc32 = self._stage(nc32, nc32, num_blocks, first_downsamples=False)
+        self.layers_nc16 = self._stage(nc32, nc16, num_blocks, first_downsamples=True)
+        self.layers_nc8 = self._stage(nc16, nc8, num_blocks, first_downsamples=True)
+        self.bn_out = self.batch_norm(nc8)
+        self.c_out = self.head_conv(nc8, num_classes)
+        self.init_weights()
+
+    def _stage(self, cin, cout, num_blocks, first_downsamples):
+        blocks = [ResBlock(self, cin if i == 0 else cout, cout,
+                           downsample=first_downsamples and i == 0,
+                           linear_fiber_map=first_downsamples and i == 0)
+                  for i in range(num_blocks)]
+        return nn.Sequential(*blocks)
+
+    # hooks the variants override
+    def first_conv(self, cin, cout):
+        return nn.Conv2d(cin, cout, 3, padding=1, bias=False)
+
+    def block_conv(self, cin, cout, k):
+        return nn.Conv2d(cin, cout, k, padding=k // 2, bias=False)
+
+    def head_conv(self, cin, cout):
+        return nn.Conv2d(cin, cout, 1, bias=False)
+
+    def batch_norm(self, c):
+        return gnn.plane_batch_norm(c)
+
+    def init_weights(self):
+        # the original: N(0, sqrt(2) / sqrt(fan_in)) for every convolution
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                fan_in = m.weight[0].numel()
+                nn.init.normal_(m.weight, 0.0, _HE_WSCALE / math.sqrt(fan_in))
+
+    def prepare_input(self, x):
+        return x
+
+    def global_pool(self, h):
+        return F.avg_pool2d(h, h.shape[-1])
+
+    def forward(self, x):
+        self.check_input(x)
+        h = self.c1(self.prepare_input(x))
+        h = self.layers_nc32(h)
+        h = self.layers_nc16(h)
+        h = self.layers_nc8(h)
+        h = self.global_pool(F.relu(self.bn_out(h)))
+        h = self.c_out(h)
+        if h.dim() == 5:
+            h = h.mean(dim=2)  # invariant pooling over the group axis
+        return h.reshape(h.shape[0], self.num_classes)
+
+
+class P4MResNet(ResNet):
+    """p4m-ResNet44: lifting + p4m group convolutions, 11/23/45 channels (2,621,683 parameters)."""
+    group_name = "p4m"
+
+    def __init__(self, num_blocks: int = 7, nc32: int = 11, nc16: int = 23, nc8: int = 45,
+                 num_classes: int = 10):
+        super().__init__(num_blocks, nc32, nc16, nc8, num_classes)
+
+    def first_conv(self, cin, cout):
+        return gnn.LiftingConv(cin, cout, 3, self.group_name, padding=1)
+
+    def block_conv(self, cin, cout, k):
+        return gnn.GroupConv(cin, cout, k, self.group_name, padding=k // 2)
+
+    def head_conv(self, cin, cout):
+        return gnn.GroupConv(cin, cout, 1, self.group_name)
+
+    def batch_norm(self, c):
+        return gnn.GroupBatchNorm(c)
+
+    def init_weights(self):
+        # U(-s, s), s = sqrt(2) / sqrt(C_in k^2), for every conv-type layer (spatial attention too)
+        for m in self.modules():
+            if isinstance(m, (gnn.LiftingConv, gnn.GroupConv)):
+                m.reset_parameters(_HE_WSCALE)
+
+    def global_pool(self, h):
+        return gnn.spatial_avg_pool(h, h.shape[-1], 1, 0)
+
+
+class FAP4MResNet(P4MResNet):
+    """alpha_F-p4m-ResNet44 (original ``fA_P4MResNet``; 2,693,911 parameters).
+
+    Every convolution is an alpha_F one: the first layer with channel attention (ratio 1) and
+    7x7 spatial attention, every block convolution, 1x1 fiber map and the 1x1 ``c_out`` with
+    p4m channel attention of hidden size 2 (ratio ``C_in // 2``) and 7x7 spatial attention.
+
+    Kept identical to the original: ``forward`` first mirrors the input horizontally,
+    ``torch.flip(x, dims=[-1])``. The network is p4m-invariant, so this changes the logits only
+    by float rounding, but it is part of the function the authors trained.
+    """
+    spatial_kernel = 7
+
+    def prepare_input(self, x):
+        return torch.flip(x, dims=[-1])
+
+    def first_conv(self, cin, cout):
+        g = self.group_name
+        return gnn.FAttLiftingConv(cin, cout, 3, g,
+                                   channel_attention=gnn.FeatureChannelAttention(cin, 1),
+                                   spatial_attention=gnn.FeatureSpatialAttention(self.spatial_kernel, g),
+                                   padding=1)
+
+    def block_conv(self, cin, cout, k):
+        g = self.group_name
+        return gnn.FAttGroupConv(cin, cout, k, g,
+                                 channel_attention=gnn.GroupChannelAttention(cin, g, max(1, cin // 2)),
+                                 spatial_attention=gnn.GroupSpatialAttention(self.spatial_kernel, g),
+                                 padding=k // 2)
+
+    def head_conv(self, cin, cout):
+        return self.block_conv(cin, cout, 1)
+
+
+class AP4MResNet(P4MResNet):
+    """alpha-p4m-ResNet44: full alpha attention in every convolution (new in this zoo, not in
+    the paper; no original class, no published weights).
+
+    Design:
+
+    * Same network as P4MResNet (widths 11/23/45, 7 blocks per stage, pre-activation blocks,
+      max-pool downsampling, BN eps 2e-5, He-style init ``sqrt(2)/sqrt(C_in k^2)`` of the conv
+      weights), every lifting / group convolution replaced by its full-alpha version
+      (``AttLiftingConv`` / ``AttGroupConv``): attention on the per-(input channel, input group
+      element) responses before they are summed, ``y = s * sum_{c,j} Y (1 - alpha beta)``.
+    * First layer: attentive, ``ResponseChannelAttention(11, 3, ratio=1)`` (as the original's
+      alpha models treat their few-channel input layers) and 7x7 ``ResponseSpatialAttention``.
+    * Block convolutions and the 1x1 fiber maps: ``ResponseChannelAttention`` with ratio
+      ``C_in // 2`` (hidden size 2, like fA_P4MResNet) and 7x7 ``ResponseSpatialAttention``.
+      The channel attention's MLP weights are permuted along the input group axis with the p4m
+      axis permutation (the natural generalisation of the original's p4-only
+      ``ChannelAttentionGG``), so alpha is p4m-equivariant.
+    * ``c_out`` (1x1 conv applied after the global 8x8 average pool, on a 1x1 map): channel
+      attention only. Spatial attention on a 1x1 map would reduce to the centre tap of its
+      filter (a per-element scalar gate), so it is left out.
+    * No mirror-flip of the input (the flip in fA_P4MResNet has no effect on an invariant
+      network beyond rounding).
+    * Output factor of every ``AttGroupConv``: the original's ``2 pi / |H|`` = pi/4 for p4m,
+      not the Haar factor pi of ``GroupConv``. Consequence: with the same weights and no
+      attention an attentive layer gives 1/4 of P4MResNet's output, so P4MResNet weights do not
+      transfer without a x4 rescale; at initialisation (alpha, beta ~ 0.5, so 1 - alpha beta ~
+      0.75) each residual branch and the logits start about 5x smaller than in P4MResNet (the
+      batch norms in front of every convolution renormalise the branch inputs, so training is
+      unaffected beyond a smaller initial residual contribution).
+    * Size: 4,756,879 parameters (the per-output-channel attention filters dominate the
+      increase over P4MResNet's 2,621,683).
+    * Cost: the un-summed response tensor ``[O, |H|, C, |H|, X, Y]`` is largest in
+      ``layers_nc8.0.c1`` and ``layers_nc8.0.fiber_map`` (45 x 8 x 23 x 8 x 16 x 16 =
+      16,957,440 floats, 67.8 MB per sample in float32; about 400M response entries per sample
+      over the whole network). ``AttGroupConv`` computes it in chunks of output channels with
+      activation checkpointing, so live memory stays bounded, but the compute is large: about
+      15-30 CPU-seconds per image for one eval forward pass (2 threads); a GPU is needed for
+      real use.
+    """
+
+    def __init__(self, num_blocks: int = 7, nc32: int = 11, nc16: int = 23, nc8: int = 45,
+                 num_classes: int = 10, spatial_kernel: int = 7):
+        self.spatial_kernel = spatial_kernel
+        super().__init__(num_blocks, nc32, nc16, nc8, num_classes)
+
+    def first_conv(self, cin, cout):
+        g = self.group_name
+        return gnn.AttLiftingConv(
+            cin, cout, 3, g,
+            channel_attention=gnn.ResponseChannelAttention(cout, cin, g, 1, lifting=True),
+            spatial_attention=gnn.ResponseSpatialAttention(cout, self.spatial_kernel, g, lifting=True),
+            padding=1)
+
+    def block_conv(self, cin, cout, k):
+        g = self.group_name
+        return gnn.AttGroupConv(
+            cin, cout, k, g,
+            channel_attention=gnn.ResponseChannelAttention(cout, cin, g, max(1, cin // 2)),
+            spatial_attention=gnn.ResponseSpatialAttention(cout, self.spatial_kernel, g),
+            padding=k // 2)
+
+    def head_conv(self, cin, cout):
+        g = self.group_name
+        return gnn.AttGroupConv(
+            cin, cout, 1, g,
+            channel_attention=gnn.ResponseChannelAttention(cout, cin, g, max(1, cin // 2)))
+
+
+#: the original's class name -> ours, for the converter and the golden files
+ORIGINAL_CLASSES = {"ResNet": ResNet, "P4MResNet": P4MResNet, "fA_P4MResNet": FAP4MResNet}
+
+
+# ----------------------------------------------------------------------------- registrations
+def _register(name, cls, original):
+    def fn(**kwargs):
+        return cls(**kwargs)
+    fn.__doc__ = cls.__doc__
+    fn.__name__ = name
+    register_model(name, dataset="cifar10", architecture=cls.__name__, original_class=original,
+                   group=cls.group_name)(fn)
+    return fn
+
+
+resnet44_cifar = _register("resnet44_cifar", ResNet, "ResNet")
+p4m_resnet44_cifar = _register("p4m_resnet44_cifar", P4MResNet, "P4MResNet")
+af_p4m_resnet44_cifar = _register("af_p4m_resnet44_cifar", FAP4MResNet, "fA_P4MResNet")
+a_p4m_resnet44_cifar = _register("a_p4m_resnet44_cifar", AP4MResNet, None)
