@@ -128,3 +128,21 @@ def test_registry_convert_uses_the_registered_architecture(tmp_path):
         convert_checkpoint(checkpoint_path("p4cnn_rotmnist"), tmp_path / "x.safetensors",
                            "af_p4cnn_rotmnist")
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_cifar_alpha_f_p4m_allcnnc_checkpoint_layout(tmp_path):
+    """The authors' CIFAR checkpoint is not available offline; rebuild a file of its exact
+    layout (nn.DataParallel keys, legacy pickle) from the seeded golden of its class and check
+    the whole conversion path on it."""
+    golden = load_file(random_golden_path("cifar10", "fA_P4MAllCNNC"))
+    legacy = {"module." + k[len("state_dict."):]: v for k, v in golden.items()
+              if k.startswith("state_dict.")}
+    src = tmp_path / "model.pth"
+    torch.save(legacy, src, _use_new_zipfile_serialization=False)
+    dst = tmp_path / "af_p4m_allcnnc_cifar.safetensors"
+    convert_checkpoint(src, dst, "af_p4m_allcnnc_cifar")
+    model = get_entry("af_p4m_allcnnc_cifar").fn()
+    model.load_state_dict(load_file(dst))
+    with torch.no_grad():
+        out = model.eval()(golden["input"])
+    assert (out - golden["logits"]).abs().max() <= 1e-4
