@@ -45,8 +45,13 @@ def rotated_digits(images: torch.Tensor, seed: int = 0, transpose: bool = True) 
     gen = torch.Generator().manual_seed(seed)
     angles = torch.rand(len(images), generator=gen, dtype=torch.float64) * 360.0
     x = images.float().div(255.0).unsqueeze(1)
-    out = torch.stack([TF.rotate(img, float(a), interpolation=InterpolationMode.BILINEAR)
-                       for img, a in zip(x, angles)])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # thousands of tiny ops: a second thread only adds hand-off costs
+    try:
+        out = torch.stack([TF.rotate(img, float(a), interpolation=InterpolationMode.BILINEAR)
+                           for img, a in zip(x, angles)])
+    finally:
+        torch.set_num_threads(threads)
     if transpose:
         out = out.transpose(-2, -1).contiguous()
     return (out - out.mean()) / out.std()
