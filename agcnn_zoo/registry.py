@@ -11,7 +11,7 @@ import fnmatch
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
-__all__ = ["ModelEntry", "register_model", "get_entry", "list_registered", "DATASETS",
+__all__ = ["ModelEntry", "register_model", "register_model_class", "get_entry", "list_registered", "DATASETS",
            "UnknownModelError"]
 
 #: what each dataset's models expect (the original pipelines' preprocessing)
@@ -79,6 +79,18 @@ def register_model(name: str, *, dataset: str, architecture: str,
                                      (fn.__doc__ or "").strip(), group, list(notes or []))
         return fn
     return deco
+
+
+def register_model_class(name: str, cls, *, dataset: str, original_class: Optional[str]):
+    """Register ``cls(**kwargs)`` under ``name``; architecture, group and description come from
+    the class. Returns the constructor function (module-level names mirror timm's)."""
+    def fn(**kwargs):
+        return cls(**kwargs)
+    fn.__name__ = fn.__qualname__ = name
+    fn.__doc__ = cls.__doc__
+    return register_model(name, dataset=dataset, architecture=cls.__name__,
+                          original_class=original_class,
+                          group=getattr(cls, "group_name", None))(fn)
 
 
 def _ensure_loaded():

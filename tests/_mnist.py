@@ -2,11 +2,10 @@
 
 The authors' rot-MNIST stores every digit transposed w.r.t. MNIST, so the checkpoints expect
 transposed digits; ``rotated_digits(..., transpose=False)`` exists to show that it matters.
+Rotation here uses torchvision per image, independently of ``agcnn_zoo.data``'s batched rotation.
 """
 from __future__ import annotations
 
-import gzip
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -14,22 +13,10 @@ import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
+from agcnn_zoo.data import read_idx
+
 IMAGES = "t10k-images-idx3-ubyte.gz"
 LABELS = "t10k-labels-idx1-ubyte.gz"
-
-
-def read_idx(path: Path) -> np.ndarray:
-    """Read a gzipped IDX file (unsigned-byte data only, as MNIST uses)."""
-    with gzip.open(path, "rb") as f:
-        data = f.read()
-    zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
-    if zero != 0 or dtype_code != 0x08:
-        raise ValueError(f"{path}: not an unsigned-byte IDX file")
-    shape = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
-    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
-    if body.size != int(np.prod(shape)):
-        raise ValueError(f"{path}: {body.size} bytes of data for shape {shape}")
-    return body.reshape(shape)
 
 
 def load_mnist_test(mnist_dir: Path, limit: int | None = None):

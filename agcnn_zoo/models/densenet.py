@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import nn as gnn
-from ..registry import register_model
+from ..registry import register_model_class
 from ._base import ZooModel
 
 _HE_WSCALE = math.sqrt(2.0)  # the original's wscale: He initialisation
@@ -221,13 +221,7 @@ ORIGINAL_CLASSES = {
 
 # ----------------------------------------------------------------------------- registrations
 def _register(name, cls, original):
-    def fn(**kwargs):
-        return cls(**kwargs)
-    fn.__doc__ = cls.__doc__
-    fn.__name__ = name
-    register_model(name, dataset="pcam", architecture=cls.__name__, original_class=original,
-                   group=cls.group_name)(fn)
-    return fn
+    return register_model_class(name, cls, dataset="pcam", original_class=original)
 
 
 densenet_pcam = _register("densenet_pcam", DenseNet, "DenseNet")

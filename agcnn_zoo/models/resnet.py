@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import nn as gnn
-from ..registry import register_model
+from ..registry import register_model_class
 from ._base import ZooModel
 
 _HE_WSCALE = math.sqrt(2.0)  # the original's wscale: He initialisation
@@ -273,13 +273,7 @@ ORIGINAL_CLASSES = {"ResNet": ResNet, "P4MResNet": P4MResNet, "fA_P4MResNet": FA
 
 # ----------------------------------------------------------------------------- registrations
 def _register(name, cls, original):
-    def fn(**kwargs):
-        return cls(**kwargs)
-    fn.__doc__ = cls.__doc__
-    fn.__name__ = name
-    register_model(name, dataset="cifar10", architecture=cls.__name__, original_class=original,
-                   group=cls.group_name)(fn)
-    return fn
+    return register_model_class(name, cls, dataset="cifar10", original_class=original)
 
 
 resnet44_cifar = _register("resnet44_cifar", ResNet, "ResNet")

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import nn as gnn
-from ..registry import register_model
+from ..registry import register_model_class
 from ._base import ZooModel
 
 #: original key -> our key (identity: modules keep the original names)
@@ -162,14 +162,8 @@ ORIGINAL_CLASSES = {
 
 
 # ----------------------------------------------------------------------------- registrations
-def _register(name, cls, original, group="p4"):
-    def fn(**kwargs):
-        return cls(**kwargs)
-    fn.__doc__ = cls.__doc__
-    fn.__name__ = name
-    register_model(name, dataset="rotmnist", architecture=cls.__name__, original_class=original,
-                   group=None if cls is Z2CNN else group)(fn)
-    return fn
+def _register(name, cls, original):
+    return register_model_class(name, cls, dataset="rotmnist", original_class=original)
 
 
 z2cnn_rotmnist = _register("z2cnn_rotmnist", Z2CNN, "Z2CNN")
