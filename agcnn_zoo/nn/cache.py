@@ -25,8 +25,10 @@ class CachedBanks(nn.Module):
     def cached_bank(self, name: str, build: Callable[[], torch.Tensor],
                     sources: Sequence[torch.Tensor]) -> torch.Tensor:
         needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in sources)
-        if self.training or needs_grad:
-            # training, or eval with parameter gradients wanted: the bank must stay in the graph
+        if self.training or needs_grad or torch.compiler.is_compiling():
+            # training, or eval with parameter gradients wanted: the bank must stay in the graph;
+            # under torch.compile / export the bank is part of the traced graph (the compiler
+            # folds or fuses it) and module state must not change while tracing
             return build()
         attr = f"_bank_{name}"
         key = _key(sources)

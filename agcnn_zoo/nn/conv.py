@@ -68,6 +68,7 @@ class LiftingConv(CachedBanks):
         self.dilation = _pair_int(dilation, "dilation")
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size))
         self.reset_parameters()
+        self.group.plane_filter_index(kernel_size)   # build the index tables now, not mid-trace
 
     def reset_parameters(self, wscale: float = 1.0) -> None:
         # the original's init: U(-s, s), s = wscale / sqrt(fan_in)
@@ -112,6 +113,7 @@ class GroupConv(CachedBanks):
         n = self.group.order
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, n, kernel_size, kernel_size))
         self.reset_parameters()
+        self.group.group_filter_index(kernel_size)   # build the index tables now, not mid-trace
 
     def reset_parameters(self, wscale: float = 1.0) -> None:
         # the original leaves the input group size out of the fan-in

@@ -1,0 +1,71 @@
+"""export(): plain-convolution deployment networks with the same logits; trace / compile smoke."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import agcnn_zoo as zoo
+from agcnn_zoo.export import ExportError, export
+from agcnn_zoo.nn.attentive_conv import AttGroupConv, AttLiftingConv
+from agcnn_zoo.nn.cache import CachedBanks
+
+FULL_ALPHA = {"a_p4cnn_rotmnist", "ach_p4cnn_rotmnist", "asp_p4cnn_rotmnist", "a_p4m_resnet44_cifar"}
+EXPORTABLE = [n for n in zoo.list_models() if n not in FULL_ALPHA]
+
+
+def _input(name, batch=2):
+    c, h, w = zoo.model_info(name)["input_size"]
+    return torch.randn(batch, c, h, w, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("name", EXPORTABLE)
+def test_export_computes_the_same_logits(name):
+    torch.manual_seed(0)
+    model = zoo.create_model(name).eval()
+    x = _input(name)
+    with torch.no_grad():
+        ref = model(x)
+        out = export(model)(x)
+    scale = max(1.0, ref.abs().max().item())
+    assert (out - ref).abs().max().item() <= 1e-5 * scale
+    exported = export(model)
+    assert not any(isinstance(m, CachedBanks) for m in exported.modules()), \
+        "the exported network must hold no group machinery"
+
+
+def test_export_refuses_full_alpha_attention():
+    model = zoo.create_model("a_p4cnn_rotmnist")
+    with pytest.raises(ExportError, match="AttLiftingConv|AttGroupConv"):
+        export(model)
+    assert any(isinstance(m, (AttLiftingConv, AttGroupConv)) for m in model.modules())
+
+
+def test_export_is_a_snapshot_of_eval_behaviour():
+    model = zoo.create_model("p4cnn_rotmnist").eval()
+    exported = export(model)
+    x = _input("p4cnn_rotmnist")
+    with torch.no_grad():
+        before = exported(x)
+        for p in model.parameters():
+            p.mul_(0.5)
+        assert torch.equal(exported(x), before)
+
+
+@pytest.mark.parametrize("name", ["p4cnn_rotmnist", "af_p4cnn_rotmnist", "a_p4cnn_rotmnist",
+                                  "p4m_densenet_pcam"])
+def test_trace_matches_eager(name):
+    model = zoo.create_model(name).eval()
+    x = _input(name)
+    with torch.no_grad():
+        traced = torch.jit.trace(model, x, check_trace=False)
+        assert (traced(x) - model(x)).abs().max().item() <= 1e-5 * max(1.0, model(x).abs().max().item())
+
+
+@pytest.mark.parametrize("name", ["p4cnn_rotmnist", "af_p4cnn_rotmnist"])
+def test_compile_matches_eager(name):
+    # aot_eager exercises dynamo tracing + AOT autograd without a C++ toolchain build (CI time)
+    model = zoo.create_model(name).eval()
+    x = _input(name)
+    compiled = torch.compile(model, backend="aot_eager")
+    with torch.no_grad():
+        assert (compiled(x) - model(x)).abs().max().item() <= 1e-5 * max(1.0, model(x).abs().max().item())
