@@ -68,7 +68,7 @@ def measure(name: str, batch: int, mode: str, path: str, repeats: int, device: s
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     base = torch.cuda.memory_allocated() if cuda else _rss_bytes()
-    times = []
+    times, first = [], None
     with ctx:
         for i in range(repeats + 1):
             t0 = time.perf_counter()
@@ -77,9 +77,11 @@ def measure(name: str, batch: int, mode: str, path: str, repeats: int, device: s
                 torch.cuda.synchronize()
             if i:  # the first call is a warm-up (caches, allocator)
                 times.append(time.perf_counter() - t0)
+            else:
+                first = time.perf_counter() - t0
     peak = (torch.cuda.max_memory_allocated() if cuda
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    sec = statistics.median(times)
+    sec = statistics.median(times) if times else first  # --repeats 0: the one (cold) call
     return {"model": name, "batch": batch, "mode": mode, "path": path, "seconds": sec,
             "images_per_s": batch / sec, "peak_bytes": max(0, peak - base), "device": device,
             "threads": threads}
