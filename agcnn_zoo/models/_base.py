@@ -26,3 +26,12 @@ class ZooModel(nn.Module):
         if not x.is_floating_point():
             raise ValueError(f"{name} expects a floating-point tensor of shape {expected}, "
                              f"got dtype {x.dtype} (convert and normalise the images first)")
+
+
+def reset_group_conv_parameters(model: nn.Module, wscale: float) -> None:
+    """The original's init for every conv-type group layer (spatial-attention filters too):
+    U(-s, s), s = wscale / sqrt(C_in k^2)."""
+    from ..nn import GroupConv, LiftingConv
+    for m in model.modules():
+        if isinstance(m, (LiftingConv, GroupConv)):
+            m.reset_parameters(wscale)

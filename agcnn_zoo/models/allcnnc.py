@@ -28,7 +28,7 @@ from torch import nn
 
 from .. import nn as gnn
 from ..registry import register_model_class
-from ._base import ZooModel
+from ._base import ZooModel, reset_group_conv_parameters
 
 
 class _AllCNNCNet(ZooModel):
@@ -129,10 +129,7 @@ class P4AllCNNC(_AllCNNCNet):
         return gnn.spatial_max_pool(h, 2, 2)
 
     def init_weights(self):
-        # every conv-type layer, the spatial-attention filters included, as in the original
-        for m in self.modules():
-            if isinstance(m, (gnn.LiftingConv, gnn.GroupConv)):
-                m.reset_parameters(self.wscale)
+        reset_group_conv_parameters(self, self.wscale)
 
 
 class _FeatureAttentionMixin:

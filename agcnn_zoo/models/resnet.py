@@ -32,7 +32,7 @@ from torch import nn
 
 from .. import nn as gnn
 from ..registry import register_model_class
-from ._base import ZooModel
+from ._base import ZooModel, reset_group_conv_parameters
 
 _HE_WSCALE = math.sqrt(2.0)  # the original's wscale: He initialisation
 
@@ -155,10 +155,7 @@ class P4MResNet(ResNet):
         return gnn.GroupBatchNorm(c)
 
     def init_weights(self):
-        # U(-s, s), s = sqrt(2) / sqrt(C_in k^2), for every conv-type layer (spatial attention too)
-        for m in self.modules():
-            if isinstance(m, (gnn.LiftingConv, gnn.GroupConv)):
-                m.reset_parameters(_HE_WSCALE)
+        reset_group_conv_parameters(self, _HE_WSCALE)
 
     def global_pool(self, h):
         return gnn.spatial_avg_pool(h, h.shape[-1], 1, 0)
