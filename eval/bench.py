@@ -143,7 +143,7 @@ def main(argv=None) -> int:
                 line = f"{name:24s} b={batch:<4d} {mode:5s}"
                 for label, r in (("fast", f), ("ref", rf), ("export", ex)):
                     if "images_per_s" in r:
-                        line += f" | {label} {r["images_per_s"]:9.4g} img/s {_fmt_mem(r['peak_bytes'])}"
+                        line += f" | {label} {r['images_per_s']:9.4g} img/s {_fmt_mem(r['peak_bytes'])}"
                     elif r:
                         line += f" | {label} {r.get('error', '-')[:40]}"
                 if "images_per_s" in f and "images_per_s" in rf:
