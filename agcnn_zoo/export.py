@@ -3,11 +3,12 @@
 ``export(model)`` returns an eval-mode deep copy in which every lifting / group convolution is
 replaced by an ``nn.Conv2d`` holding its expanded filter bank (all ``|H|`` transformed copies
 of each filter, the output factor folded in), wrapped only to move between the group layout
-``[B, C, |H|, X, Y]`` and the plane layout ``[B, C |H|, X, Y]`` (a view). Batch norms become
-plain ``nn.BatchNorm3d`` / ``nn.BatchNorm2d``; pooling and activations are the model's own
-tensor operations. The result computes the same logits as the model in eval mode, contains no
-group machinery (no filter transforms, no caches, no reference-path switch) and traces cleanly
-with ``torch.jit.trace`` / ``torch.export`` / ONNX.
+``[B, C, |H|, X, Y]`` and the plane layout ``[B, C |H|, X, Y]`` (a view); CPU inference
+convolves in channels_last, like the source layer. Batch norms stay ``GroupBatchNorm`` (an
+``nn.BatchNorm3d``) / ``nn.BatchNorm2d``, dropout becomes ``nn.Dropout``; pooling and
+activations are the model's own tensor operations. The result computes the same logits as the
+model in eval mode, contains no group machinery (no filter transforms, no caches) and traces
+cleanly with ``torch.jit.trace`` / ``torch.export`` / ONNX.
 
 alpha_F models (``af_*``, ``coa_*``) are supported: their attention modules are exported too
 (the p4/p4m channel-attention MLPs become two bias-free ``nn.Linear`` with the permuted weight
@@ -31,7 +32,7 @@ from torch import nn
 from . import nn as gnn
 from .nn.attentive_conv import _FullAlphaConv, _modulate
 from .nn.cache import CachedBanks
-from .nn.conv import lifting_bank
+from .nn.conv import conv_input, lifting_bank
 
 __all__ = ["export", "ExportError", "PlaneConv", "GroupPlaneConv", "FeatureAttentiveConv",
            "ChannelMLPAttention", "StatsSpatialAttention", "Gate"]
@@ -54,12 +55,16 @@ def _conv2d(weight: torch.Tensor, layer) -> nn.Conv2d:
 class PlaneConv(nn.Module):
     """A lifting convolution as ``nn.Conv2d``: ``[B, C, X, Y] -> [B, O, |H|, X', Y']``."""
 
-    def __init__(self, conv: nn.Conv2d, group_order: int):
+    def __init__(self, conv: nn.Conv2d, group_order: int, nhwc_min_channels: int = 1):
         super().__init__()
         self.conv = conv
         self.group_order = group_order
+        self.nhwc_min_channels = nhwc_min_channels
 
     def forward(self, x):
+        # the same memory layout as the source layer (NHWC for CPU inference), hence the same
+        # oneDNN kernels and the same rounding
+        x = conv_input(x, self.training, self.nhwc_min_channels)
         return self.conv(x).unflatten(1, (-1, self.group_order))
 
 
@@ -67,7 +72,7 @@ class GroupPlaneConv(PlaneConv):
     """A group convolution as ``nn.Conv2d`` on ``[B, C |H|, X, Y]``: ``[B, C, |H|, X, Y] -> [B, O, |H|, X', Y']``."""
 
     def forward(self, x):
-        return self.conv(x.flatten(1, 2)).unflatten(1, (-1, self.group_order))
+        return super().forward(x.flatten(1, 2))
 
 
 class FeatureAttentiveConv(nn.Module):
@@ -126,14 +131,14 @@ class Gate(nn.Module):
 @torch.no_grad()
 def _lifting(layer: gnn.LiftingConv) -> PlaneConv:
     bank = lifting_bank(layer.weight, layer.group) * getattr(layer, "scale", 1.0)
-    return PlaneConv(_conv2d(bank, layer), layer.group.order)
+    return PlaneConv(_conv2d(bank, layer), layer.group.order, layer.nhwc_min_channels)
 
 
 @torch.no_grad()
 def _group(layer: gnn.GroupConv) -> GroupPlaneConv:
     o, c, n, k = layer.out_channels, layer.in_channels, layer.group.order, layer.kernel_size
     bank = gnn.conv.group_bank(layer.weight, layer.group).reshape(o * n, c * n, k, k) * layer.scale
-    return GroupPlaneConv(_conv2d(bank, layer), n)
+    return GroupPlaneConv(_conv2d(bank, layer), n, layer.nhwc_min_channels)
 
 
 def _plain_conv(layer):
@@ -168,11 +173,10 @@ def _feature_channel_attention(mod: gnn.FeatureChannelAttention) -> nn.Module:
     return copy.deepcopy(mod)  # plain linear algebra already
 
 
-def _batch_norm(bn: gnn.GroupBatchNorm) -> nn.BatchNorm3d:
-    out = nn.BatchNorm3d(bn.num_features, eps=bn.eps, momentum=bn.momentum, affine=bn.affine,
-                         track_running_stats=bn.track_running_stats)
-    out.load_state_dict(bn.state_dict())
-    return out.to(bn.weight.device if bn.weight is not None else "cpu")
+def _batch_norm(bn: gnn.GroupBatchNorm) -> gnn.GroupBatchNorm:
+    # kept as is: a BatchNorm3d whose inference is one per-channel affine map on the
+    # [B, C n, X, Y] view (the same arithmetic and memory layout as the source model)
+    return copy.deepcopy(bn)
 
 
 #: layer type -> converter; the most derived registered type of a module wins
@@ -189,6 +193,7 @@ CONVERTERS: Dict[Type[nn.Module], Callable[[nn.Module], nn.Module]] = {
     gnn.CoAttention: lambda m: Gate(_lifting(m), True),
     gnn.GroupCoAttention: lambda m: Gate(_group(m), False),
     gnn.GroupBatchNorm: _batch_norm,
+    gnn.Dropout: lambda m: nn.Dropout(m.p, m.inplace),
 }
 
 

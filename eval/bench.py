@@ -9,7 +9,7 @@ For every model, mode (eval forward under no_grad; train step = forward, backwar
 and path -- ``fast`` (the library), ``reference`` (``agcnn_zoo.nn.reference_path()``: filters
 rebuilt by Python loops every call, full response tensors materialised, i.e. the original's
 formulation) and ``export`` (``agcnn_zoo.export.export``: plain nn.Conv2d / BatchNorm, eval only,
-the limit) -- it reports images/s (median of ``--repeats`` timed calls after one warm-up) and
+the limit) -- it reports images/s (median of ``--repeats`` timed calls after two warm-up calls) and
 peak memory: on CUDA ``torch.cuda.max_memory_allocated``; on CPU each measurement runs in a
 fresh process and the peak is its maximum resident set size minus the resident size just before
 the first call (model, input and optimizer already built). Ratios: fast / reference speed,
@@ -34,6 +34,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def _rss_bytes() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * resource.getpagesize()
+
+
+def peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def time_calls(step, repeats: int, sync=None) -> float:
+    """Median seconds of ``repeats`` calls of ``step`` after two warm-up calls (caches, the
+    allocator's thresholds); with ``repeats == 0`` the one cold call."""
+    warmup = 2 if repeats else 0
+    times = []
+    for i in range(repeats + max(warmup, 1)):
+        t0 = time.perf_counter()
+        step()
+        if sync is not None:
+            sync()
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
 
 
 def measure(name: str, batch: int, mode: str, path: str, repeats: int, device: str,
@@ -68,20 +87,9 @@ def measure(name: str, batch: int, mode: str, path: str, repeats: int, device: s
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     base = torch.cuda.memory_allocated() if cuda else _rss_bytes()
-    times, first = [], None
     with ctx:
-        for i in range(repeats + 1):
-            t0 = time.perf_counter()
-            step()
-            if cuda:
-                torch.cuda.synchronize()
-            if i:  # the first call is a warm-up (caches, allocator)
-                times.append(time.perf_counter() - t0)
-            else:
-                first = time.perf_counter() - t0
-    peak = (torch.cuda.max_memory_allocated() if cuda
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    sec = statistics.median(times) if times else first  # --repeats 0: the one (cold) call
+        sec = time_calls(step, repeats, torch.cuda.synchronize if cuda else None)
+    peak = torch.cuda.max_memory_allocated() if cuda else peak_rss_bytes()
     return {"model": name, "batch": batch, "mode": mode, "path": path, "seconds": sec,
             "images_per_s": batch / sec, "peak_bytes": max(0, peak - base), "device": device,
             "threads": threads}
@@ -95,15 +103,22 @@ class _null:
         return False
 
 
-def measure_isolated(*args) -> dict:
-    """Run ``measure`` in a fresh process so that its peak RSS is its own."""
-    code = ("import json, sys; sys.path.insert(0, %r); from bench import measure; "
-            "print(json.dumps(measure(*json.loads(sys.argv[1]))))" % str(Path(__file__).parent))
+def run_isolated(module: str, *args) -> dict:
+    """``<module>.measure(*args)`` (a script of this folder) in a fresh process, so that its
+    peak RSS is its own; a failure comes back as ``{"error": last line of stderr}``."""
+    code = ("import json, sys; sys.path.insert(0, %r); from %s import measure; "
+            "print(json.dumps(measure(*json.loads(sys.argv[1]))))"
+            % (str(Path(__file__).parent), module))
     out = subprocess.run([sys.executable, "-c", code, json.dumps(args)], capture_output=True,
                          text=True)
     if out.returncode != 0:
-        return {"error": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "failed"}
+        lines = out.stderr.strip().splitlines()
+        return {"error": lines[-1] if lines else "failed"}
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def measure_isolated(*args) -> dict:
+    return run_isolated("bench", *args)
 
 
 def _fmt_mem(b):

@@ -18,3 +18,37 @@ def test_bench_reports_fast_reference_and_export(tmp_path):
     assert sorted(r["path"] for r in rows) == ["export", "fast", "reference"]
     assert all(r["images_per_s"] > 0 and r["peak_bytes"] >= 0 for r in rows)
     assert "vs ref" in out.stdout and "of export speed" in out.stdout
+
+
+def _fake_original(root):
+    """A stand-in checkout with the original's package layout whose P4CNN is the zoo's own."""
+    (root / "attgconv").mkdir(parents=True)
+    pkg = root / "experiments" / "rot_mnist" / "models"
+    pkg.mkdir(parents=True)
+    (root / "experiments" / "__init__.py").write_text("")
+    (root / "experiments" / "rot_mnist" / "__init__.py").write_text("")
+    (pkg / "__init__.py").write_text("from agcnn_zoo.models.rotmnist import P4CNN\n")
+    return root
+
+
+def test_bench_original_times_both_implementations(tmp_path):
+    original = _fake_original(tmp_path / "att_gconvs")
+    out_json = tmp_path / "orig.json"
+    out = subprocess.run([sys.executable, str(REPO / "eval" / "bench_original.py"),
+                          "--original", str(original), "--models", "p4cnn_rotmnist",
+                          "--batch-sizes", "2", "--repeats", "1", "--json", str(out_json)],
+                         capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out_json.read_text())
+    assert sorted((r["impl"], r["mode"]) for r in rows) == [
+        ("original", "eval"), ("original", "train"), ("zoo", "eval"), ("zoo", "train")]
+    assert all(r["images_per_s"] > 0 for r in rows)
+    assert [r["relative_logit_difference"] for r in rows if r["mode"] == "eval"] == [0.0, 0.0]
+    assert "zoo x" in out.stdout
+
+
+def test_bench_original_refuses_a_folder_that_is_not_the_original(tmp_path):
+    out = subprocess.run([sys.executable, str(REPO / "eval" / "bench_original.py"),
+                          "--original", str(tmp_path)], capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 2
+    assert "not a checkout of dwromero/att_gconvs" in out.stderr

@@ -49,8 +49,8 @@ class _AllCNNCNet(ZooModel):
         self.c7 = self.conv(c2, c2, 3)
         self.c8 = self.conv(c2, c2, 1)
         self.c9 = self.conv(c2, num_classes, 1)
-        self.dp_init = nn.Dropout(p_init)
-        self.dp = nn.Dropout(p)
+        self.dp_init = gnn.Dropout(p_init)
+        self.dp = gnn.Dropout(p)
         widths = [c1] * 3 + [c2] * 5 + [num_classes]
         for i, w in enumerate(widths, start=1):
             setattr(self, f"bn{i}", self.batch_norm(w))

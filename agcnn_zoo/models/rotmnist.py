@@ -33,7 +33,7 @@ class _RotMNISTNet(ZooModel):
         self.c7 = self.group_conv(c, num_classes, 4)
         for i in range(1, 7):
             setattr(self, f"bn{i}", self.batch_norm(c))
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = gnn.Dropout(dropout)
 
     # hooks the variants override
     def first_conv(self, cin, cout):

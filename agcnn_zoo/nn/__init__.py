@@ -4,6 +4,7 @@ from .attention import (CoAttention, FeatureChannelAttention, FeatureSpatialAtte
                         ResponseChannelAttention, ResponseSpatialAttention)
 from .attentive_conv import AttGroupConv, AttLiftingConv, FAttGroupConv, FAttLiftingConv
 from .cache import CachedBanks
+from .dropout import Dropout
 from .conv import GroupConv, LiftingConv
 from .norm import GroupBatchNorm, plane_batch_norm
 from .pooling import (GroupPool, SpatialAvgPool, SpatialMaxPool, spatial_avg_pool,

@@ -111,6 +111,7 @@ def _mean_max_channels(x: torch.Tensor) -> torch.Tensor:
 
 class FeatureSpatialAttention(LiftingConv):
     """beta over the plane: ``sigmoid(max_i Lift([mean_c x, max_c x])_i)``, ``[B, 1, X, Y]``."""
+    nhwc_min_channels = 4   # its 2-plane input convolves faster in NCHW
 
     def __init__(self, kernel_size: int = 7, group="p4", dilation: int = 1):
         super().__init__(2, 1, kernel_size, group, padding=dilation * (kernel_size // 2),

@@ -34,8 +34,9 @@ is below ``(1 + 2/C) E + k^2 C J X'Y' b_c + O(E / X'Y')`` floats for ``E`` = chu
 whatever the batch size. With gradients each chunk runs under activation checkpointing: in
 forward nothing of a chunk is kept but its inputs (views) and its ``[b_c, O_c |H|, X', Y']``
 output; in backward one chunk at a time is recomputed and differentiated, holding at most
-about ``6 E`` floats (``Y``, ``A`` and their gradients, masks of the max reductions). The layer
-output, the plain convolution and its saved input are the only whole-batch tensors.
+about ``6 E`` floats (``Y``, ``A`` and their gradients, masks of the max reductions), and its
+gradients are added into the layer's input and bank gradients. The layer output, the plain
+convolution, its saved input and the input gradient are the only whole-batch tensors.
 The default ``E`` (``DEFAULT_MAX_CHUNK_ELEMENTS``, 2^20, 4 MiB of float32) keeps a chunk in
 the CPU caches; on GPUs set ``layer.max_chunk_elements`` (or :func:`set_max_chunk_elements`)
 to a larger budget, e.g. 2^26.
@@ -63,9 +64,13 @@ def _modulate(x: torch.Tensor, channel_attention, spatial_attention) -> torch.Te
     if channel_attention is None and spatial_attention is None:
         return x
     a = x if channel_attention is None else channel_attention(x) * x
-    if spatial_attention is not None:
-        a = spatial_attention(a) * a
-    return x - a
+    if spatial_attention is None:
+        return x - a
+    beta = spatial_attention(a)
+    if a is x or torch.is_grad_enabled() or ref.enabled():
+        return x - beta * a
+    # inference: x - beta * a written over a (one pass, no new map-sized buffers)
+    return torch.addcmul(x, beta, a, value=-1, out=a)
 
 
 class FAttLiftingConv(LiftingConv):
@@ -157,7 +162,7 @@ def _spatial_mean(u, kr):
     also returns the mean receptive field ``[b, J, C, kk]``."""
     j, c, q, kk = kr.shape
     ubar = u.view(-1, j, c, kk, u.shape[-1]).mean(-1)
-    return torch.einsum("jcqu,bjcu->bjcq", kr, ubar), ubar
+    return torch.matmul(kr, ubar.unsqueeze(-1)).squeeze(-1), ubar
 
 
 def _channel_sum_max(a):
@@ -217,96 +222,142 @@ def _alpha_chunk(x, kr, f1, f2, wsp, geo: _Geometry, inplace: bool):
     return r.transpose(1, 2).contiguous().view(b, q, *geo.out_hw)
 
 
-class _AlphaChunk(torch.autograd.Function):
-    """``_alpha_chunk`` with gradients, keeping nothing but its inputs: the chunk is recomputed
-    in backward (activation checkpointing) and differentiated by hand, so that the large
-    response-sized tensors live one chunk at a time and the linear parts of the gradient run as
-    GEMMs on the unfolded input instead of response-sized products. Max reductions pass their
-    gradient to every maximal entry in equal parts, exactly like ``torch.amax``."""
+def _share_among_maxima(t, t_max, grad, dim: int) -> torch.Tensor:
+    """The gradient of ``t.amax(dim)`` for ``grad``: equal shares to every maximal entry.
+    The mask is written as floats straight away (bool masks cost a conversion pass and a slow
+    integer sum on CPU)."""
+    mask = torch.eq(t, t_max, out=torch.empty_like(t))
+    return mask.mul_((grad / mask.sum(dim)).unsqueeze(dim))
+
+
+def _alpha_chunk_backward(x, kr, f1, f2, wsp, geo: _Geometry, grad, needs_x: bool):
+    """Gradients of ``_alpha_chunk`` for the output gradient ``grad``, the chunk recomputed:
+    ``(d_x, d_kr, d_f1, d_f2, d_wsp)``. The linear parts run as GEMMs on the unfolded input
+    instead of response-sized products. Max reductions pass their gradient to every maximal
+    entry in equal parts, exactly like ``torch.amax``."""
+    b, j, c = x.shape[:3]
+    q, kk = kr.shape[2], kr.shape[3]
+    hw = geo.out_hw[0] * geo.out_hw[1]
+    u, kb, y = _responses(x, kr, geo)
+    g_ql = grad.reshape(b, q, hw)
+    alpha = mlp_in = None
+    if f1 is not None:
+        mu, ubar = _spatial_mean(u, kr)
+        mx = y.amax(-1)
+        with torch.enable_grad():
+            mlp_in = [t.detach().requires_grad_() for t in (mu, mx, f1, f2)]
+            alpha_g = _channel_alpha(*mlp_in)
+        alpha = alpha_g.detach()
+    d_alpha = d_wsp = None
+    e = None                                      # response-sized part of dY / alpha
+    if wsp is None:
+        # R = sum_{j,c} alpha Y: dY = alpha G (rank-structured), all through GEMMs on u
+        t = torch.bmm(u.view(b, j * c * kk, hw), g_ql.transpose(1, 2)).view(b, j, c, kk, q)
+        d_alpha = torch.einsum("jcqu,bjcuq->bjcq", kr, t)
+        d_kr = torch.einsum("bjcq,bjcuq->jcqu", alpha, t)
+        w_t = (alpha.unsqueeze(-1) * kr).permute(0, 1, 2, 4, 3).reshape(b, j * c * kk, q)
+        d_u = torch.bmm(w_t, g_ql).view(b, j, c, kk, hw)
+    else:
+        a = y if alpha is None else y * alpha.unsqueeze(-1)
+        sa, ma = _channel_sum_max(a)
+        stats = torch.stack([sa.permute(0, 3, 1, 2), ma.permute(0, 3, 1, 2)], 2)
+        beta = _spatial_pre(stats, wsp, geo).sigmoid_()                  # [b, L, J, Q]
+        g_l = g_ql.transpose(1, 2).unsqueeze(2)                          # [b, L, 1, Q]
+        d_sa = beta * g_l                                                # direct path
+        d_pre = (stats[:, :, 0] * g_l).mul_(beta).mul_(1 - beta)         # through beta
+        d_stats, d_wsp = _spatial_backward(d_pre, stats, wsp, geo)
+        d_sa += d_stats[:, :, 0]
+        d_ma = d_stats[:, :, 1].permute(0, 2, 3, 1)                      # [b, J, Q, L]
+        d_sa = d_sa.permute(0, 2, 1, 3).reshape(b * j, hw, q)            # [b*J, L, Q]
+        # dA = dSA (same for every c) + dMA at the channel maxima (shared among ties)
+        if c == 1:
+            e = d_ma.unsqueeze(2).contiguous()
+        else:
+            e = _share_among_maxima(a, ma.unsqueeze(2), d_ma, 2)            # [b, J, C, Q, L]
+        del a, stats
+        # the dSA part through GEMMs: t[b,j,(c,u),q] = sum_l u dSA
+        t = torch.bmm(u.view(b * j, c * kk, hw), d_sa).view(b, j, c, kk, q)
+        if alpha is None:
+            d_kr = t.sum(0).permute(0, 1, 3, 2)
+            w_t = kr.permute(0, 1, 3, 2).reshape(1, j, c * kk, q)
+        else:
+            d_alpha = torch.einsum("jcqu,bjcuq->bjcq", kr, t)
+            d_alpha += torch.einsum("bjcql,bjcql->bjcq", e, y)
+            d_kr = torch.einsum("bjcq,bjcuq->jcqu", alpha, t)
+            w_t = (alpha.unsqueeze(-1) * kr).permute(0, 1, 2, 4, 3).reshape(b, j, c * kk, q)
+            e.mul_(alpha.unsqueeze(-1))                                  # now dY (sparse part)
+        d_u = torch.matmul(w_t, d_sa.view(b, j, hw, q).transpose(2, 3)).view(b, j, c, kk, hw)
+    d_f1 = d_f2 = None
+    if f1 is not None:
+        d_mu, d_mx, d_f1, d_f2 = torch.autograd.grad(alpha_g, mlp_in, d_alpha)
+        # spatial max: gradient to the maximal pixels (shared among ties)
+        e_max = _share_among_maxima(y, mx.unsqueeze(-1), d_mx, -1)
+        e = e_max if e is None else e.add_(e_max)
+        del e_max
+        # spatial mean, through the mean receptive field
+        d_kr += torch.einsum("bjcq,bjcu->jcqu", d_mu, ubar)
+        d_u += (torch.einsum("jcqu,bjcq->bjcu", kr, d_mu) / hw).unsqueeze(-1)
+    del y
+    if e is not None:
+        e = e.view(b * j * c, q, hw)
+        d_kr += torch.bmm(e, u.transpose(1, 2)).view(b, j, c, q, kk).sum(0)
+        d_u += torch.bmm(kb.transpose(1, 2), e).view(b, j, c, kk, hw)
+    d_x = _fold(d_u, x.shape, geo) if needs_x else None
+    return d_x, d_kr, d_f1, d_f2, d_wsp
+
+
+class _AlphaAttention(torch.autograd.Function):
+    """The attention term of a whole full-alpha layer, ``[B, O n, X', Y']``, computed chunk by
+    chunk and keeping nothing but its inputs: in backward every chunk is recomputed (activation
+    checkpointing) and differentiated by hand, one at a time, its gradients written into
+    whole-layer gradient tensors (slicing the input per chunk under autograd would instead
+    allocate a whole-batch zero gradient for every chunk)."""
 
     @staticmethod
-    def forward(ctx, x, kr, f1, f2, wsp, geo):
+    def forward(ctx, x, kr, f1, f2, wsp, geo, plan):
         ctx.save_for_backward(x, kr, f1, f2, wsp)
-        ctx.geo = geo
-        return _alpha_chunk(x, kr, f1, f2, wsp, geo, inplace=True)
+        ctx.geo, ctx.plan = geo, plan
+        run = checkpoint if len(plan) > 1 else (lambda fn, *args: fn(*args))
+        return _run_chunks(x, kr, f1, f2, wsp, geo, plan,
+                           lambda *args: run(_alpha_chunk, *args, geo, True))
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
         x, kr, f1, f2, wsp = ctx.saved_tensors
-        geo = ctx.geo
-        b, j, c = x.shape[:3]
-        q, kk = kr.shape[2], kr.shape[3]
-        hw = geo.out_hw[0] * geo.out_hw[1]
-        u, kb, y = _responses(x, kr, geo)
-        u5 = u.view(b, j, c, kk, hw)
-        g_ql = grad.reshape(b, q, hw)
-        alpha = mlp_in = None
-        if f1 is not None:
-            mu, ubar = _spatial_mean(u, kr)
-            mx = y.amax(-1)
-            with torch.enable_grad():
-                mlp_in = [t.detach().requires_grad_() for t in (mu, mx, f1, f2)]
-                alpha_g = _channel_alpha(*mlp_in)
-            alpha = alpha_g.detach()
-        d_alpha = d_wsp = None
-        e = None                                      # response-sized part of dY / alpha
-        if wsp is None:
-            # R = sum_{j,c} alpha Y: dY = alpha G (rank-structured), all through GEMMs on u
-            t = torch.bmm(u.view(b, j * c * kk, hw), g_ql.transpose(1, 2)).view(b, j, c, kk, q)
-            d_alpha = torch.einsum("jcqu,bjcuq->bjcq", kr, t)
-            d_kr = torch.einsum("bjcq,bjcuq->jcqu", alpha, t)
-            w_t = (alpha.unsqueeze(-1) * kr).permute(0, 1, 2, 4, 3).reshape(b, j * c * kk, q)
-            d_u = torch.bmm(w_t, g_ql).view(b, j, c, kk, hw)
-        else:
-            a = y if alpha is None else y * alpha.unsqueeze(-1)
-            sa, ma = _channel_sum_max(a)
-            stats = torch.stack([sa.permute(0, 3, 1, 2), ma.permute(0, 3, 1, 2)], 2)
-            beta = _spatial_pre(stats, wsp, geo).sigmoid_()                  # [b, L, J, Q]
-            g_l = g_ql.transpose(1, 2).unsqueeze(2)                          # [b, L, 1, Q]
-            d_sa = beta * g_l                                                # direct path
-            d_pre = (stats[:, :, 0] * g_l).mul_(beta).mul_(1 - beta)         # through beta
-            d_stats, d_wsp = _spatial_backward(d_pre, stats, wsp, geo)
-            d_sa += d_stats[:, :, 0]
-            d_ma = d_stats[:, :, 1].permute(0, 2, 3, 1)                      # [b, J, Q, L]
-            d_sa = d_sa.permute(0, 2, 1, 3).reshape(b * j, hw, q)            # [b*J, L, Q]
-            # dA = dSA (same for every c) + dMA at the channel maxima (shared among ties)
-            if c == 1:
-                e = d_ma.unsqueeze(2).contiguous()
-            else:
-                mask = a == ma.unsqueeze(2)
-                e = mask * (d_ma / mask.sum(2)).unsqueeze(2)                 # [b, J, C, Q, L]
-            del a, stats
-            # the dSA part through GEMMs: t[b,j,(c,u),q] = sum_l u dSA
-            t = torch.bmm(u.view(b * j, c * kk, hw), d_sa).view(b, j, c, kk, q)
-            if alpha is None:
-                d_kr = t.sum(0).permute(0, 1, 3, 2)
-                w_t = kr.permute(0, 1, 3, 2).reshape(1, j, c * kk, q)
-            else:
-                d_alpha = torch.einsum("jcqu,bjcuq->bjcq", kr, t)
-                d_alpha += torch.einsum("bjcql,bjcql->bjcq", e, y)
-                d_kr = torch.einsum("bjcq,bjcuq->jcqu", alpha, t)
-                w_t = (alpha.unsqueeze(-1) * kr).permute(0, 1, 2, 4, 3).reshape(b, j, c * kk, q)
-                e.mul_(alpha.unsqueeze(-1))                                  # now dY (sparse part)
-            d_u = torch.matmul(w_t, d_sa.view(b, j, hw, q).transpose(2, 3)).view(b, j, c, kk, hw)
-        d_f1 = d_f2 = None
-        if f1 is not None:
-            d_mu, d_mx, d_f1, d_f2 = torch.autograd.grad(alpha_g, mlp_in, d_alpha)
-            # spatial max: gradient to the maximal pixels (shared among ties)
-            mask = y == mx.unsqueeze(-1)
-            e_max = mask * (d_mx / mask.sum(-1)).unsqueeze(-1)
-            e = e_max if e is None else e.add_(e_max)
-            del mask, e_max
-            # spatial mean, through the mean receptive field
-            d_kr += torch.einsum("bjcq,bjcu->jcqu", d_mu, ubar)
-            d_u += (torch.einsum("jcqu,bjcq->bjcu", kr, d_mu) / hw).unsqueeze(-1)
-        del y
-        if e is not None:
-            e = e.view(b * j * c, q, hw)
-            d_kr += torch.bmm(e, u.transpose(1, 2)).view(b, j, c, q, kk).sum(0)
-            d_u += torch.bmm(kb.transpose(1, 2), e).view(b, j, c, kk, hw)
-        d_x = _fold(d_u, x.shape, geo) if ctx.needs_input_grad[0] else None
-        return d_x, d_kr, d_f1, d_f2, d_wsp, None
+        needs_x = ctx.needs_input_grad[0]
+        d_x = torch.zeros_like(x) if needs_x else None
+        d_kr = torch.zeros_like(kr)
+        d_f1 = None if f1 is None else torch.zeros_like(f1)
+        d_f2 = None if f2 is None else torch.zeros_like(f2)
+        d_wsp = None if wsp is None else torch.zeros_like(wsp)
+        for rows, qs in ctx.plan:
+            xb, krq, f1q, f2q, wspq = _chunk_args(x, kr, f1, f2, wsp, rows, qs)
+            dx, dkr, df1, df2, dwsp = _alpha_chunk_backward(
+                xb, krq, f1q, f2q, wspq, ctx.geo, grad[rows, qs], needs_x)
+            if needs_x:
+                d_x[rows] += dx
+            d_kr[:, :, qs] += dkr
+            if f1 is not None:
+                d_f1[:, qs] += df1
+                d_f2[:, qs] += df2
+            if wsp is not None:
+                d_wsp[:, :, qs] += dwsp
+        return d_x, d_kr, d_f1, d_f2, d_wsp, None, None
+
+
+def _chunk_args(x, kr, f1, f2, wsp, rows: slice, qs: slice):
+    return (x[rows], kr[:, :, qs], None if f1 is None else f1[:, qs],
+            None if f2 is None else f2[:, qs], None if wsp is None else wsp[:, :, qs])
+
+
+def _run_chunks(x, kr, f1, f2, wsp, geo: _Geometry, plan, chunk_fn) -> torch.Tensor:
+    """``chunk_fn(*chunk inputs)`` for every (samples, output slots) chunk of ``plan``, written
+    into one ``[B, O n, X', Y']`` tensor."""
+    out = x.new_empty(x.shape[0], kr.shape[2], *geo.out_hw)
+    for rows, qs in plan:
+        out[rows, qs] = chunk_fn(*_chunk_args(x, kr, f1, f2, wsp, rows, qs))
+    return out
 
 
 def _spatial_backward(d_pre, stats, wsp, geo):
@@ -321,22 +372,31 @@ def _spatial_backward(d_pre, stats, wsp, geo):
         d_stats = (d_d * w).view(b, hw, 2, j, q)
         d_wsp = (d_d * stats.view(b, hw, 2 * g)).sum((0, 1)).view(wsp.shape)
         return d_stats, d_wsp
-    d_stats, d_w, _ = torch.ops.aten.convolution_backward(
-        _as_channels_last(d_d, geo.out_hw), _as_channels_last(stats, geo.out_hw),
-        wsp.reshape(2 * g, 1, *ks), None, [1, 1], _pair(geo.sp_padding), _pair(geo.sp_dilation),
-        False, [0, 0], 2 * g, [True, True, False])
+    pad, dil = _pair(geo.sp_padding), _pair(geo.sp_dilation)
+    d_out = _as_channels_last(d_d, geo.out_hw)
+    st = _as_channels_last(stats, geo.out_hw)
+    d_stats = torch.ops.aten.convolution_backward(
+        d_out, st, wsp.reshape(2 * g, 1, *ks), None, [1, 1], pad, dil, False, [0, 0], 2 * g,
+        [True, False, False])[0]
     d_stats = d_stats.permute(0, 2, 3, 1).reshape(b, hw, 2, j, q)
-    return d_stats, d_w.view(wsp.shape)
+    # the filter gradient as a depthwise convolution of every padded statistic map with its
+    # output gradient as the filter (the dilation becomes the stride), summed over the samples:
+    # oneDNN's depthwise weight-gradient kernel was ~20x slower than its forward on CPU
+    st = F.pad(st.transpose(0, 1), (pad[1], pad[1], pad[0], pad[0]))            # [2G, b, ...]
+    d_w = F.conv2d(st.reshape(1, 2 * g * b, *st.shape[-2:]),
+                   d_out.transpose(0, 1).reshape(2 * g * b, 1, *geo.out_hw), None, dil, 0, 1,
+                   2 * g * b)
+    return d_stats, d_w.view(2 * g, b, *ks).sum(1).view(wsp.shape)
 
 
 def _pair(v):
     return list(v) if isinstance(v, (tuple, list)) else [v, v]
 
 
-def checkpoint(fn, *args, use_reentrant=False):
-    """Runs one chunk of a split full-alpha layer that needs gradients. The chunk function
-    (``_AlphaChunk.apply``) is itself checkpointed: it keeps only its inputs and recomputes the
-    chunk in backward. A module-level hook so that tests can count the chunks."""
+def checkpoint(fn, *args):
+    """Runs one chunk of a split full-alpha layer that needs gradients (``_AlphaAttention``
+    keeps only the layer's inputs and recomputes each chunk in backward). A module-level hook
+    so that tests can count the chunks."""
     return fn(*args)
 
 
@@ -368,6 +428,9 @@ class _FullAlphaConv(CachedBanks):
     """Shared machinery of the full-alpha attentive convolutions."""
 
     lifting: bool
+    # inputs and outputs stay NCHW: the chunks gather receptive fields plane by plane
+    # (``_unfold``), which an NHWC-backed map makes slower than the plain convolution gains
+    nhwc_min_channels = 1 << 62
 
     def _init_attention(self, channel_attention, spatial_attention):
         for name, mod, cls in (("channel_attention", channel_attention, ResponseChannelAttention),
@@ -441,23 +504,13 @@ class _FullAlphaConv(CachedBanks):
             wsp, sp_padding = _crop_spatial(wsp, sp_padding, sp_dilation, out_hw)
         geo = _Geometry(self.kernel_size, self.stride, self.padding, self.dilation, sp_padding,
                         sp_dilation, out_hw)
-        several = bstep < b or ostep < o
-        rows = []
-        for b0 in range(0, b, bstep):
-            xb = xt[b0:b0 + bstep]
-            cols = []
-            for o0 in range(0, o, ostep):
-                qs = slice(o0 * n, min(o, o0 + ostep) * n)
-                args = (xb, kr[:, :, qs], None if f1 is None else f1[:, qs],
-                        None if f2 is None else f2[:, qs], None if wsp is None else wsp[:, :, qs])
-                if not needs_grad:
-                    cols.append(_alpha_chunk(*args, geo, inplace=True))
-                elif several:
-                    cols.append(checkpoint(_AlphaChunk.apply, *args, geo))
-                else:
-                    cols.append(_AlphaChunk.apply(*args, geo))
-            rows.append(cols[0] if len(cols) == 1 else torch.cat(cols, 1))
-        att = rows[0] if len(rows) == 1 else torch.cat(rows, 0)
+        plan = [(slice(b0, min(b, b0 + bstep)), slice(o0 * n, min(o, o0 + ostep) * n))
+                for b0 in range(0, b, bstep) for o0 in range(0, o, ostep)]
+        if needs_grad:
+            att = _AlphaAttention.apply(xt, kr, f1, f2, wsp, geo, plan)
+        else:
+            att = _run_chunks(xt, kr, f1, f2, wsp, geo, plan,
+                              lambda *args: _alpha_chunk(*args, geo, inplace=True))
         return plain - self.scale * att.unflatten(1, (o, n))
 
     def _has_attention(self) -> bool:

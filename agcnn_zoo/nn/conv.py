@@ -6,6 +6,11 @@
 
 The filter bank is built with one gather from a precomputed integer index (no Python loop per
 group element) and cached in eval mode (see ``cache.py``).
+
+Inference on CPU runs in channels_last (NHWC): oneDNN's NHWC kernels are about 1.5x faster at
+these channel counts, and the layout flows through the group batch norm, ReLU and pooling
+unchanged (``[B, C, n, X, Y]`` stays a view of an NHWC ``[B, C n, X, Y]``). With autograd the
+maps stay NCHW: batch-norm training on NHWC group maps costs more than the convolution gains.
 """
 from __future__ import annotations
 
@@ -42,6 +47,22 @@ def group_bank(weight: torch.Tensor, group: Group) -> torch.Tensor:
     return bank.transpose(1, 2).reshape(o, group.order, c, n_in, k, k)
 
 
+def _nhwc(x: torch.Tensor) -> torch.Tensor:
+    if x.shape[1] == 1 and x.is_contiguous():
+        # one channel: the same memory, strided as NHWC, so oneDNN also returns NHWC
+        b, _, h, w = x.shape
+        return x.as_strided(x.shape, (h * w, 1, w, 1))
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def conv_input(x: torch.Tensor, training: bool, min_channels: int = 1) -> torch.Tensor:
+    """The layout a convolution should see: NHWC for CPU inference (see module docstring)."""
+    if (training or x.device.type != "cpu" or torch.is_grad_enabled() or x.shape[1] < min_channels
+            or torch.compiler.is_compiling()):
+        return x
+    return _nhwc(x)
+
+
 def check_group_map(x: torch.Tensor, channels: int, n: int, layer: str) -> None:
     if x.dim() != 5 or x.shape[1] != channels or x.shape[2] != n:
         raise ValueError(f"{layer} expects a group feature map of shape [B, {channels}, {n}, X, Y], "
@@ -56,6 +77,8 @@ def check_plane_map(x: torch.Tensor, channels: int, layer: str) -> None:
 
 class LiftingConv(CachedBanks):
     """Z2 -> G convolution; weight ``[out, in, k, k]``; output ``[B, out, n, X', Y']``."""
+    #: below this many input planes inference stays NCHW (NHWC was slower there)
+    nhwc_min_channels = 1
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, group="p4",
                  stride: int = 1, padding: int = 0, dilation: int = 1):
@@ -81,7 +104,8 @@ class LiftingConv(CachedBanks):
     def conv(self, x: torch.Tensor) -> torch.Tensor:
         if ref.enabled():
             return ref.lifting_conv(self, x)
-        y = F.conv2d(x, self.filter_bank(), None, self.stride, self.padding, self.dilation)
+        y = F.conv2d(conv_input(x, self.training, self.nhwc_min_channels), self.filter_bank(), None,
+                     self.stride, self.padding, self.dilation)
         return y.unflatten(1, (self.out_channels, self.group.order))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -99,6 +123,7 @@ class GroupConv(CachedBanks):
 
     ``scale`` defaults to the original's Haar factor (pi/2 for p4, pi for p4m).
     """
+    nhwc_min_channels = 1
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, group="p4",
                  stride: int = 1, padding: int = 0, dilation: int = 1, scale: float | None = None):
@@ -130,8 +155,8 @@ class GroupConv(CachedBanks):
     def conv(self, x: torch.Tensor) -> torch.Tensor:
         if ref.enabled():
             return ref.group_conv(self, x)
-        y = F.conv2d(x.flatten(1, 2), self.filter_bank(), None, self.stride, self.padding,
-                     self.dilation)
+        y = F.conv2d(conv_input(x.flatten(1, 2), self.training, self.nhwc_min_channels),
+                     self.filter_bank(), None, self.stride, self.padding, self.dilation)
         return y.unflatten(1, (self.out_channels, self.group.order))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -5,6 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import reference as ref
+
 
 def _planewise(fn, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     # every (channel, group element) plane is pooled on its own
@@ -12,8 +14,28 @@ def _planewise(fn, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     return y.unflatten(1, x.shape[1:3])
 
 
+def _max_pool2x2(x: torch.Tensor) -> torch.Tensor:
+    # the max of four strided views: exact, and several times faster than CPU max_pool2d on
+    # NCHW maps; used without autograd only (torch.maximum splits the gradient on ties,
+    # max_pool2d gives it to one element)
+    h, w = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
+    x = x[..., :h, :w]
+    return torch.maximum(torch.maximum(x[..., 0::2, 0::2], x[..., 1::2, 0::2]),
+                         torch.maximum(x[..., 0::2, 1::2], x[..., 1::2, 1::2]))
+
+
+def _planes_max_pool(x, kernel_size, stride=None, padding=0):
+    stride = kernel_size if stride is None else stride
+    if (kernel_size == stride == 2 and padding == 0 and x.device.type == "cpu"
+            and not (torch.is_grad_enabled() and x.requires_grad)
+            and not x.is_contiguous(memory_format=torch.channels_last)
+            and not torch.compiler.is_compiling() and not ref.enabled()):
+        return _max_pool2x2(x)
+    return F.max_pool2d(x, kernel_size, stride, padding)
+
+
 def spatial_max_pool(x, kernel_size, stride=None, padding=0):
-    return _planewise(F.max_pool2d, x, kernel_size, stride, padding)
+    return _planewise(_planes_max_pool, x, kernel_size, stride, padding)
 
 
 def spatial_avg_pool(x, kernel_size, stride=None, padding=0):

@@ -1,0 +1,127 @@
+#!/usr/bin/env python
+"""The zoo's fast path against the authors' own implementation, side by side.
+
+    git clone https://github.com/dwromero/att_gconvs /tmp/att_gconvs   # never vendored here
+    python eval/bench_original.py --original /tmp/att_gconvs [--models ...] [--batch-sizes 128]
+
+For every model it builds the original class (``experiments.<dataset>.models``, found by the
+registry's ``original_class``) and the zoo model, gives both the same random weights (the zoo
+keeps the original's parameter names), checks that their eval logits agree, then times an eval
+forward (no_grad) and a training step (forward, backward, SGD step) of each, every measurement
+in a fresh process (``bench.py``'s helpers): images/s (median of ``--repeats`` calls after two
+warm-up calls) and peak resident memory above the process's size before the first call. It
+prints the zoo / original ratios. Nothing of the original is copied into this repository: it is
+imported from the path given.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench import _rss_bytes, peak_rss_bytes, run_isolated, time_calls  # noqa: E402
+
+#: the original repository's model package for each of the zoo's datasets
+ORIGINAL_PACKAGES = {"rotmnist": "experiments.rot_mnist.models",
+                     "cifar10": "experiments.cifar10.models",
+                     "pcam": "experiments.pcam.models"}
+
+
+def _original_model(name: str, original: str):
+    import agcnn_zoo as zoo
+    from agcnn_zoo.registry import get_entry
+    entry = get_entry(name)
+    if entry.original_class is None:
+        raise ValueError(f"{name} has no counterpart in the original code")
+    if original not in sys.path:
+        sys.path.insert(0, original)
+    module = importlib.import_module(ORIGINAL_PACKAGES[entry.dataset])
+    return getattr(module, entry.original_class)(), zoo.create_model(name)
+
+
+def measure(name: str, impl: str, original: str, batch: int, mode: str, repeats: int,
+            threads: int) -> dict:
+    """One measurement of ``impl`` ('original' or 'zoo'), in this process."""
+    import agcnn_zoo as zoo
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    orig, ours = _original_model(name, original)
+    orig.load_state_dict(ours.state_dict(), strict=True)
+    c, h, w = zoo.model_info(name)["input_size"]
+    x = torch.randn(batch, c, h, w)
+    y = torch.randint(0, ours.num_classes, (batch,))
+    check = None
+    if mode == "eval":
+        with torch.no_grad():
+            a, b = orig.eval()(x[:8]), ours.eval()(x[:8])
+        check = (a.reshape(b.shape) - b).abs().max().item() / max(1.0, a.abs().max().item())
+    model = orig if impl == "original" else ours
+    del orig, ours
+    model.train(mode == "train")
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+
+    def step():
+        if mode == "eval":
+            with torch.no_grad():
+                model(x)
+        else:
+            opt.zero_grad(set_to_none=True)
+            torch.nn.functional.cross_entropy(model(x).reshape(batch, -1), y).backward()
+            opt.step()
+
+    base = _rss_bytes()
+    sec = time_calls(step, repeats)
+    return {"model": name, "impl": impl, "batch": batch, "mode": mode, "seconds": sec,
+            "images_per_s": batch / sec, "peak_bytes": max(0, peak_rss_bytes() - base),
+            "relative_logit_difference": check, "threads": threads}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--original", required=True,
+                   help="a checkout of github.com/dwromero/att_gconvs")
+    p.add_argument("--models", default="p4cnn_rotmnist,af_p4cnn_rotmnist,a_p4cnn_rotmnist")
+    p.add_argument("--batch-sizes", default="128")
+    p.add_argument("--modes", default="eval,train")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--json", default=None)
+    args = p.parse_args(argv)
+    original = str(Path(args.original).resolve())
+    if not (Path(original) / "attgconv").is_dir():
+        p.error(f"{original} is not a checkout of dwromero/att_gconvs (no attgconv/ in it); "
+                "git clone https://github.com/dwromero/att_gconvs")
+    rows = []
+    for name in args.models.split(","):
+        for batch in [int(b) for b in args.batch_sizes.split(",")]:
+            for mode in args.modes.split(","):
+                res = {impl: run_isolated("bench_original", name, impl, original, batch, mode,
+                                          args.repeats, args.threads)
+                       for impl in ("original", "zoo")}
+                rows += list(res.values())
+                o, z = res["original"], res["zoo"]
+                line = f"{name:22s} b={batch:<4d} {mode:5s}"
+                for label, r in (("original", o), ("zoo", z)):
+                    if "images_per_s" in r:
+                        line += (f" | {label} {r['images_per_s']:8.4g} img/s "
+                                 f"{r['peak_bytes'] / 2**20:8.1f} MiB")
+                    else:
+                        line += f" | {label} {r.get('error', '-')[:60]}"
+                if "images_per_s" in o and "images_per_s" in z:
+                    line += (f" | zoo x{z['images_per_s'] / o['images_per_s']:.2f} speed, "
+                             f"memory 1/{o['peak_bytes'] / max(z['peak_bytes'], 1):.1f}")
+                    if z.get("relative_logit_difference") is not None:
+                        line += f", logits differ by {z['relative_logit_difference']:.1e} (rel.)"
+                print(line, flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
