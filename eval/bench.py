@@ -31,7 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def _rss_bytes() -> int:
+def rss_bytes() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * resource.getpagesize()
 
@@ -86,7 +86,7 @@ def measure(name: str, batch: int, mode: str, path: str, repeats: int, device: s
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    base = torch.cuda.memory_allocated() if cuda else _rss_bytes()
+    base = torch.cuda.memory_allocated() if cuda else rss_bytes()
     with ctx:
         sec = time_calls(step, repeats, torch.cuda.synchronize if cuda else None)
     peak = torch.cuda.max_memory_allocated() if cuda else peak_rss_bytes()
@@ -125,6 +125,13 @@ def _fmt_mem(b):
     return f"{b / 2**20:8.1f} MiB" if b is not None else "       -    "
 
 
+def format_cell(label: str, r: dict, error_width: int = 40) -> str:
+    """One table cell: images/s and peak memory, or the error of a failed measurement."""
+    if "images_per_s" in r:
+        return f" | {label} {r['images_per_s']:9.4g} img/s {_fmt_mem(r['peak_bytes'])}"
+    return f" | {label} {r.get('error', '-')[:error_width]}" if r else ""
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default="p4cnn_rotmnist,af_p4cnn_rotmnist,a_p4cnn_rotmnist",
@@ -157,10 +164,7 @@ def main(argv=None) -> int:
                 f, rf, ex = res.get("fast", {}), res.get("reference", {}), res.get("export", {})
                 line = f"{name:24s} b={batch:<4d} {mode:5s}"
                 for label, r in (("fast", f), ("ref", rf), ("export", ex)):
-                    if "images_per_s" in r:
-                        line += f" | {label} {r['images_per_s']:9.4g} img/s {_fmt_mem(r['peak_bytes'])}"
-                    elif r:
-                        line += f" | {label} {r.get('error', '-')[:40]}"
+                    line += format_cell(label, r)
                 if "images_per_s" in f and "images_per_s" in rf:
                     line += (f" | speed x{f['images_per_s'] / rf['images_per_s']:.1f} vs ref, "
                              f"memory 1/{rf['peak_bytes'] / max(f['peak_bytes'], 1):.1f}")

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench import _rss_bytes, peak_rss_bytes, run_isolated, time_calls  # noqa: E402
+from bench import format_cell, peak_rss_bytes, rss_bytes, run_isolated, time_calls  # noqa: E402
 
 #: the original repository's model package for each of the zoo's datasets
 ORIGINAL_PACKAGES = {"rotmnist": "experiments.rot_mnist.models",
@@ -74,7 +74,7 @@ def measure(name: str, impl: str, original: str, batch: int, mode: str, repeats:
             torch.nn.functional.cross_entropy(model(x).reshape(batch, -1), y).backward()
             opt.step()
 
-    base = _rss_bytes()
+    base = rss_bytes()
     sec = time_calls(step, repeats)
     return {"model": name, "impl": impl, "batch": batch, "mode": mode, "seconds": sec,
             "images_per_s": batch / sec, "peak_bytes": max(0, peak_rss_bytes() - base),
@@ -107,11 +107,7 @@ def main(argv=None) -> int:
                 o, z = res["original"], res["zoo"]
                 line = f"{name:22s} b={batch:<4d} {mode:5s}"
                 for label, r in (("original", o), ("zoo", z)):
-                    if "images_per_s" in r:
-                        line += (f" | {label} {r['images_per_s']:8.4g} img/s "
-                                 f"{r['peak_bytes'] / 2**20:8.1f} MiB")
-                    else:
-                        line += f" | {label} {r.get('error', '-')[:60]}"
+                    line += format_cell(label, r, 60)
                 if "images_per_s" in o and "images_per_s" in z:
                     line += (f" | zoo x{z['images_per_s'] / o['images_per_s']:.2f} speed, "
                              f"memory 1/{o['peak_bytes'] / max(z['peak_bytes'], 1):.1f}")
