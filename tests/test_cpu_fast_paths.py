@@ -154,3 +154,24 @@ def test_models_use_the_cheaper_dropout():
         model = get_entry(name).fn()
         drops = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
         assert drops and all(isinstance(m, gnn.Dropout) for m in drops), name
+
+
+# ------------------------------------------------------------------------ full alpha backward
+def test_chunked_full_alpha_backward_fills_one_input_gradient_not_one_per_chunk():
+    """Each chunk's gradient goes into one whole-layer input gradient; slicing the input per
+    chunk under autograd used to zero-fill a whole-batch gradient for every chunk (O(B^2))."""
+    from torch.profiler import ProfilerActivity, profile
+    torch.manual_seed(0)
+    layer = gnn.AttGroupConv(3, 4, 3, "p4",
+                             channel_attention=gnn.ResponseChannelAttention(4, 3, "p4", 1),
+                             spatial_attention=gnn.ResponseSpatialAttention(4, 7, "p4")).train()
+    x = torch.randn(6, 3, 4, 9, 9, requires_grad=True)
+    layer.max_chunk_elements = 3 * 4 * 4 * 7 * 7          # one (sample, output channel) slice
+    out = layer(x)
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        out.square().sum().backward()
+    whole = {(6, 4, 3, 9, 9), (6, 3, 4, 9, 9)}
+    fills = [e for e in prof.events() if e.name in ("aten::fill_", "aten::zero_")
+             and e.input_shapes and tuple(e.input_shapes[0]) in whole]
+    assert len(fills) <= 2, f"{len(fills)} whole-batch gradient fills for 24 chunks"
+    assert x.grad is not None and torch.isfinite(x.grad).all()
