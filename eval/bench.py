@@ -125,6 +125,12 @@ def _fmt_mem(b):
     return f"{b / 2**20:8.1f} MiB" if b is not None else "       -    "
 
 
+def ratios(new: dict, base: dict):
+    """(speed of ``new`` / speed of ``base``, peak memory of ``base`` / peak memory of ``new``)."""
+    return (new["images_per_s"] / base["images_per_s"],
+            base["peak_bytes"] / max(new["peak_bytes"], 1))
+
+
 def format_cell(label: str, r: dict, error_width: int = 40) -> str:
     """One table cell: images/s and peak memory, or the error of a failed measurement."""
     if "images_per_s" in r:
@@ -166,8 +172,8 @@ def main(argv=None) -> int:
                 for label, r in (("fast", f), ("ref", rf), ("export", ex)):
                     line += format_cell(label, r)
                 if "images_per_s" in f and "images_per_s" in rf:
-                    line += (f" | speed x{f['images_per_s'] / rf['images_per_s']:.1f} vs ref, "
-                             f"memory 1/{rf['peak_bytes'] / max(f['peak_bytes'], 1):.1f}")
+                    speed, memory = ratios(f, rf)
+                    line += f" | speed x{speed:.1f} vs ref, memory 1/{memory:.1f}"
                 if "images_per_s" in f and "images_per_s" in ex:
                     line += f" | {f['images_per_s'] / ex['images_per_s']:.2f} of export speed"
                 print(line, flush=True)

@@ -24,7 +24,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench import format_cell, peak_rss_bytes, rss_bytes, run_isolated, time_calls  # noqa: E402
+from bench import (format_cell, peak_rss_bytes, ratios, rss_bytes, run_isolated,  # noqa: E402
+                   time_calls)
 
 #: the original repository's model package for each of the zoo's datasets
 ORIGINAL_PACKAGES = {"rotmnist": "experiments.rot_mnist.models",
@@ -109,8 +110,8 @@ def main(argv=None) -> int:
                 for label, r in (("original", o), ("zoo", z)):
                     line += format_cell(label, r, 60)
                 if "images_per_s" in o and "images_per_s" in z:
-                    line += (f" | zoo x{z['images_per_s'] / o['images_per_s']:.2f} speed, "
-                             f"memory 1/{o['peak_bytes'] / max(z['peak_bytes'], 1):.1f}")
+                    speed, memory = ratios(z, o)
+                    line += f" | zoo x{speed:.2f} speed, memory 1/{memory:.1f}"
                     if z.get("relative_logit_difference") is not None:
                         line += f", logits differ by {z['relative_logit_difference']:.1e} (rel.)"
                 print(line, flush=True)
