@@ -6,11 +6,12 @@
 """
 from __future__ import annotations
 
-from .api import (NoPretrainedWeightsError, create_model, list_models, model_info)
+from .api import (NoPretrainedWeightsError, create_model, list_models, list_pretrained,
+                  model_info)
 from .registry import UnknownModelError
 
 __version__ = "0.1.0"
-__all__ = ["create_model", "list_models", "model_info", "UnknownModelError",
+__all__ = ["create_model", "list_models", "list_pretrained", "model_info", "UnknownModelError",
            "NoPretrainedWeightsError", "__version__"]
 
 from . import timm_compat as _timm_compat  # noqa: E402

@@ -8,11 +8,17 @@ from typing import List, Optional
 
 
 def _cmd_list(args) -> int:
-    from .api import list_models
+    from .api import list_models, list_pretrained, resolve_weight
     from .manifest import load_manifest
     published = load_manifest()["weights"]
     for name in list_models(args.pattern, pretrained=args.pretrained):
-        print(f"{name:28s} {'weights' if name in published else ''}".rstrip())
+        default_id = resolve_weight(name)[0] if resolve_weight(name)[1] else None
+        ids = [i for i in list_pretrained(name) + list_pretrained(name + ".*")]
+        cells = []
+        for i in ids:
+            who = "ours" if published[i].get("origin", {}).get("kind") == "trained" else "authors'"
+            cells.append(f"{i} ({who}{', default' if i == default_id else ''})")
+        print(f"{name:28s} {'; '.join(cells)}".rstrip())
     return 0
 
 
@@ -24,15 +30,16 @@ def _cmd_info(args) -> int:
 
 def _cmd_download(args) -> int:
     from . import hub
-    from .api import list_models
-    names = list_models(pretrained=True) if args.all else args.names
+    from .api import list_pretrained, resolve_weight
+    names = list_pretrained() if args.all else args.names
     if not names:
         print("nothing to download: name models or pass --all", file=sys.stderr)
         return 2
     failed = 0
     for name in names:
         try:
-            path = hub.fetch_weights(name, progress=not args.quiet)
+            weight_id, record = resolve_weight(name)
+            path = hub.fetch_weights(weight_id, record, progress=not args.quiet)
             print(f"{name}: {path}")
         except Exception as e:  # report every model, then fail
             failed += 1
@@ -44,20 +51,18 @@ def _cmd_verify(args) -> int:
     """Fetch (from cache when present) and verify every published weight; recompute parameter
     counts against the manifest."""
     from . import hub
-    from .api import list_models
-    from .manifest import load_manifest
+    from .api import list_pretrained, resolve_weight, split_weight_id
     from .registry import get_entry
-    records = load_manifest()["weights"]
-    names = args.names or list_models(pretrained=True)
+    names = args.names or list_pretrained()
     bad = 0
     for name in names:
-        rec = records.get(name)
+        name, rec = resolve_weight(name)
         if rec is None:
             print(f"{name:28s} NO WEIGHTS")
             bad += 1
             continue
         problems = []
-        n = sum(p.numel() for p in get_entry(name).fn().parameters())
+        n = sum(p.numel() for p in get_entry(split_weight_id(name)[0]).fn().parameters())
         if n != rec["num_params"]:
             problems.append(f"num_params {n} != manifest {rec['num_params']}")
         try:
@@ -90,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("list", help="list registered models")
     s.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern, e.g. '*p4cnn*'")
-    s.add_argument("--pretrained", action="store_true", help="only models with published weights")
+    s.add_argument("--pretrained", action="store_true", help="only models with published weights "
+                   "(each weight id is listed: NAME or NAME.TAG, whose it is, which is the default)")
     s.set_defaults(fn=_cmd_list)
     s = sub.add_parser("info", help="architecture, parameters, preprocessing and weights of a model")
     s.add_argument("name")
@@ -116,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--name", action="append", help="publish only this weight (repeatable)")
     s.add_argument("--files-dir", default=None, help="folder with ready safetensors files")
     s.set_defaults(fn=_cmd_publish)
+    from .train.cli import add_parser as _add_train
+    _add_train(sub)
     return p
 
 

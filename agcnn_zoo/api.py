@@ -1,40 +1,95 @@
-"""The user-facing calls: list_models, create_model, model_info (the timm ``_builder`` role)."""
+"""The user-facing calls: list_models, list_pretrained, create_model, model_info (the timm
+``_builder`` role).
+
+A model may have several weights. Each has a weight id: ``NAME`` or ``NAME.TAG`` (timm's
+convention), the keys of the manifest's ``weights``. ``NAME``'s default weight is the untagged
+record, else the tagged one marked ``"default": true``; ``create_model("NAME.TAG",
+pretrained=True)`` picks another. The authors' checkpoints are untagged; weights trained by
+this project carry a tag (e.g. ``zoo_rotgen_s0``) and ``origin.kind == "trained"``.
+"""
 from __future__ import annotations
 
 import fnmatch
-from typing import List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from torch import nn
 
 from .manifest import load_manifest
 from .registry import get_entry, list_registered
 
+__all__ = ["NoPretrainedWeightsError", "list_models", "list_pretrained", "create_model",
+           "model_info", "split_weight_id", "resolve_weight"]
+
 
 class NoPretrainedWeightsError(ValueError):
-    """pretrained=True for a model that has no published weight."""
+    """pretrained=True for a model (or weight id) that has no published weight."""
 
 
 def _published(manifest: Optional[dict] = None) -> dict:
     return (manifest if manifest is not None else load_manifest()).get("weights", {})
 
 
+def split_weight_id(weight_id: str) -> Tuple[str, Optional[str]]:
+    """``"NAME.TAG"`` -> ``("NAME", "TAG")``; ``"NAME"`` -> ``("NAME", None)``."""
+    name, _, tag = str(weight_id).partition(".")
+    return name, (tag or None)
+
+
+def _weights_of(name: str, published: dict) -> Dict[str, dict]:
+    return {k: r for k, r in published.items() if split_weight_id(k)[0] == name}
+
+
+def resolve_weight(weight_id: str, manifest: Optional[dict] = None) -> Tuple[str, Optional[dict]]:
+    """(weight id, record) that ``create_model(weight_id, pretrained=True)`` loads; the record is
+    None when there is none."""
+    published = _published(manifest)
+    name, tag = split_weight_id(weight_id)
+    if tag is not None:
+        return weight_id, published.get(weight_id)
+    if name in published:
+        return name, published[name]
+    defaults = [k for k, r in _weights_of(name, published).items() if r.get("default")]
+    return (defaults[0], published[defaults[0]]) if len(defaults) == 1 else (name, None)
+
+
 def list_models(filter: str = "*", pretrained: bool = False) -> List[str]:
     """Registered model names matching the fnmatch pattern ``filter``, sorted;
-    ``pretrained=True`` keeps only names with a published weight."""
+    ``pretrained=True`` keeps only names with at least one published weight."""
     names = list_registered(filter)
     if pretrained:
-        published = _published()
-        names = [n for n in names if n in published]
+        with_weights = {split_weight_id(k)[0] for k in _published()}
+        names = [n for n in names if n in with_weights]
     return names
 
 
+def list_pretrained(filter: str = "*") -> List[str]:
+    """Weight ids (``NAME`` or ``NAME.TAG``) matching ``filter``, sorted."""
+    return sorted(k for k in _published() if fnmatch.fnmatchcase(k, filter))
+
+
+def _weight_summary(weight_id: str, record: dict, default_id: Optional[str]) -> dict:
+    origin = record.get("origin", {}).get("kind", "authors_checkpoint")
+    measured = record.get("accuracy", {}).get("measured") or []
+    return {"weight_id": weight_id, "default": weight_id == default_id,
+            "origin": "trained by agcnn-zoo" if origin == "trained" else "the authors' checkpoint",
+            "measured": [{k: m[k] for k in ("dataset", "top1", "images") if k in m} for m in measured]}
+
+
 def model_info(name: str) -> dict:
-    """Architecture, parameter count, dataset, input size, preprocessing and weight record."""
-    entry = get_entry(name)
+    """Architecture, parameter count, dataset, input size, preprocessing, training recipe and
+    weights (the default record, and a summary of every weight of the model)."""
+    from .train.recipes import describe as describe_recipe
+    model_name, tag = split_weight_id(name)
+    entry = get_entry(model_name)
     model = entry.fn()
-    record = _published().get(name)
+    published = _published()
+    default_id, default_rec = resolve_weight(model_name)
+    weight_id, record = resolve_weight(name)
+    if tag is not None and record is None:
+        raise NoPretrainedWeightsError(f"no weight {name!r}; weights of {model_name}: "
+                                       f"{', '.join(_weights_of(model_name, published)) or 'none'}")
     return {
-        "name": name,
+        "name": model_name,
         "architecture": entry.architecture,
         "original_class": entry.original_class,
         "group": entry.group,
@@ -44,34 +99,48 @@ def model_info(name: str) -> dict:
         "num_classes": entry.preprocessing["num_classes"],
         "preprocessing": record["preprocessing"] if record else entry.preprocessing,
         "description": entry.description,
+        "training_recipe": describe_recipe(model_name),
+        "weight_id": weight_id if record else None,
         "weights": record,
+        "all_weights": [_weight_summary(k, r, default_id if default_rec else None)
+                        for k, r in sorted(_weights_of(model_name, published).items())],
     }
 
 
 def create_model(name: str, pretrained: bool = False, **kwargs) -> nn.Module:
-    """Build a registered model; ``pretrained=True`` loads its verified weights and returns it
-    in eval mode. Extra keyword arguments go to the model's constructor."""
-    entry = get_entry(name)
-    record = None
+    """Build a registered model; ``pretrained=True`` loads its verified default weight (or the
+    weight ``NAME.TAG`` names) and returns it in eval mode. Extra keyword arguments go to the
+    model's constructor."""
+    model_name, tag = split_weight_id(name)
+    entry = get_entry(model_name)
+    record, weight_id = None, None
     if pretrained:
-        record = _published().get(name)
+        weight_id, record = resolve_weight(name)
         if record is None:
-            with_weights = ", ".join(list_models(pretrained=True))
+            own = list(_weights_of(model_name, _published()))
+            if own:
+                hint = f"weights of {model_name}: {', '.join(sorted(own))}"
+            else:
+                hint = f"models with weights: {', '.join(list_models(pretrained=True))}"
             raise NoPretrainedWeightsError(
-                f"{name!r} has no published weights; models with weights: {with_weights}. "
-                f"Use pretrained=False for a randomly initialised model.")
+                f"{name!r} has no published weights; {hint}. Use pretrained=False for a randomly "
+                f"initialised model.")
+    elif tag is not None:
+        raise ValueError(f"{name!r} names a weight; pass pretrained=True, or the model name "
+                         f"{model_name!r} for a randomly initialised model")
     model = entry.fn(**kwargs)
-    model.pretrained_cfg = {"name": name, "dataset": entry.dataset,
+    model.pretrained_cfg = {"name": model_name, "dataset": entry.dataset,
                             "preprocessing": record["preprocessing"] if record else entry.preprocessing,
                             "weights": None}
     if pretrained:
         from . import hub
-        state = hub.load_state_dict(name, record)
+        state = hub.load_state_dict(weight_id, record)
         try:
             model.load_state_dict(state, strict=True)
         except RuntimeError as e:
-            raise ValueError(f"the published weights of {name!r} do not fit the model built with "
-                             f"{kwargs or 'default arguments'}: {e}") from e
-        model.pretrained_cfg["weights"] = {"file": record["file"], "sha256": record["sha256"]}
+            raise ValueError(f"the published weights of {weight_id!r} do not fit the model built "
+                             f"with {kwargs or 'default arguments'}: {e}") from e
+        model.pretrained_cfg["weights"] = {"weight_id": weight_id, "file": record["file"],
+                                           "sha256": record["sha256"]}
         model.eval()
     return model

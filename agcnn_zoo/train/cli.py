@@ -1,0 +1,68 @@
+"""``python -m agcnn_zoo train NAME ...`` (also under ``torchrun --nproc_per_node=N -m agcnn_zoo``)."""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+
+def add_parser(sub) -> None:
+    s = sub.add_parser("train", help="train a model from its paper recipe (validation split, "
+                                     "resumable, torchrun for data-parallel)",
+                       description="Train NAME from its recipe (shown by 'info NAME'); every recipe "
+                                   "field below overrides it and the output records what ran.")
+    s.add_argument("name", help="registry name, e.g. p4cnn_rotmnist")
+    s.add_argument("--dataset", help="training data: rotmnist (the paper's), mnist-rot-gen (offline "
+                                     "stand-in from MNIST training digits), cifar10, pcam")
+    s.add_argument("--data-dir", help="where the data files are (default $AGCNN_ZOO_DATA)")
+    s.add_argument("--download", action="store_true", help="download missing data files")
+    s.add_argument("--out", help="run folder (default runs/<weight id>)")
+    s.add_argument("--epochs", type=int)
+    s.add_argument("--batch-size", type=int, help="global batch (split over torchrun processes)")
+    s.add_argument("--lr", type=float)
+    s.add_argument("--weight-decay", type=float)
+    s.add_argument("--optimizer", choices=["adam", "sgd"])
+    s.add_argument("--momentum", type=float)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--limit-train", type=int, metavar="K", help="train on the first K images only")
+    s.add_argument("--limit-val", type=int, metavar="K", help="validate on the first K images only")
+    s.add_argument("--limit-test", type=int, metavar="K", help="test on the first K images only")
+    s.add_argument("--tag", help="weight id NAME.TAG (a-z, 0-9, '_', '-')")
+    s.add_argument("--threads", type=int, help="torch CPU threads (fixed for bit-exact resume)")
+    s.add_argument("--resume", action="store_true", help="continue the run in --out")
+    s.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    s.add_argument("--amp", choices=["bf16"], help="bf16 autocast (CUDA)")
+    s.add_argument("--channels-last", action="store_true", help="channels_last inputs (CUDA)")
+    s.add_argument("--no-progress", action="store_true", help="no progress bars")
+    s.add_argument("--update-manifest", action="store_true",
+                   help="add the selected weight to the manifest and the package's weights folder")
+    s.add_argument("--default", action="store_true",
+                   help="with --update-manifest: make it NAME's default weight (NAME has none)")
+    s.set_defaults(fn=run_cli)
+
+
+def run_cli(args) -> int:
+    from ..data import DataNotFoundError
+    from ..registry import UnknownModelError
+    from .engine import train
+    from .record import install
+    command = "python -m agcnn_zoo " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["train"] else None
+    try:
+        result = train(args.name, dataset=args.dataset, out=args.out, data_dir=args.data_dir,
+                       seed=args.seed, limit_train=args.limit_train, limit_val=args.limit_val,
+                       limit_test=args.limit_test, tag=args.tag, threads=args.threads,
+                       amp=args.amp, channels_last=args.channels_last, resume=args.resume,
+                       device=args.device, download=args.download, progress=not args.no_progress,
+                       command=command, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                       weight_decay=args.weight_decay, optimizer=args.optimizer,
+                       momentum=args.momentum)
+    except DataNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (UnknownModelError, TypeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.update_manifest and result.record:
+        weight_id = install(result.out / "record.json", default=args.default)
+        print(f"added {weight_id} to the manifest and the package's weights folder")
+    return 0

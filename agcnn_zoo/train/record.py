@@ -1,0 +1,193 @@
+"""What a training run leaves behind for the zoo: a manifest record in the schema of the
+authors' weights, kept clearly apart from them (``origin.kind == "trained"``, a ``training``
+block with the recipe as run), learning curves, and installation into the manifest."""
+from __future__ import annotations
+
+import datetime
+import json
+import platform
+from pathlib import Path
+from typing import Dict, List, Optional, Union
+
+import torch
+
+#: embedded weights live here (a host of kind "package"); each file at most EMBED_LIMIT bytes
+PACKAGE_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
+EMBED_LIMIT = 512 * 1024
+
+_DATA_LICENSE = {
+    "mnist-rot-gen": "MNIST training digits (LeCun, Cortes, Burges; CC BY-SA 3.0), rotated by agcnn-zoo",
+    "rotmnist": "mnist_rotation_new: derived from MNIST (Larochelle et al. 2007); see its home page",
+    "cifar10": "CIFAR-10 (Krizhevsky 2009); see its home page",
+    "pcam": "PatchCamelyon (Veeling et al. 2018), CC0",
+}
+_TEST_SET = {
+    "mnist-rot-aux": "mnist-rot-aux: the 10,000 MNIST test digits rotated by seeded random angles "
+                     "(agcnn_zoo.data.MNISTRotAux), not mnist_rotation_new",
+}
+
+
+def _paper_accuracy(name: str) -> dict:
+    """The paper's figure as the manifest already records it for this model, else null."""
+    from ..manifest import load_manifest
+    try:
+        rec = load_manifest().get("weights", {}).get(name)
+    except FileNotFoundError:
+        rec = None
+    if rec and isinstance(rec.get("accuracy", {}).get("paper"), dict):
+        return dict(rec["accuracy"]["paper"])
+    return {"top1": None, "source": "no figure of the paper is known for this model "
+                                    "(see the reference PAPER.md)", "confirmed": False}
+
+
+def build_record(*, entry, recipe, settings, data, weight: Path, sha256: str, num_params: int,
+                 best: dict, metrics: List[dict], test: dict, device: torch.device, world: int,
+                 wall_s: float, command: Optional[str]) -> dict:
+    from .. import __version__
+    from .recipes import recipe_for
+    default_epochs = recipe_for(settings.name).epochs
+    size = weight.stat().st_size
+    prep = dict(entry.preprocessing)
+    norm = data.info.get("normalize", {})
+    if "mean" in norm:
+        prep["mean"] = norm["mean"] if isinstance(norm["mean"], list) else [norm["mean"]]
+        prep["std"] = norm["std"] if isinstance(norm["std"], list) else [norm["std"]]
+        if settings.dataset != entry.dataset:
+            prep["normalize"] = f"scalar mean/std of {norm.get('of', 'the training images')} ({settings.dataset})"
+    prep["training_set"] = settings.dataset
+    if data.test_name in _TEST_SET:
+        prep["test_set"] = _TEST_SET[data.test_name]
+    today = datetime.date.today().isoformat()
+    dev = device.type if device.type == "cpu" else torch.cuda.get_device_name(device)
+    shortened = recipe.epochs < default_epochs
+    notes = [f"Trained by agcnn-zoo, not by the paper's authors; model selection on a validation "
+             f"split of the training data ({data.info.get('split', '')}); the test set was "
+             f"evaluated once, with the selected weight."]
+    if shortened:
+        notes.append(f"Shortened schedule: {recipe.epochs} of the recipe's {default_epochs} epochs "
+                     f"(CPU time); the recipe is otherwise unchanged.")
+    if settings.limited:
+        notes.append("A limited run (--limit-*): a smoke test, not a zoo weight.")
+    return {
+        "architecture": entry.architecture,
+        "original_class": entry.original_class,
+        "dataset": entry.dataset,
+        "file": weight.name,
+        "sha256": sha256,
+        "size": size,
+        "hosts": [{"type": "package", "path": weight.name}] if size <= EMBED_LIMIT else [],
+        "num_params": num_params,
+        "preprocessing": prep,
+        "license": {"weights": "MIT", "text": "MIT (agcnn-zoo); trained by agcnn-zoo",
+                    "code": "MIT (agcnn-zoo)", "data": _DATA_LICENSE.get(settings.dataset, "")},
+        "origin": {"kind": "trained", "by": "agcnn-zoo", "command": command,
+                   "project_version": __version__},
+        "accuracy": {
+            "paper": _paper_accuracy(settings.name),
+            "checkpoint": {"top1": None, "source": "no authors' checkpoint: trained by agcnn-zoo"},
+            "measured": [{"dataset": test["dataset"], "top1": round(test["top1"], 3),
+                          "images": test["images"], "device": f"{dev} ({platform.machine()})",
+                          "date": today, "torch": torch.__version__,
+                          "by": "agcnn_zoo.train: the selected weight, evaluated once"}],
+        },
+        "tolerance": 0.1,
+        "default": False,
+        "training": {
+            "recipe": recipe.as_dict(),
+            "recipe_epochs": default_epochs,
+            "shortened": shortened,
+            "dataset": settings.dataset,
+            "data": {k: v for k, v in data.info.items() if k != "source"},
+            "seed": settings.seed,
+            "limits": {"train": settings.limit_train, "val": settings.limit_val,
+                       "test": settings.limit_test},
+            "epochs_run": len(metrics),
+            "selected_epoch": best["epoch"],
+            "val_top1": round(best["top1"], 3),
+            "test": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in test.items()},
+            "command": command,
+            "project_version": __version__,
+            "torch": torch.__version__,
+            "device": dev,
+            "world_size": world,
+            "threads": torch.get_num_threads(),
+            "wall_time_s": round(wall_s, 1),
+            "date": today,
+        },
+        "notes": notes,
+    }
+
+
+def plot_curves(metrics: List[dict], path: Path, title: str = "") -> Optional[Path]:
+    """Loss and accuracy per epoch (train and validation), the selected epoch marked; None when
+    matplotlib is not installed (``pip install agcnn-zoo[plot]``)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    from ..convert import atomic_write_bytes
+    import io
+    ep = [m["epoch"] for m in metrics]
+    best = max(metrics, key=lambda m: (m["val_top1"], -m["epoch"]))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    a.plot(ep, [m["train_loss"] for m in metrics], label="train")
+    a.plot(ep, [m["val_loss"] for m in metrics], label="validation")
+    a.set_xlabel("epoch"), a.set_ylabel("cross-entropy"), a.set_title("loss"), a.legend()
+    b.plot(ep, [m["train_top1"] for m in metrics], label="train")
+    b.plot(ep, [m["val_top1"] for m in metrics], label="validation")
+    b.axvline(best["epoch"], color="grey", ls="--", lw=1,
+              label=f"selected: epoch {best['epoch']} ({best['val_top1']:.2f}%)")
+    b.set_xlabel("epoch"), b.set_ylabel("top-1 accuracy (%)"), b.set_title("accuracy"), b.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def install(record_path: Union[str, Path], manifest_path: Optional[Union[str, Path]] = None,
+            default: bool = False) -> str:
+    """Add a run's record to the manifest and its weight to the package's weights folder;
+    returns the weight id. Refuses limited runs, weights over the embedding limit (publish those
+    to the Hugging Face host instead) and records that would replace another weight."""
+    from ..convert import sha256_file
+    from ..manifest import load_manifest, save_manifest
+    record_path = Path(record_path)
+    rec = json.loads(record_path.read_text())
+    weight = record_path.parent / rec["file"]
+    if any(v is not None for v in rec["training"]["limits"].values()):
+        raise ValueError(f"{record_path}: a limited run (--limit-*) is a smoke test; train without "
+                         f"limits to add a weight to the manifest")
+    if not rec["hosts"]:
+        raise ValueError(f"{weight} is {rec['size']} bytes, over the {EMBED_LIMIT}-byte limit of "
+                         f"embedded weights: publish it to the Hugging Face host "
+                         f"(python -m agcnn_zoo publish) instead")
+    if sha256_file(weight) != rec["sha256"]:
+        raise ValueError(f"{weight} does not match its record's sha256 (modified after training?)")
+    weight_id = rec["file"][: -len(".safetensors")]
+    manifest = load_manifest(manifest_path)
+    old = manifest["weights"].get(weight_id)
+    if old is not None and old.get("origin", {}).get("kind") != "trained":
+        raise ValueError(f"{weight_id} is the authors' weight in the manifest; train with --tag "
+                         f"to add yours beside it")
+    if default:
+        model = weight_id.split(".", 1)[0]
+        if model in manifest["weights"]:
+            raise ValueError(f"{model} already has a default weight (the untagged record)")
+        for key, r in manifest["weights"].items():
+            if key.split(".", 1)[0] == model and key != weight_id:
+                r["default"] = False
+    rec["default"] = bool(default)
+    PACKAGE_WEIGHTS.mkdir(exist_ok=True)
+    target = PACKAGE_WEIGHTS / rec["file"]
+    if target.resolve() != weight.resolve():
+        from ..convert import atomic_write_bytes
+        atomic_write_bytes(target, weight.read_bytes())
+        target.chmod(0o644)
+    manifest["weights"][weight_id] = rec
+    save_manifest(manifest, manifest_path)
+    return weight_id

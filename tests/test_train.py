@@ -1,0 +1,214 @@
+"""The training engine on real digits (a few hundred MNIST training digits, rotated): recipes,
+splits, determinism, exact resume after SIGKILL, torchrun, the CLI's errors."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from agcnn_zoo.train import ResumeError, recipe_for, train
+from agcnn_zoo.train.splits import load_training_data
+
+from conftest import DATA, REPO
+
+SMALL = dict(dataset="mnist-rot-gen", limit_train=256, limit_val=128, limit_test=128, threads=1,
+             progress=False)
+
+
+def _weights(result) -> bytes:
+    return Path(result.weight).read_bytes()
+
+
+def _cli(*args, timeout=300, **popen):
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.run([sys.executable, "-m", "agcnn_zoo", *args], capture_output=True,
+                          text=True, timeout=timeout, env=env, cwd=REPO, **popen)
+
+
+# ----------------------------------------------------------------------------- recipes
+
+def test_rotmnist_recipe_is_the_authors():
+    r = recipe_for("ach_p4cnn_rotmnist")
+    assert (r.optimizer, r.lr, r.weight_decay, r.batch_size, r.epochs, r.schedule, r.augment) == \
+        ("adam", 1e-3, 1e-4, 128, 100, "constant", ())
+    assert recipe_for("z2cnn_rotmnist").epochs == 300
+
+
+def test_cifar_and_pcam_recipes_are_the_authors():
+    a = recipe_for("af_p4m_allcnnc_cifar")
+    assert (a.optimizer, a.momentum, a.lr, a.weight_decay, a.epochs, a.milestones, a.gamma) == \
+        ("sgd", 0.9, 0.05, 1e-3, 350, (200, 250, 300), 0.1)
+    assert a.augment == ("hflip", "crop32_pad4")
+    r = recipe_for("a_p4m_resnet44_cifar")
+    assert (r.lr, r.weight_decay, r.epochs, r.milestones) == (0.05, 0.0, 300, (50, 100, 150))
+    p = recipe_for("p4m_densenet_pcam")
+    assert (p.optimizer, p.batch_size, p.schedule, p.plateau_factor, p.plateau_patience) == \
+        ("adam", 64, "plateau", 0.5, 20)
+
+
+def test_every_registered_name_has_a_recipe():
+    import agcnn_zoo as zoo
+    for name in zoo.list_models():
+        assert recipe_for(name).dataset in ("rotmnist", "cifar10", "pcam")
+
+
+def test_overrides_are_checked():
+    r = recipe_for("p4cnn_rotmnist")
+    assert r.overridden(epochs=3, lr=2e-3).epochs == 3
+    assert r.overridden(lr=1).lr == 1.0  # an int where a float belongs is fine
+    with pytest.raises(TypeError, match="'epochs' takes a int"):
+        r.overridden(epochs="3")
+    with pytest.raises(TypeError, match="unknown recipe field 'epoch'"):
+        r.overridden(epoch=3)
+    with pytest.raises(ValueError, match="batch_size must be a positive int"):
+        r.overridden(batch_size=0)
+
+
+def test_info_shows_the_recipe():
+    import agcnn_zoo as zoo
+    info = zoo.model_info("asp_p4cnn_rotmnist")
+    assert info["training_recipe"]["optimizer"] == "adam"
+    assert info["training_recipe"]["epochs"] == 100
+
+
+# ----------------------------------------------------------------------------- data
+
+def test_mnist_rot_gen_splits_are_disjoint_and_from_training_digits():
+    d = load_training_data("mnist-rot-gen", "rotmnist", DATA, progress=False)
+    assert (len(d.train), len(d.val)) == (10000, 2000)
+    train_ids, val_ids = set(d.train.ids), set(d.val.ids)
+    assert len(train_ids) == 10000 and len(val_ids) == 2000 and not train_ids & val_ids
+    assert all(i.startswith("mnist-train:") for i in train_ids | val_ids)
+    test = d.load_test()
+    assert len(test) == 10000 and all(i.startswith("mnist-test:") for i in test.ids)
+    # normalised with the recorded training statistics: the training images have mean 0, std 1
+    x, _ = d.train.batch(torch.arange(10000))
+    v, _ = d.val.batch(torch.arange(2000))
+    both = torch.cat([x, v]).double()
+    assert abs(float(both.mean())) < 1e-5 and abs(float(both.std(unbiased=False)) - 1) < 1e-5
+    assert 0.1 < d.info["normalize"]["mean"] < 0.2
+    # every digit is one of the MNIST training images' labels, classes balanced-ish
+    counts = torch.bincount(d.train.labels, minlength=10)
+    assert counts.min() > 800
+
+
+def test_a_model_for_other_data_is_refused():
+    with pytest.raises(ValueError, match="use one of cifar10"):
+        load_training_data("mnist-rot-gen", "cifar10", DATA)
+
+
+# ----------------------------------------------------------------------------- engine
+
+def test_same_seed_same_weights_other_seed_other_weights(tmp_path):
+    a = train("p4cnn_rotmnist", out=tmp_path / "a", epochs=1, seed=3, data_dir=DATA, **SMALL)
+    b = train("p4cnn_rotmnist", out=tmp_path / "b", epochs=1, seed=3, data_dir=DATA, **SMALL)
+    c = train("p4cnn_rotmnist", out=tmp_path / "c", epochs=1, seed=4, data_dir=DATA, **SMALL)
+    assert _weights(a) == _weights(b)
+    assert _weights(a) != _weights(c)
+    rec = a.record
+    assert rec["origin"]["kind"] == "trained" and rec["training"]["seed"] == 3
+    assert rec["training"]["recipe"]["epochs"] == 1 and rec["training"]["shortened"]
+    assert rec["training"]["limits"] == {"train": 256, "val": 128, "test": 128}
+    assert rec["accuracy"]["measured"][0]["dataset"] == "mnist-rot-aux"
+    assert rec["accuracy"]["checkpoint"]["top1"] is None
+    lines = (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(l)["epoch"] for l in lines] == [1]
+
+
+def test_one_epoch_then_resume_to_two_equals_two_epochs(tmp_path):
+    two = train("p4cnn_rotmnist", out=tmp_path / "two", epochs=2, data_dir=DATA, **SMALL)
+    train("p4cnn_rotmnist", out=tmp_path / "r", epochs=1, data_dir=DATA, **SMALL)
+    resumed = train("p4cnn_rotmnist", out=tmp_path / "r", epochs=2, resume=True, data_dir=DATA, **SMALL)
+    assert _weights(resumed) == _weights(two)
+    assert resumed.record["training"]["epochs_run"] == 2
+    last = torch.load(tmp_path / "r" / "checkpoint.pt", weights_only=False)
+    ref = torch.load(tmp_path / "two" / "checkpoint.pt", weights_only=False)
+    for k, v in ref["model"].items():
+        assert torch.equal(v, last["model"][k]), k
+    assert last["metrics"][1]["val_top1"] == ref["metrics"][1]["val_top1"]
+
+
+def test_an_existing_run_is_never_overwritten_and_resume_checks_the_settings(tmp_path):
+    train("p4cnn_rotmnist", out=tmp_path / "r", epochs=1, data_dir=DATA, **SMALL)
+    with pytest.raises(ResumeError, match="pass --resume"):
+        train("p4cnn_rotmnist", out=tmp_path / "r", epochs=1, data_dir=DATA, **SMALL)
+    with pytest.raises(ResumeError, match="settings"):
+        train("p4cnn_rotmnist", out=tmp_path / "r", epochs=2, resume=True, data_dir=DATA,
+              **{**SMALL, "limit_train": 128})
+    with pytest.raises(ResumeError, match="recipe"):
+        train("p4cnn_rotmnist", out=tmp_path / "r", epochs=2, resume=True, lr=0.01, data_dir=DATA, **SMALL)
+
+
+def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path):
+    args = ["train", "p4cnn_rotmnist", "--dataset", "mnist-rot-gen", "--data-dir", str(DATA),
+            "--epochs", "3", "--limit-train", "2048", "--limit-val", "128", "--limit-test", "128",
+            "--threads", "1", "--no-progress"]
+    full = _cli(*args, "--out", str(tmp_path / "full"))
+    assert full.returncode == 0, full.stderr
+    out = tmp_path / "killed"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, "-m", "agcnn_zoo", *args, "--out", str(out)],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    while not (out / "checkpoint.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    time.sleep(0.3)  # well inside epoch 2 (an epoch of 2,048 digits takes seconds)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    state = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert state["epoch"] == 1, "the kill was meant to land in epoch 2"
+    assert not list(out.glob("*.safetensors"))
+    assert not [p for p in out.iterdir() if p.name.endswith(".part")]
+    resumed = _cli(*args, "--out", str(out), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert (out / "p4cnn_rotmnist.safetensors").read_bytes() == \
+        (tmp_path / "full" / "p4cnn_rotmnist.safetensors").read_bytes()
+    assert (out / "metrics.jsonl").read_text().count("\n") == 3
+
+
+def test_torchrun_two_processes_agree(tmp_path):
+    torchrun = Path(sys.executable).with_name("torchrun")
+    if not torchrun.exists():
+        pytest.skip("torchrun is not installed beside this python")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    out = tmp_path / "ddp"
+    p = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "agcnn_zoo",
+                        "train", "p4cnn_rotmnist", "--dataset", "mnist-rot-gen", "--data-dir",
+                        str(DATA), "--out", str(out), "--epochs", "1", "--limit-train", "256",
+                        "--limit-val", "128", "--limit-test", "128", "--threads", "1",
+                        "--no-progress"], capture_output=True, text=True, timeout=300, env=env,
+                       cwd=REPO)
+    assert p.returncode == 0, p.stderr[-3000:]
+    rec = json.loads((out / "record.json").read_text())
+    hashes = rec["training"]["rank_state_sha256"]
+    assert rec["training"]["world_size"] == 2 and len(hashes) == 2 and hashes[0] == hashes[1]
+
+
+# ----------------------------------------------------------------------------- CLI errors
+
+def test_cli_unknown_name_exits_2_with_a_suggestion(tmp_path):
+    p = _cli("train", "p4cnn_rotmnst", "--out", str(tmp_path / "x"))
+    assert p.returncode == 2 and "did you mean p4cnn_rotmnist" in p.stderr
+
+
+def test_cli_override_of_the_wrong_type_exits_2(tmp_path):
+    p = _cli("train", "p4cnn_rotmnist", "--epochs", "two", "--out", str(tmp_path / "x"))
+    assert p.returncode == 2 and "invalid int value: 'two'" in p.stderr
+
+
+def test_cli_missing_data_exits_2_naming_files_and_url(tmp_path):
+    p = _cli("train", "p4cnn_rotmnist", "--dataset", "mnist-rot-gen", "--data-dir",
+             str(tmp_path / "empty"), "--out", str(tmp_path / "x"))
+    assert p.returncode == 2
+    assert "train-images-idx3-ubyte.gz" in p.stderr and "https://" in p.stderr
+    assert not (tmp_path / "x").exists() or not any((tmp_path / "x").iterdir())
+    p = _cli("train", "p4cnn_rotmnist", "--data-dir", str(tmp_path / "empty"), "--out", str(tmp_path / "y"))
+    assert p.returncode == 2 and "mnist_rotation_new.zip" in p.stderr
