@@ -39,6 +39,7 @@ setup(
     extras_require={
         "test": ["pytest"],
         "pcam": ["h5py"],
+        "plot": ["matplotlib"],
     },
     entry_points={"console_scripts": ["agcnn-zoo=agcnn_zoo.__main__:main"]},
 )

@@ -89,6 +89,19 @@ def _cmd_publish(args) -> int:
     return 0
 
 
+def _cmd_results(args) -> int:
+    from pathlib import Path
+    from .results import results_table, write_readme
+    on = args.measured_on or ("mnist-rot-aux" if args.dataset == "rotmnist" else args.dataset)
+    table = results_table(args.dataset, on)
+    if args.write_readme:
+        changed = write_readme(Path(args.write_readme), table)
+        print(f"{args.write_readme}: {'updated' if changed else 'already up to date'}")
+    else:
+        print(table, end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m agcnn_zoo",
                                 description="Attentive group-equivariant CNNs with verified weights.")
@@ -122,6 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--name", action="append", help="publish only this weight (repeatable)")
     s.add_argument("--files-dir", default=None, help="folder with ready safetensors files")
     s.set_defaults(fn=_cmd_publish)
+    s = sub.add_parser("results", help="the results table (paper, authors' log, measured) from the manifest")
+    s.add_argument("--dataset", default="rotmnist", help="rotmnist, cifar10 or pcam")
+    s.add_argument("--measured-on", default=None, help="evaluation set of the 'measured' column "
+                   "(default: mnist-rot-aux for rotmnist, else the canonical set)")
+    s.add_argument("--write-readme", metavar="README", help="rewrite the table block of this README")
+    s.set_defaults(fn=_cmd_results)
     from .train.cli import add_parser as _add_train
     _add_train(sub)
     return p

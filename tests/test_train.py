@@ -116,7 +116,8 @@ def test_same_seed_same_weights_other_seed_other_weights(tmp_path):
     assert rec["origin"]["kind"] == "trained" and rec["training"]["seed"] == 3
     assert rec["training"]["recipe"]["epochs"] == 1 and rec["training"]["shortened"]
     assert rec["training"]["limits"] == {"train": 256, "val": 128, "test": 128}
-    assert rec["accuracy"]["measured"][0]["dataset"] == "mnist-rot-aux"
+    assert rec["training"]["test"]["dataset"] == "mnist-rot-aux"
+    assert rec["training"]["test"]["images"] == 128 and rec["accuracy"]["measured"] == []
     assert rec["accuracy"]["checkpoint"]["top1"] is None
     lines = (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(l)["epoch"] for l in lines] == [1]
@@ -133,6 +134,11 @@ def test_one_epoch_then_resume_to_two_equals_two_epochs(tmp_path):
     for k, v in ref["model"].items():
         assert torch.equal(v, last["model"][k]), k
     assert last["metrics"][1]["val_top1"] == ref["metrics"][1]["val_top1"]
+    try:
+        import matplotlib  # noqa: F401  (optional extra: the curves are drawn only with it)
+    except ImportError:
+        return
+    assert (tmp_path / "r" / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_an_existing_run_is_never_overwritten_and_resume_checks_the_settings(tmp_path):
@@ -212,3 +218,11 @@ def test_cli_missing_data_exits_2_naming_files_and_url(tmp_path):
     assert not (tmp_path / "x").exists() or not any((tmp_path / "x").iterdir())
     p = _cli("train", "p4cnn_rotmnist", "--data-dir", str(tmp_path / "empty"), "--out", str(tmp_path / "y"))
     assert p.returncode == 2 and "mnist_rotation_new.zip" in p.stderr
+
+
+def test_readme_results_table_is_the_generated_one():
+    from agcnn_zoo.results import BEGIN, END, results_table
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    block = text.split(BEGIN, 1)[1].split(END, 1)[0]
+    assert block == "\n" + results_table("rotmnist", "mnist-rot-aux"), \
+        "README's results table is stale: python -m agcnn_zoo results --write-readme README.md"

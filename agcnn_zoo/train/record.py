@@ -85,10 +85,8 @@ def build_record(*, entry, recipe, settings, data, weight: Path, sha256: str, nu
         "accuracy": {
             "paper": _paper_accuracy(settings.name),
             "checkpoint": {"top1": None, "source": "no authors' checkpoint: trained by agcnn-zoo"},
-            "measured": [{"dataset": test["dataset"], "top1": round(test["top1"], 3),
-                          "images": test["images"], "device": f"{dev} ({platform.machine()})",
-                          "date": today, "torch": torch.__version__,
-                          "by": "agcnn_zoo.train: the selected weight, evaluated once"}],
+            # filled by eval/reproduce.py --update-manifest; the run's own test is in "training"
+            "measured": [],
         },
         "tolerance": 0.1,
         "default": False,
@@ -104,7 +102,8 @@ def build_record(*, entry, recipe, settings, data, weight: Path, sha256: str, nu
             "epochs_run": len(metrics),
             "selected_epoch": best["epoch"],
             "val_top1": round(best["top1"], 3),
-            "test": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in test.items()},
+            "test": {**{k: (round(v, 4) if isinstance(v, float) else v) for k, v in test.items()},
+                     "normalize": "the training statistics above", "device": f"{dev} ({platform.machine()})"},
             "command": command,
             "project_version": __version__,
             "torch": torch.__version__,
