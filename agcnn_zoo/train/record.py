@@ -7,7 +7,7 @@ import datetime
 import json
 import platform
 from pathlib import Path
-from typing import Dict, List, Optional, Union
+from typing import List, Optional, Union
 
 import torch
 
