@@ -129,6 +129,8 @@ def test_one_epoch_then_resume_to_two_equals_two_epochs(tmp_path):
     resumed = train("p4cnn_rotmnist", out=tmp_path / "r", epochs=2, resume=True, data_dir=DATA, **SMALL)
     assert _weights(resumed) == _weights(two)
     assert resumed.record["training"]["epochs_run"] == 2
+    with pytest.raises(ResumeError, match="has 2 epochs already"):
+        train("p4cnn_rotmnist", out=tmp_path / "r", epochs=1, resume=True, data_dir=DATA, **SMALL)
     last = torch.load(tmp_path / "r" / "checkpoint.pt", weights_only=False)
     ref = torch.load(tmp_path / "two" / "checkpoint.pt", weights_only=False)
     for k, v in ref["model"].items():

@@ -347,6 +347,9 @@ def _run(recipe: Recipe, settings: RunSettings, out: Path, entry, dev: torch.dev
                               f"checkpoint {[state['ident'][k] for k in diff]}, now "
                               f"{[ident[k] for k in diff]}); resume with the same settings, or "
                               f"choose another --out")
+        if recipe.epochs < state["epoch"]:
+            raise ResumeError(f"{ckpt_path} has {state['epoch']} epochs already; --epochs must be at "
+                              f"least that (equal: end the run there and write its outputs)")
     elif resume and rank == 0:
         print(f"no {CHECKPOINT} in {out}: starting a fresh run", flush=True)
 
