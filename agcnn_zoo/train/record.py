@@ -138,7 +138,11 @@ def plot_curves(metrics: List[dict], path: Path, title: str = "") -> Optional[Pa
     b.plot(ep, [m["val_top1"] for m in metrics], label="validation")
     b.axvline(best["epoch"], color="grey", ls="--", lw=1,
               label=f"selected: epoch {best['epoch']} ({best['val_top1']:.2f}%)")
-    b.set_xlabel("epoch"), b.set_ylabel("top-1 accuracy (%)"), b.set_title("accuracy"), b.legend()
+    # zoom on the range that matters once the first tenth of the run has passed
+    settled = [v for m in metrics[len(metrics) // 10:] for v in (m["train_top1"], m["val_top1"])]
+    b.set_ylim(max(0.0, min(settled) - 1.0), 100.0)
+    b.set_xlabel("epoch"), b.set_ylabel("top-1 accuracy (%)"), b.set_title("accuracy (zoomed)")
+    b.legend(loc="lower right")
     fig.suptitle(title)
     fig.tight_layout()
     buf = io.BytesIO()
