@@ -6,7 +6,7 @@ from typing import List, Optional
 
 from torch import nn
 
-from .manifest import load_manifest
+from .hub.manifest import load_manifest
 from .registry import get_entry, list_registered
 
 

@@ -1,0 +1,237 @@
+"""Publish the verified weights and their model cards to a Hugging Face model repo, then pin the
+new revision in the manifest.
+
+One repo holds every weight, flat: ``<file>.safetensors`` per model, ``cards/<name>.md`` (one
+model card each) and a ``README.md`` index. Every file is checked against the manifest (sha256,
+size) and loaded strictly into its model before anything is uploaded; after the commit each
+published record gets ``{"type": "huggingface", "repo_id", "revision": <commit oid>,
+"filename"}`` as its FIRST host (an older host on the same repo is replaced; hosts on other
+repos and the original URL stay behind it as fallbacks), and the manifest is saved.
+
+    python -m agcnn_zoo publish --repo-id ORG/NAME [--manifest PATH] [--endpoint URL]
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterable, List, Optional, Union
+
+from . import fetch as hub
+from .manifest import load_manifest, manifest_path as default_manifest_path, save_manifest
+
+__all__ = ["publish", "model_card", "index_card", "huggingface_host"]
+
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
+_HEX40 = re.compile(r"^[0-9a-f]{40}$")
+_PAPER = "Romero, Bekkers, Tomczak and Hoogendoorn, Attentive Group Equivariant Convolutional " \
+         "Networks, ICML 2020 (arXiv 2002.03830)"
+
+
+def huggingface_host(repo_id: str, revision: str, filename: str) -> dict:
+    return {"type": "huggingface", "repo_id": repo_id, "revision": revision, "filename": filename}
+
+
+# ----------------------------------------------------------------------------- model cards
+
+def _fmt_top1(value) -> str:
+    return "not reported" if value is None else f"{value:g}%"
+
+
+def _bullets(mapping: dict) -> List[str]:
+    return [f"- **{k}**: {', '.join(map(str, v)) if isinstance(v, list) else v}"
+            for k, v in mapping.items()]
+
+
+def model_card(name: str, record: dict, repo_id: Optional[str] = None) -> str:
+    """Markdown model card of one weight, from its manifest record alone."""
+    acc = record.get("accuracy", {})
+    paper, ckpt = acc.get("paper", {}), acc.get("checkpoint", {})
+    origin_class = record.get("original_class")
+    lines = [
+        f"# {name}",
+        "",
+        f"{record['architecture']} (class `{origin_class}` in the authors' code) trained on "
+        f"**{record.get('dataset', '?')}**, from {_PAPER}. The authors' weights, converted key for "
+        f"key to safetensors by agcnn-zoo (no retraining).",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| architecture | {record['architecture']} (original: `{origin_class}`) |",
+        f"| parameters | {record['num_params']:,} |",
+        f"| file | `{record['file']}` |",
+        f"| sha256 | `{record.get('sha256')}` |",
+        f"| size | {record.get('size')} bytes |",
+        "",
+        "## Usage",
+        "",
+        "```python",
+        "import agcnn_zoo",
+        f"model = agcnn_zoo.create_model({name!r}, pretrained=True)  # verified, eval mode",
+        "```",
+        "",
+    ]
+    if repo_id:
+        lines += [f"The file is `{record['file']}` in `{repo_id}`; agcnn-zoo pins the revision "
+                  "and checks sha256 and size on every load.", ""]
+    lines += ["## Preprocessing", ""] + _bullets(record.get("preprocessing", {})) + [""]
+    lines += [
+        "## Accuracy (top-1 on the test split)",
+        "",
+        "| source | top-1 | details |",
+        "|---|---|---|",
+        f"| paper | {_fmt_top1(paper.get('top1'))}"
+        f"{'' if paper.get('confirmed') else ' (unconfirmed)'} | {paper.get('source', '')} |",
+        f"| authors' log for this file | {_fmt_top1(ckpt.get('top1'))} | {ckpt.get('source', '')} |",
+    ]
+    measured = acc.get("measured") or []
+    for m in measured:
+        lines.append(f"| measured (agcnn-zoo) | {_fmt_top1(m.get('top1'))} | {m.get('dataset')}, "
+                     f"{m.get('images')} images, {m.get('device')}, {m.get('date')} |")
+    if not measured:
+        lines.append("| measured (agcnn-zoo) | not yet | `eval/reproduce.py` |")
+    lines += ["", "## Origin", ""] + _bullets(record.get("origin", {}))
+    lines += ["", "## Licence", ""] + _bullets(record.get("license", {}))
+    notes = record.get("notes") or []
+    if notes:
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
+    return "\n".join(lines) + "\n"
+
+
+def index_card(repo_id: str, names: Iterable[str], records: dict) -> str:
+    """The repo's README.md: Hub metadata and one line per weight."""
+    lines = [
+        "---",
+        "license: mit",
+        "library_name: pytorch",
+        "tags:",
+        "- image-classification",
+        "- group-equivariant",
+        "- attention",
+        "- agcnn-zoo",
+        "---",
+        "",
+        f"# {repo_id}",
+        "",
+        f"Verified weights of attentive group-equivariant CNNs ({_PAPER}), converted from the "
+        "authors' published checkpoints by agcnn-zoo. Load them with "
+        "`agcnn_zoo.create_model(name, pretrained=True)`.",
+        "",
+        "| model | architecture | dataset | authors' top-1 | file | card |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in names:
+        r = records[name]
+        lines.append(f"| {name} | {r['architecture']} | {r.get('dataset', '?')} | "
+                     f"{_fmt_top1(r.get('accuracy', {}).get('checkpoint', {}).get('top1'))} | "
+                     f"`{r['file']}` | [card](cards/{name}.md) |")
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------- building
+
+def _verified_file(name: str, record: dict, files_dir: Optional[Path], progress: bool) -> Path:
+    """A verified safetensors file of ``name``: from ``files_dir`` when it holds one, else
+    fetched (cache first). An unpinned record gets its sha256/size filled in from the file
+    fetched through its git-blob-verified source."""
+    if files_dir is not None and (files_dir / record["file"]).is_file():
+        path = files_dir / record["file"]
+        if not record.get("sha256"):
+            raise ValueError(f"{name}: the manifest pins no sha256, so {path} cannot be checked; "
+                             f"remove it to build the file from the verified original")
+        hub.verify_file(path, record["sha256"], record.get("size"))
+        return path
+    if not record.get("sha256"):
+        # derived from its source, verified by git blob id just now (nothing cached is trusted)
+        from .cache import cached_weights_path
+        from .hosts.original import derive
+        rec = hub.resolve_record(name, record)
+        path, data = derive(rec, None, cached_weights_path(rec), progress=progress)
+        record["sha256"], record["size"] = hashlib.sha256(data).hexdigest(), len(data)
+    else:
+        path = hub.fetch_weights(name, record, progress=progress)
+    hub.verify_file(path, record["sha256"], record.get("size"))
+    return path
+
+
+def _check_loads(name: str, path: Path) -> None:
+    from safetensors.torch import load_file
+    from ..registry import get_entry
+    model = get_entry(name.split(".", 1)[0]).fn()
+    try:
+        model.load_state_dict(load_file(str(path)), strict=True)
+    except RuntimeError as e:
+        raise ValueError(f"{name}: {path} does not load into {type(model).__name__}: {e}") from e
+
+
+# ----------------------------------------------------------------------------- publish
+
+def publish(repo_id: str, manifest_path: Optional[Union[str, Path]] = None,
+            token: Optional[str] = None, endpoint: Optional[str] = None,
+            files_dir: Optional[Union[str, Path]] = None, *, names: Optional[Iterable[str]] = None,
+            commit_message: Optional[str] = None, progress: bool = True,
+            log: Callable[[str], None] = print) -> str:
+    """Upload every published weight of the manifest (or ``names``) with its model card to the
+    Hugging Face model repo ``repo_id`` (created if needed) in one commit, pin the commit in
+    the manifest, save it, and return the commit's revision (40 hex digits).
+
+    ``endpoint`` defaults to ``HF_ENDPOINT`` (read now) or the public Hub; ``token`` to
+    huggingface_hub's usual lookup. ``files_dir`` may hold ready ``<file>.safetensors`` files
+    (checked against the manifest like any other)."""
+    if not isinstance(repo_id, str) or not _REPO_ID.match(repo_id):
+        raise ValueError(f"repo_id must look like ORG/NAME, got {repo_id!r}")
+    path = Path(manifest_path) if manifest_path else default_manifest_path()
+    data = load_manifest(path)
+    records = data["weights"]
+    selected = sorted(records) if names is None else list(names)
+    unknown = [n for n in selected if n not in records]
+    if unknown:
+        raise ValueError(f"not in the manifest {path}: {', '.join(unknown)}")
+    if not selected:
+        raise ValueError("nothing to publish")
+    files_dir = Path(files_dir) if files_dir else None
+    endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or "").rstrip("/") or None
+
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    with tempfile.TemporaryDirectory(prefix="agcnn_zoo_publish_") as staging:
+        staging = Path(staging)
+        (staging / "cards").mkdir()
+        operations = []
+        for name in selected:
+            record = records[name]
+            src = _verified_file(name, record, files_dir, progress)
+            _check_loads(name, src)
+            shutil.copyfile(src, staging / record["file"])
+            hub.verify_file(staging / record["file"], record["sha256"], record.get("size"))
+            (staging / "cards" / f"{name}.md").write_text(model_card(name, record, repo_id),
+                                                          encoding="utf-8")
+            operations += [CommitOperationAdd(record["file"], str(staging / record["file"])),
+                           CommitOperationAdd(f"cards/{name}.md",
+                                              str(staging / "cards" / f"{name}.md"))]
+            log(f"  {name}: {record['file']} sha256 {record['sha256'][:16]}... verified")
+        (staging / "README.md").write_text(index_card(repo_id, selected, records), encoding="utf-8")
+        operations.append(CommitOperationAdd("README.md", str(staging / "README.md")))
+
+        api = HfApi(endpoint=endpoint, token=token)
+        where = endpoint or "the Hugging Face Hub"
+        log(f"uploading {len(selected)} weights and their cards to {repo_id} on {where}")
+        api.create_repo(repo_id, repo_type="model", exist_ok=True)
+        info = api.create_commit(repo_id, operations=operations, repo_type="model",
+                                 commit_message=commit_message or
+                                 f"agcnn-zoo: {len(selected)} verified weights")
+    revision = str(info.oid)
+    if not _HEX40.match(revision):
+        raise RuntimeError(f"the hub answered a commit id that is not 40 hex digits: {revision!r}")
+
+    for name in selected:
+        record = records[name]
+        others = [h for h in record["hosts"]
+                  if not (h.get("type") == "huggingface" and h.get("repo_id") == repo_id)]
+        record["hosts"] = [huggingface_host(repo_id, revision, record["file"])] + others
+    saved = save_manifest(data, path)
+    log(f"published {repo_id}@{revision}; manifest updated: {saved}")
+    return revision
