@@ -44,8 +44,9 @@ def isolate_env(tmp_path: Path, monkeypatch) -> Path:
     agent registry from its import-time endpoint once per process unless told not to).
     Returns our cache folder."""
     for var in ("AGCNN_ZOO_MIRROR", "HF_ENDPOINT", "HF_HUB_OFFLINE", "HF_HUB_CACHE",
-                "AGCNN_ZOO_TIMEOUT", "HF_TOKEN"):
+                "AGCNN_ZOO_TIMEOUT", "AGCNN_ZOO_DEADLINE", "AGCNN_ZOO_OFFLINE", "HF_TOKEN"):
         monkeypatch.delenv(var, raising=False)
+    trust_localhost(monkeypatch)
     cache = tmp_path / "cache"
     monkeypatch.setenv("AGCNN_ZOO_CACHE", str(cache))
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
@@ -54,6 +55,13 @@ def isolate_env(tmp_path: Path, monkeypatch) -> Path:
     from huggingface_hub import constants
     monkeypatch.setattr(constants, "HF_HUB_DISABLE_TELEMETRY", True)
     return cache
+
+
+def trust_localhost(monkeypatch) -> None:
+    """Let manifest records point at 127.0.0.1 over plain http (only in this test)."""
+    from agcnn_zoo.hub import records
+    monkeypatch.setattr(records, "TRUSTED_HOSTS", records.TRUSTED_HOSTS | {"127.0.0.1"})
+    monkeypatch.setattr(records, "HTTP_HOSTS", records.HTTP_HOSTS | {"127.0.0.1"})
 
 
 def files_under(folder: Path) -> List[str]:

@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from agcnn_zoo.convert import (CheckpointError, convert_checkpoint, convert_state_dict,
+from agcnn_zoo.hub.convert import (CheckpointError, convert_checkpoint, convert_state_dict,
                                load_original_checkpoint, load_safetensors, safetensors_bytes)
 from agcnn_zoo.models.rotmnist import AChP4CNN, CoAP4CNN, P4CNN
 from agcnn_zoo.registry import get_entry

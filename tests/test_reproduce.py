@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from agcnn_zoo import data
-from agcnn_zoo.manifest import load_manifest, save_manifest
+from agcnn_zoo.hub.manifest import load_manifest, save_manifest
 from conftest import REPO
 
 SCRIPT = REPO / "eval" / "reproduce.py"

@@ -138,8 +138,7 @@ def remove_stale_parts(target: PathLike) -> int:
 def create_exclusive(path: Path) -> BinaryIO:
     """Open a new file for writing (never an existing one, never through a symlink)."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
-    fd = os.open(path, flags, FILE_MODE)
-    return os.fdopen(fd, "wb")
+    return open(path, "wb", opener=lambda p, _: os.open(p, flags, FILE_MODE))
 
 
 def publish_file(tmp: PathLike, target: PathLike) -> None:
