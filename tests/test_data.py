@@ -21,6 +21,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
 from agcnn_zoo import data
+from agcnn_zoo.data import rotmnist
 from conftest import DATA
 
 TRAIN, TEST = data.ROTMNIST_FILES["train"], data.ROTMNIST_FILES["test"]
@@ -207,13 +208,13 @@ def test_rotmnist_download_through_local_server(http_dir, tmp_path, rotmnist_arr
     served, base = http_dir
     zpath = make_rotmnist(served, *rotmnist_arrays)
     md5 = hashlib.md5(zpath.read_bytes()).hexdigest()
-    monkeypatch.setattr(data, "ROTMNIST_REMOTE",
+    monkeypatch.setattr(rotmnist, "ROTMNIST_REMOTE",
                         data.Remote(f"{base}/{zpath.name}", zpath.name, md5, verified=True))
     ds = data.RotMNIST(tmp_path / "d", download=True, progress=False)
     assert len(ds) == 4 and (tmp_path / "d" / "mnist_rotation_new" / zpath.name).is_file()
 
     # a verified checksum that does not match: nothing kept, the error propagates
-    monkeypatch.setattr(data, "ROTMNIST_REMOTE",
+    monkeypatch.setattr(rotmnist, "ROTMNIST_REMOTE",
                         data.Remote(f"{base}/{zpath.name}", zpath.name, "f" * 32, verified=True))
     with pytest.raises(data.ChecksumError):
         data.RotMNIST(tmp_path / "e", download=True, progress=False)
@@ -221,14 +222,14 @@ def test_rotmnist_download_through_local_server(http_dir, tmp_path, rotmnist_arr
 
     # no network: the error says what to put where and the URL
     url = closed_port_url()
-    monkeypatch.setattr(data, "ROTMNIST_REMOTE", data.Remote(url, zpath.name, md5))
+    monkeypatch.setattr(rotmnist, "ROTMNIST_REMOTE", data.Remote(url, zpath.name, md5))
     with pytest.raises(data.DataNotFoundError, match="download of .* failed") as err:
         data.RotMNIST(tmp_path / "f", download=True, progress=False)
     assert url in str(err.value) and TEST in str(err.value)
 
     # downloads disabled by the environment: not even tried
     monkeypatch.setenv(data.OFFLINE_ENV, "1")
-    monkeypatch.setattr(data, "download_url", lambda *a, **k: pytest.fail("tried to download"))
+    monkeypatch.setattr(data._common, "download_url", lambda *a, **k: pytest.fail("tried to download"))
     with pytest.raises(data.DataNotFoundError, match="downloads disabled"):
         data.RotMNIST(tmp_path / "g", download=True, progress=False)
 
