@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..io.errors import UnsafeFileError
-from ..io.files import is_within, safe_remove
+from ..io.files import as_cache_error, is_within, safe_remove
 from .records import OriginalHost, WeightRecord
 
 
@@ -76,10 +76,10 @@ def entry_state(path: Path) -> Optional[str]:
     """None if nothing is at ``path``, "file" for a regular file, else what it is."""
     try:
         st = os.lstat(path)
-    except FileNotFoundError:
-        return None
+    except (FileNotFoundError, NotADirectoryError):
+        return None  # nothing there (a parent that is a file is reported when writing)
     except OSError as e:
-        return f"unreadable ({e.strerror})"
+        raise as_cache_error(e, path) from e
     if stat.S_ISREG(st.st_mode):
         return "file"
     return "symlink" if stat.S_ISLNK(st.st_mode) else "not a regular file"

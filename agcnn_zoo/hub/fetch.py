@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Union
 
 from ..io import env
-from ..io.errors import ConfigError, IntegrityError, WeightsError
+from ..io.errors import CacheError, ConfigError, IntegrityError, WeightsError
 from ..io.files import check_regular_file, ensure_dir, read_checked, sha256_file
 from . import cache as _cache
 from .errors import HostFailure, NoRecordError, WeightsUnavailableError
@@ -87,7 +87,7 @@ def _try(record: WeightRecord, host, target: Path, progress: bool,
          failures: List[HostFailure]) -> Optional[Path]:
     try:
         return module_for(host).fetch(record, host, target, progress=progress)
-    except ConfigError:
+    except (ConfigError, CacheError):  # a setting or our own cache: no other host helps
         raise
     except WeightsError as e:
         failures.append(HostFailure(host.describe(), e))
