@@ -408,3 +408,89 @@ def test_load_eval_set_names():
     with pytest.raises(ValueError, match="unknown dataset 'mnist'"):
         data.load_eval_set("mnist")
     assert isinstance(data.load_eval_set("cifar10-jpeg", DATA, progress=False), data.CIFAR10JPEG)
+
+
+# ----------------------------------------------------------------------------- hardening
+
+def test_html_instead_of_the_rotmnist_zip_is_refused_and_nothing_kept(tmp_path, rotmnist_arrays,
+                                                                      monkeypatch):
+    from _servers import StaticHost
+    served = tmp_path / "served" / "www.iro.umontreal.ca"
+    zpath = make_rotmnist(served, *rotmnist_arrays)
+    with StaticHost(tmp_path / "served") as server:
+        url = server.url_for("https://www.iro.umontreal.ca/" + zpath.name)
+        monkeypatch.setattr(rotmnist, "ROTMNIST_REMOTE", data.Remote(url, zpath.name))
+        for fault in ("html", "html_as_binary"):
+            server.set_fault(url, fault)
+            with pytest.raises(data.DataNotFoundError, match="HTML") as err:
+                data.RotMNIST(tmp_path / "d", download=True, progress=False)
+            assert zpath.name in str(err.value)
+            assert not [p for p in (tmp_path / "d").rglob("*") if p.is_file()]
+        # not HTML, not a zip either: the structural check refuses it, names it, removes it
+        server.set_fault(url, None)
+        zpath.write_bytes(b"PK\x03\x04 but not really a zip" * 10)
+        with pytest.raises(data.DataFormatError, match=zpath.name) as err:
+            data.RotMNIST(tmp_path / "d", download=True, progress=False)
+        assert "not a zip" in str(err.value) and "removed" in err.value.hint
+        assert not [p for p in (tmp_path / "d").rglob("*") if p.is_file()]
+        # a zip lacking the test member
+        import zipfile as _zf
+        with _zf.ZipFile(zpath, "w") as zf:
+            zf.writestr(TRAIN, "0 " * 785)
+        with pytest.raises(data.DataFormatError, match="lacks"):
+            data.RotMNIST(tmp_path / "d", download=True, progress=False)
+        assert not [p for p in (tmp_path / "d").rglob("*") if p.is_file()]
+
+
+def test_an_existing_zip_that_is_an_html_page_is_named(tmp_path):
+    folder = tmp_path / "mnist_rotation_new"
+    folder.mkdir()
+    (folder / data.ROTMNIST_REMOTE.filename).write_bytes(b"<!DOCTYPE html><html>login</html>")
+    with pytest.raises(data.DataFormatError, match="HTML page") as err:
+        data.RotMNIST(tmp_path, progress=False)
+    assert data.ROTMNIST_REMOTE.filename in str(err.value) and "delete" in err.value.hint
+
+
+@pytest.mark.parametrize("bad", ["nan", "inf", "-inf"])
+def test_rotmnist_refuses_nan_and_inf_pixels(tmp_path, rotmnist_arrays, bad):
+    make_rotmnist(tmp_path, *rotmnist_arrays, as_zip=False)
+    row = "0.5 " * 400 + f"{bad} " + "0.5 " * 383 + "3"
+    (tmp_path / TEST).write_text(row + "\n")
+    with pytest.raises(ValueError, match="NaN or infinite pixel"):
+        data.RotMNIST(tmp_path, progress=False)
+
+
+def test_pcam_refuses_fractional_labels(tmp_path):
+    import h5py
+    make_pcam(tmp_path / "pcam", n=2)
+    with h5py.File(tmp_path / "pcam" / "camelyonpatch_level_2_split_test_y.h5", "w") as f:
+        f.create_dataset("y", data=np.array([0.7, 1.3]).reshape(2, 1, 1, 1))
+    with pytest.raises(ValueError, match="labels must be integers"):
+        data.PCamTest(tmp_path)
+    with h5py.File(tmp_path / "pcam" / "camelyonpatch_level_2_split_test_y.h5", "w") as f:
+        f.create_dataset("y", data=np.array([0.0, 1.0]).reshape(2, 1, 1, 1))
+    assert data.PCamTest(tmp_path).labels.tolist() == [0, 1]
+
+
+def test_cifar10_refuses_fractional_labels(tmp_path):
+    make_cifar(tmp_path)
+    path = tmp_path / data.CIFAR10_FOLDER / "test_batch"
+    batch = pickle.loads(path.read_bytes())
+    batch[b"labels"] = [0.5, 1, 2, 3]
+    path.write_bytes(pickle.dumps(batch))
+    with pytest.raises(ValueError, match="labels must be integers"):
+        data.CIFAR10Test(tmp_path, verify=False)
+
+
+def test_downloads_are_size_capped_and_go_through_the_one_offline_switch(http_dir, tmp_path,
+                                                                       monkeypatch):
+    served, base = http_dir
+    (served / "big.bin").write_bytes(b"\0" * 5000)
+    with pytest.raises(data.DownloadError, match="refused before reading"):
+        data.download_url(f"{base}/big.bin", tmp_path / "dl" / "big.bin", max_size=100,
+                          progress=False)
+    assert list((tmp_path / "dl").iterdir()) == []
+    assert data.DownloadError is __import__("agcnn_zoo.hub", fromlist=["x"]).DownloadError
+    monkeypatch.setenv("AGCNN_ZOO_OFFLINE", "1")
+    with pytest.raises(data.DownloadError, match="offline"):
+        data.download_url(f"{base}/big.bin", tmp_path / "dl" / "big.bin", progress=False)
