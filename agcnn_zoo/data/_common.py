@@ -24,6 +24,7 @@ from ..io import env as _env
 from ..io.download import download
 from ..io.errors import DownloadError, IntegrityError, ZooIOError
 from ..io.files import atomic_writer, md5_file
+from ..io.locks import file_lock
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -142,11 +143,16 @@ def fetch_remote(remote: Remote, folder: Path, *, dataset: str, needed: Sequence
         raise DataNotFoundError(dataset, needed, data_dir, looked_in, urls,
                                 reason=f"downloads disabled by {OFFLINE_ENV}")
     from . import _common
+    dest = folder / remote.filename
     try:
-        return _common.download_url(remote.url, folder / remote.filename,
-                                    md5=remote.md5 if remote.md5_of == "download" else None,
-                                    strict=remote.verified, progress=progress,
-                                    max_size=remote.max_size, check=check)
+        # the lock also clears the temp files a killed download of this file left behind
+        with file_lock(dest, what="data folder"):
+            if dest.is_file():  # another process downloaded it while we waited
+                return dest
+            return _common.download_url(remote.url, dest,
+                                        md5=remote.md5 if remote.md5_of == "download" else None,
+                                        strict=remote.verified, progress=progress,
+                                        max_size=remote.max_size, check=check)
     except DownloadError as e:
         raise DataNotFoundError(dataset, needed, data_dir, looked_in, urls,
                                 reason=f"download of {remote.filename} failed and nothing was "

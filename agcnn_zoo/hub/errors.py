@@ -32,6 +32,7 @@ class WeightsUnavailableError(WeightsError):
         if hint:
             lines.append(hint)
         super().__init__("\n".join(lines), hint="")
+        self.hint = hint  # already part of the message
 
 
 def _without_url(error: Exception, host: str) -> str:

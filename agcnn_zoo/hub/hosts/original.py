@@ -27,7 +27,7 @@ from typing import Optional, Tuple
 from ...io.download import download
 from ...io.errors import DownloadError, IntegrityError, UnsafeFileError
 from ...io.files import (atomic_write_bytes, atomic_writer, check_regular_file, create_exclusive,
-                         git_blob_sha1_file, sha256_file, temp_name)
+                         git_blob_sha1_file, remove_stale_parts, sha256_file, temp_name)
 from ...io.locks import file_lock
 from ..cache import cached_source_path, discard, require_regular_entry
 from ..errors import UnpinnedWeightsWarning
@@ -108,6 +108,7 @@ def derive(record: WeightRecord, host: Optional[OriginalHost], target: Path, *,
     host = host or next(h for h in record.hosts if isinstance(h, OriginalHost))
     source = cached_source_path(record, host)
     with file_lock(target):
+        remove_stale_parts(source)  # what a killed download of the source left
         have = False
         try:
             have = require_regular_entry(source)
