@@ -448,6 +448,7 @@ def test_html_instead_of_the_rotmnist_zip_is_refused_and_nothing_kept(tmp_path, 
         assert sorted(p.name for p in stray_files(tmp_path / "d")) == [zpath.name,
                                                                       data.ROTMNIST_STATS]
         (folder / zpath.name).unlink()
+        (folder / data.ROTMNIST_STATS).unlink()
         # a zip lacking the test member
         import zipfile as _zf
         with _zf.ZipFile(zpath, "w") as zf:
