@@ -97,6 +97,33 @@ def test_a_cache_entry_that_is_a_fifo_is_refused_without_reading(cache, url_host
     with pytest.raises(hub.UnsafeFileError, match="not a regular file"):
         hub.load_state_dict(NAME, rec, progress=False)
     assert time.monotonic() - start < 5 and target.exists()
+    # a 2 GB sparse file: its size is checked before a byte is read
+    target.unlink()
+    with open(target, "wb") as f:
+        f.truncate(2 << 30)
+    start = time.monotonic()
+    with pytest.raises(hub.IntegrityError, match="size mismatch"):
+        hub.load_state_dict(NAME, rec, progress=False)
+    assert time.monotonic() - start < 5 and not target.exists()  # ours, regular: removed
+
+
+def test_every_failure_class_carries_a_hint():
+    import inspect
+    from agcnn_zoo import io as zio
+    from agcnn_zoo.data import ChecksumError, DataFormatError
+    from agcnn_zoo.hub import errors as herrors
+    classes = {c for m in (zio.errors, herrors) for _, c in inspect.getmembers(m, inspect.isclass)
+               if issubclass(c, zio.ZooIOError)} | {ChecksumError, DataFormatError}
+    bases = {zio.ZooIOError, zio.CacheError, hub.WeightsUnavailableError}  # hint given per case
+    assert len(classes) > 15
+    for cls in classes - bases:
+        assert cls.default_hint, f"{cls.__name__} has no hint"
+    assert data_download_error_is_the_hub_one()
+
+
+def data_download_error_is_the_hub_one() -> bool:
+    from agcnn_zoo import data
+    return data.DownloadError is hub.DownloadError and issubclass(hub.DownloadError, hub.WeightsError)
 
 
 def test_a_non_hex_hash_is_refused_at_load_and_nothing_outside_the_cache_is_touched(

@@ -44,6 +44,7 @@ WeightsError = ZooIOError
 
 class ConfigError(ZooIOError, ValueError):
     """A bad setting: an environment variable or argument that cannot be used."""
+    default_hint = "fix or unset the setting named in the message"
 
 
 class DownloadError(ZooIOError):
