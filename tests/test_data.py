@@ -510,3 +510,30 @@ def test_downloads_are_size_capped_and_go_through_the_one_offline_switch(http_di
     monkeypatch.setenv("AGCNN_ZOO_OFFLINE", "1")
     with pytest.raises(data.DownloadError, match="offline"):
         data.download_url(f"{base}/big.bin", tmp_path / "dl" / "big.bin", progress=False)
+
+
+def test_pcam_download_is_gunzipped_checked_and_refused_when_not_hdf5(tmp_path, monkeypatch):
+    from _servers import StaticHost
+    from agcnn_zoo.data import pcam
+    src = tmp_path / "src"
+    make_pcam(src, n=3)
+    served = tmp_path / "served" / "zenodo.org"
+    served.mkdir(parents=True)
+    for key in ("x", "y"):
+        name = f"camelyonpatch_level_2_split_test_{key}.h5"
+        (served / (name + ".gz")).write_bytes(gzip.compress((src / name).read_bytes()))
+    with StaticHost(tmp_path / "served") as server:
+        remotes = {k: data.Remote(server.url_for(f"https://zenodo.org/{r.filename}"), r.filename,
+                                  md5_of="gunzipped")
+                   for k, r in data.PCAM_REMOTES.items()}
+        monkeypatch.setattr(pcam, "PCAM_REMOTES", remotes)
+        ds = data.PCamTest(tmp_path / "d", download=True, progress=False)
+        assert len(ds) == 3 and ds.labels.tolist() == [0, 1, 0]
+        assert sorted(p.name for p in stray_files(tmp_path / "d")) == [
+            "camelyonpatch_level_2_split_test_x.h5", "camelyonpatch_level_2_split_test_y.h5"]
+        # a gzip whose content is not HDF5: refused, named, nothing kept
+        (served / "camelyonpatch_level_2_split_test_y.h5.gz").write_bytes(
+            gzip.compress(b"<html>not the labels</html>" * 4))
+        with pytest.raises(data.DataFormatError, match="camelyonpatch_level_2_split_test_y.h5"):
+            data.PCamTest(tmp_path / "e", download=True, progress=False)
+        assert [p.name for p in stray_files(tmp_path / "e")] == ["camelyonpatch_level_2_split_test_x.h5"]
