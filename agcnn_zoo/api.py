@@ -14,7 +14,7 @@ from typing import Dict, List, Optional, Tuple
 
 from torch import nn
 
-from .manifest import load_manifest
+from .hub.manifest import load_manifest
 from .registry import get_entry, list_registered
 
 __all__ = ["NoPretrainedWeightsError", "list_models", "list_pretrained", "create_model",

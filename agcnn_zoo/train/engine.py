@@ -29,7 +29,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..convert import atomic_write_bytes, save_safetensors
+from ..hub.convert import save_safetensors
+from ..io import atomic_write_bytes
 from ..registry import get_entry
 from .recipes import Recipe, recipe_for
 from .splits import Source, TrainingData, load_training_data
