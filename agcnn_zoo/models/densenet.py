@@ -142,7 +142,7 @@ class DenseNet(ZooModel):
             h = gnn.spatial_avg_pool(h, h.shape[-1], 2, 0).mean(dim=2)
         else:
             h = F.avg_pool2d(h, h.shape[-1])
-        return h.reshape(h.shape[0], self.num_classes)
+        return h.flatten(1)   # [B, num_classes, 1, 1] -> [B, num_classes]
 
 
 class P4DenseNet(DenseNet):

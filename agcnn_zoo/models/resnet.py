@@ -145,7 +145,7 @@ class ResNet(ZooModel):
         h = self.c_out(self.global_pool(h))
         if h.dim() == 5:
             h = h.mean(dim=2)  # invariant pooling over the group axis
-        return h.reshape(h.shape[0], self.num_classes)
+        return h.flatten(1)   # [B, num_classes, 1, 1] -> [B, num_classes]
 
 
 class P4MResNet(ResNet):
