@@ -187,7 +187,14 @@ def create_model(name: str, pretrained: bool = False, **kwargs) -> nn.Module:
         raise ValueError(f"{name!r} names a weight; pass pretrained=True, or the model name "
                          f"{model_name!r} for a randomly initialised model")
     kwargs = _constructor_kwargs(model_name, entry, kwargs)
-    cfg = build_pretrained_cfg(model_name, record, weight_id)
+    if pretrained:
+        cfg = build_pretrained_cfg(model_name, record, weight_id)
+    else:
+        # timm's convention: a randomly initialised model carries its default weight's
+        # configuration (input size, mean, std), with no weights loaded
+        default_id, default_rec = resolve_weight(model_name)
+        cfg = build_pretrained_cfg(model_name, default_rec, default_id if default_rec else None)
+        cfg["weights"] = None
     if pretrained and kwargs.get("in_chans") not in (None, cfg["input_size"][0]):
         raise ValueError(f"{weight_id!r} was trained on {cfg['input_size'][0]}-channel images; "
                          f"in_chans={kwargs['in_chans']} is only available with pretrained=False")
