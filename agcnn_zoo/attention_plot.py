@@ -76,6 +76,8 @@ def plot_attention(image, model_input: torch.Tensor, maps: dict, out, title: str
         ax.axis("on")
         ax.set_xticks([])
         ax.set_yticks([])
+        if isinstance(img, torch.Tensor):
+            img = img.detach().cpu().numpy()
         im = ax.imshow(img, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
         ax.set_title(label, fontsize=8)
         return im

@@ -241,3 +241,23 @@ def test_transforms_on_real_digits_reproduce_the_evaluation_path(offline, mnist_
         assert acc_ref > 94
         assert abs(acc - acc_ref) <= 0.5, (wid, acc, acc_ref)
         assert acc_untransposed < acc_ref - 20       # the transposition matters
+
+
+def test_reproduce_reports_the_exact_rotmnist_statistics():
+    import importlib.util
+    import sys
+    from conftest import REPO
+    spec = importlib.util.spec_from_file_location("reproduce_for_note", REPO / "eval" / "reproduce.py")
+    reproduce = importlib.util.module_from_spec(spec)
+    sys.modules["reproduce_for_note"] = reproduce  # dataclasses look their module up while it loads
+    try:
+        spec.loader.exec_module(reproduce)
+    finally:
+        sys.modules.pop("reproduce_for_note", None)
+    record = load_manifest()["weights"]["p4cnn_rotmnist"]
+    data = {"name": "rotmnist", "canonical": True,
+            "normalize": {"mean": 0.1305, "std": 0.2975, "of": "the 12,000 training images"}}
+    note = reproduce.normalisation_report(record, data)
+    assert "0.130500 / 0.297500" in note and "estimate: 0.130693 / 0.289791" in note
+    assert reproduce.normalisation_report(record, {**data, "canonical": False}) is None
+    assert reproduce.normalisation_report(load_manifest()["weights"]["p4m_densenet_pcam"], data) is None
