@@ -144,11 +144,14 @@ def _load_backbone(model: nn.Module, state: dict, weight_id: str, published_clas
     num_classes); the classifier stays freshly initialised."""
     head_in_state = set(model.classifier_keys(state))
     backbone = {k: v for k, v in state.items() if k not in head_in_state}
-    missing, unexpected = model.load_state_dict(backbone, strict=False)
+    prefix = f"the published weights of {weight_id!r} do not fit the model outside its classifier"
+    try:
+        missing, unexpected = model.load_state_dict(backbone, strict=False)
+    except RuntimeError as e:       # shape mismatches
+        raise ValueError(f"{prefix}: {e}") from e
     fresh = set(model.classifier_keys(model.state_dict()))
     if unexpected or set(missing) != fresh:
-        raise ValueError(f"the published weights of {weight_id!r} do not fit the model outside its "
-                         f"classifier: missing {sorted(set(missing) - fresh)}, unexpected "
+        raise ValueError(f"{prefix}: missing {sorted(set(missing) - fresh)}, unexpected "
                          f"{sorted(unexpected)}")
     what = f"{model.num_classes} classes" if model.num_classes else "no classifier (num_classes=0)"
     _logger.info("%s: loaded the published weights except the classifier (%s), which has %s "
