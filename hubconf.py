@@ -14,7 +14,7 @@ def _make_entrypoint(name):
 
 def _register_entrypoints():
     from agcnn_zoo.registry import get_entry, list_registered
-    from agcnn_zoo.manifest import load_manifest
+    from agcnn_zoo.hub.manifest import load_manifest
     published = load_manifest()["weights"]
     for name in list_registered():
         entry = get_entry(name)

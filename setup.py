@@ -26,6 +26,9 @@ setup(
     license="MIT",
     python_requires=">=3.9",
     packages=find_packages(include=["agcnn_zoo", "agcnn_zoo.*"]),
+    # embedded weights (the ``package`` host kind): small safetensors files shipped in wheels
+    package_data={"agcnn_zoo": ["weights/*.safetensors"]},
+    include_package_data=True,
     cmdclass={"build_py": BuildWithManifest},
     install_requires=[
         "torch>=2.1,<=2.14.1",

@@ -10,7 +10,7 @@ from typing import List, Optional
 
 def _cmd_list(args) -> int:
     from .api import list_models, list_pretrained, resolve_weight
-    from .manifest import load_manifest
+    from .hub.manifest import load_manifest
     published = load_manifest()["weights"]
     for name in list_models(args.pattern, pretrained=args.pretrained):
         default_id = resolve_weight(name)[0] if resolve_weight(name)[1] else None
@@ -76,14 +76,14 @@ def _cmd_verify(args) -> int:
 
 
 def _cmd_convert(args) -> int:
-    from .convert import convert_checkpoint
+    from .hub.convert import convert_checkpoint
     sha = convert_checkpoint(args.src, args.dst, args.model)
     print(f"{args.dst}: sha256 {sha}")
     return 0
 
 
 def _cmd_publish(args) -> int:
-    from .publish import publish
+    from .hub.publish import publish
     revision = publish(args.repo_id, manifest_path=args.manifest, token=args.token,
                        endpoint=args.endpoint, files_dir=args.files_dir, names=args.name or None)
     print(f"published to {args.repo_id} at revision {revision}")

@@ -16,7 +16,7 @@ from typing import Dict, List, Optional, Tuple
 
 from torch import nn
 
-from .manifest import load_manifest
+from .hub.manifest import load_manifest
 from .registry import get_entry, list_registered
 
 _logger = logging.getLogger("agcnn_zoo")

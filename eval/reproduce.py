@@ -54,7 +54,7 @@ import torch
 
 from agcnn_zoo import data as zdata
 from agcnn_zoo.hub import WeightsUnavailableError
-from agcnn_zoo.manifest import load_manifest, manifest_path, save_manifest
+from agcnn_zoo.hub.manifest import load_manifest, manifest_path, save_manifest
 
 DEFAULT_TOLERANCE = 0.1
 
@@ -312,7 +312,7 @@ def format_markdown(results: Sequence[Result], meta: dict) -> str:
 
 
 def _atomic_write_text(path: str, text: str) -> None:
-    from agcnn_zoo.convert import atomic_write_bytes
+    from agcnn_zoo.io import atomic_write_bytes
     atomic_write_bytes(Path(path), text.encode("utf-8"))
 
 

@@ -6,7 +6,10 @@
   and can be told to misbehave per path: ``tamper``, ``truncate`` (announces the full length,
   sends half, hangs up), ``short`` (a consistently shorter file), ``html`` (a 200 HTML page),
   ``html_as_binary`` (the same page labelled application/octet-stream), ``404``, ``500`` and
-  ``stall`` (says nothing for ``stall_seconds``, then answers); ``delay`` slows every body down so that concurrent clients overlap.
+  ``stall`` (says nothing for ``stall_seconds``, then answers), ``endless`` (no Content-Length,
+  a body that never ends), ``trickle`` (the right length announced, then one byte per second)
+  and ``huge`` (announces 10 GiB, sends nothing until the client hangs up; ``body_bytes_sent``
+  counts what such faults wrote); ``delay`` slows every body down so that concurrent clients overlap.
 * :class:`FakeHFHub` answers what huggingface_hub's ``hf_hub_download`` and
   ``HfApi.create_repo`` / ``create_commit`` call (HEAD/GET ``/{repo}/resolve/{rev}/{file}``,
   ``POST /api/repos/create``, ``/api/validate-yaml``, ``/api/models/{repo}/preupload/{rev}``,
@@ -26,7 +29,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-FAULTS = ("tamper", "truncate", "short", "html", "html_as_binary", "404", "500", "stall")
+FAULTS = ("tamper", "truncate", "short", "html", "html_as_binary", "404", "500", "stall",
+          "endless", "trickle", "huge")
 HTML_PAGE = b"<!DOCTYPE html>\n<html><head><title>Sign in</title></head><body>captive portal</body></html>\n"
 
 
@@ -44,8 +48,9 @@ def isolate_env(tmp_path: Path, monkeypatch) -> Path:
     agent registry from its import-time endpoint once per process unless told not to).
     Returns our cache folder."""
     for var in ("AGCNN_ZOO_MIRROR", "HF_ENDPOINT", "HF_HUB_OFFLINE", "HF_HUB_CACHE",
-                "AGCNN_ZOO_TIMEOUT", "HF_TOKEN"):
+                "AGCNN_ZOO_TIMEOUT", "AGCNN_ZOO_DEADLINE", "AGCNN_ZOO_OFFLINE", "HF_TOKEN"):
         monkeypatch.delenv(var, raising=False)
+    trust_localhost(monkeypatch)
     cache = tmp_path / "cache"
     monkeypatch.setenv("AGCNN_ZOO_CACHE", str(cache))
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
@@ -54,6 +59,13 @@ def isolate_env(tmp_path: Path, monkeypatch) -> Path:
     from huggingface_hub import constants
     monkeypatch.setattr(constants, "HF_HUB_DISABLE_TELEMETRY", True)
     return cache
+
+
+def trust_localhost(monkeypatch) -> None:
+    """Let manifest records point at 127.0.0.1 over plain http (only in this test)."""
+    from agcnn_zoo.hub import records
+    monkeypatch.setattr(records, "TRUSTED_HOSTS", records.TRUSTED_HOSTS | {"127.0.0.1"})
+    monkeypatch.setattr(records, "HTTP_HOSTS", records.HTTP_HOSTS | {"127.0.0.1"})
 
 
 def files_under(folder: Path) -> List[str]:
@@ -225,6 +237,8 @@ class StaticHost(_Server):
         if not str(file).startswith(str(self.root)) or not file.is_file():
             return h.send(404, b"404: Not Found", ctype="text/plain", head_only=head)
         data = file.read_bytes()
+        if fault in ("endless", "trickle", "huge"):
+            return self._misbehave(h, fault, data, head)
         if fault == "tamper":
             data = tampered(data)
         elif fault == "short":
@@ -233,6 +247,44 @@ class StaticHost(_Server):
             return h.send(200, data[: len(data) // 2], announce=len(data), head_only=head,
                           hang_up=True)
         return h.send(200, data, head_only=head, delay=self.delay)
+
+
+    body_bytes_sent = 0
+
+    def _misbehave(self, h: _Handler, fault: str, data: bytes, head: bool):
+        h.send_response(200)
+        h.send_header("Content-Type", "application/octet-stream")
+        if fault == "trickle":
+            h.send_header("Content-Length", str(len(data)))
+        elif fault == "huge":
+            h.send_header("Content-Length", str(10 << 30))
+        h.send_header("Connection", "close")
+        h.close_connection = True
+        h.end_headers()
+        h.wfile.flush()
+        if head:
+            return
+        deadline = time.monotonic() + 60  # never run past a minute, whatever the client does
+        try:
+            if fault == "huge":  # the client must refuse before reading: wait for it to hang up
+                while time.monotonic() < deadline and h.rfile.read1(1) != b"":
+                    pass
+                return
+            step = 0
+            while time.monotonic() < deadline:
+                if fault == "endless":
+                    h.wfile.write(b"\x00" * 65536)
+                    self.body_bytes_sent += 65536
+                else:
+                    if step >= len(data):
+                        return
+                    h.wfile.write(data[step:step + 1])
+                    self.body_bytes_sent += 1
+                    step += 1
+                    time.sleep(1.0)
+                h.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError, OSError):
+            return
 
 
 _RESOLVE = re.compile(r"^/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<file>.+)$")

@@ -3,6 +3,7 @@ safetensors."""
 from __future__ import annotations
 
 import hashlib
+import os
 import pickle
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from agcnn_zoo.convert import (CheckpointError, convert_checkpoint, convert_state_dict,
+from agcnn_zoo.hub.convert import (CheckpointError, convert_checkpoint, convert_state_dict,
                                load_original_checkpoint, load_safetensors, safetensors_bytes)
 from agcnn_zoo.models.rotmnist import AChP4CNN, CoAP4CNN, P4CNN
 from agcnn_zoo.registry import get_entry
@@ -146,3 +147,74 @@ def test_cifar_alpha_f_p4m_allcnnc_checkpoint_layout(tmp_path):
     with torch.no_grad():
         out = model.eval()(golden["input"])
     assert (out - golden["logits"]).abs().max() <= 1e-4
+
+
+# ----------------------------------------------------------------------------- hardening
+
+def _legacy(tmp_path, edit):
+    sd = load_original_checkpoint(checkpoint_path("p4cnn_rotmnist"))
+    edit(sd)
+    src = tmp_path / "model.pth"
+    torch.save(sd, src)
+    return src
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.bool, torch.complex64])
+def test_non_floating_weights_are_refused(tmp_path, dtype):
+    def edit(sd):
+        sd["c2.weight"] = sd["c2.weight"].to(dtype)
+    src = _legacy(tmp_path, edit)
+    with pytest.raises(CheckpointError, match=r"c2\.weight: checkpoint dtype"):
+        convert_checkpoint(src, tmp_path / "out.safetensors", "p4cnn_rotmnist")
+    assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_an_all_int64_checkpoint_is_refused(tmp_path):
+    def edit(sd):
+        for k in sd:
+            sd[k] = sd[k].round().to(torch.int64)
+    with pytest.raises(CheckpointError, match="int64"):
+        convert_checkpoint(_legacy(tmp_path, edit), tmp_path / "out.safetensors", "p4cnn_rotmnist")
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_nan_and_inf_weights_are_refused(tmp_path, value):
+    def edit(sd):
+        sd["c2.weight"].view(-1)[3] = value
+    with pytest.raises(CheckpointError, match="NaN or infinite"):
+        convert_checkpoint(_legacy(tmp_path, edit), tmp_path / "out.safetensors", "p4cnn_rotmnist")
+
+
+def test_dst_may_not_be_the_source_by_any_path(tmp_path):
+    src = tmp_path / "model.pth"
+    src.write_bytes(checkpoint_path("p4cnn_rotmnist").read_bytes())
+    original = src.read_bytes()
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "link.pth").symlink_to(src)
+    os.link(src, tmp_path / "hard.pth")
+    for dst in (src, tmp_path / "sub" / ".." / "model.pth", tmp_path / "link.pth",
+                tmp_path / "hard.pth"):
+        with pytest.raises(CheckpointError, match="the source checkpoint itself"):
+            convert_checkpoint(src, dst, "p4cnn_rotmnist")
+    assert src.read_bytes() == original
+
+
+def test_converted_files_are_0644(tmp_path):
+    old = os.umask(0o077)
+    try:
+        convert_checkpoint(checkpoint_path("p4cnn_rotmnist"), tmp_path / "o.safetensors",
+                           "p4cnn_rotmnist")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "o.safetensors").stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16, torch.uint8])
+def test_inputs_in_another_dtype_than_the_model_get_a_clear_error(dtype):
+    model = P4CNN().eval()
+    x = torch.zeros(2, 1, 28, 28).to(dtype)
+    with pytest.raises(ValueError, match=r"expects a floating-point tensor of shape \[B, 1, 28, 28\]"):
+        model(x)
+    with torch.no_grad():  # converting the model to that dtype is the documented way
+        if dtype.is_floating_point and dtype != torch.float16:
+            assert model.to(dtype)(x).dtype == dtype

@@ -21,6 +21,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
 from agcnn_zoo import data
+from agcnn_zoo.data import rotmnist
 from conftest import DATA
 
 TRAIN, TEST = data.ROTMNIST_FILES["train"], data.ROTMNIST_FILES["test"]
@@ -207,28 +208,28 @@ def test_rotmnist_download_through_local_server(http_dir, tmp_path, rotmnist_arr
     served, base = http_dir
     zpath = make_rotmnist(served, *rotmnist_arrays)
     md5 = hashlib.md5(zpath.read_bytes()).hexdigest()
-    monkeypatch.setattr(data, "ROTMNIST_REMOTE",
+    monkeypatch.setattr(rotmnist, "ROTMNIST_REMOTE",
                         data.Remote(f"{base}/{zpath.name}", zpath.name, md5, verified=True))
     ds = data.RotMNIST(tmp_path / "d", download=True, progress=False)
     assert len(ds) == 4 and (tmp_path / "d" / "mnist_rotation_new" / zpath.name).is_file()
 
     # a verified checksum that does not match: nothing kept, the error propagates
-    monkeypatch.setattr(data, "ROTMNIST_REMOTE",
+    monkeypatch.setattr(rotmnist, "ROTMNIST_REMOTE",
                         data.Remote(f"{base}/{zpath.name}", zpath.name, "f" * 32, verified=True))
     with pytest.raises(data.ChecksumError):
         data.RotMNIST(tmp_path / "e", download=True, progress=False)
-    assert not list((tmp_path / "e").rglob("*.zip*"))
+    assert not [p for p in (tmp_path / "e").rglob("*.zip*") if ".locks" not in p.parts]
 
     # no network: the error says what to put where and the URL
     url = closed_port_url()
-    monkeypatch.setattr(data, "ROTMNIST_REMOTE", data.Remote(url, zpath.name, md5))
+    monkeypatch.setattr(rotmnist, "ROTMNIST_REMOTE", data.Remote(url, zpath.name, md5))
     with pytest.raises(data.DataNotFoundError, match="download of .* failed") as err:
         data.RotMNIST(tmp_path / "f", download=True, progress=False)
     assert url in str(err.value) and TEST in str(err.value)
 
     # downloads disabled by the environment: not even tried
     monkeypatch.setenv(data.OFFLINE_ENV, "1")
-    monkeypatch.setattr(data, "download_url", lambda *a, **k: pytest.fail("tried to download"))
+    monkeypatch.setattr(data._common, "download_url", lambda *a, **k: pytest.fail("tried to download"))
     with pytest.raises(data.DataNotFoundError, match="downloads disabled"):
         data.RotMNIST(tmp_path / "g", download=True, progress=False)
 
@@ -407,3 +408,132 @@ def test_load_eval_set_names():
     with pytest.raises(ValueError, match="unknown dataset 'mnist'"):
         data.load_eval_set("mnist")
     assert isinstance(data.load_eval_set("cifar10-jpeg", DATA, progress=False), data.CIFAR10JPEG)
+
+
+# ----------------------------------------------------------------------------- hardening
+
+def stray_files(folder):
+    """Files in ``folder`` but the lock files."""
+    return [p for p in folder.rglob("*") if p.is_file() and ".locks" not in p.parts]
+
+
+@pytest.mark.filterwarnings("ignore:.*rows, the published file has")
+def test_html_instead_of_the_rotmnist_zip_is_refused_and_nothing_kept(tmp_path, rotmnist_arrays,
+                                                                      monkeypatch):
+    from _servers import StaticHost
+    served = tmp_path / "served" / "www.iro.umontreal.ca"
+    zpath = make_rotmnist(served, *rotmnist_arrays)
+    with StaticHost(tmp_path / "served") as server:
+        url = server.url_for("https://www.iro.umontreal.ca/" + zpath.name)
+        monkeypatch.setattr(rotmnist, "ROTMNIST_REMOTE", data.Remote(url, zpath.name))
+        for fault in ("html", "html_as_binary"):
+            server.set_fault(url, fault)
+            with pytest.raises(data.DataNotFoundError, match="HTML") as err:
+                data.RotMNIST(tmp_path / "d", download=True, progress=False)
+            assert zpath.name in str(err.value)
+            assert not stray_files(tmp_path / "d")
+        # not HTML, not a zip either: the structural check refuses it, names it, removes it
+        server.set_fault(url, None)
+        zpath.write_bytes(b"PK\x03\x04 but not really a zip" * 10)
+        with pytest.raises(data.DataFormatError, match=zpath.name) as err:
+            data.RotMNIST(tmp_path / "d", download=True, progress=False)
+        assert "not a zip" in str(err.value) and "removed" in err.value.hint
+        assert not stray_files(tmp_path / "d")
+        # a download killed midway left its temp file: the next download removes it
+        folder = tmp_path / "d" / "mnist_rotation_new"
+        stale = folder / f".{zpath.name}.download-0123456789abcdef.part"
+        stale.write_bytes(b"half a zip")
+        make_rotmnist(served, *rotmnist_arrays)
+        assert len(data.RotMNIST(tmp_path / "d", download=True, progress=False)) == 4
+        assert sorted(p.name for p in stray_files(tmp_path / "d")) == [zpath.name,
+                                                                      data.ROTMNIST_STATS]
+        (folder / zpath.name).unlink()
+        (folder / data.ROTMNIST_STATS).unlink()
+        # a zip lacking the test member
+        import zipfile as _zf
+        with _zf.ZipFile(zpath, "w") as zf:
+            zf.writestr(TRAIN, "0 " * 785)
+        with pytest.raises(data.DataFormatError, match="lacks"):
+            data.RotMNIST(tmp_path / "d", download=True, progress=False)
+        assert not stray_files(tmp_path / "d")
+
+
+def test_an_existing_zip_that_is_an_html_page_is_named(tmp_path):
+    folder = tmp_path / "mnist_rotation_new"
+    folder.mkdir()
+    (folder / data.ROTMNIST_REMOTE.filename).write_bytes(b"<!DOCTYPE html><html>login</html>")
+    with pytest.raises(data.DataFormatError, match="HTML page") as err:
+        data.RotMNIST(tmp_path, progress=False)
+    assert data.ROTMNIST_REMOTE.filename in str(err.value) and "delete" in err.value.hint
+
+
+@pytest.mark.parametrize("bad", ["nan", "inf", "-inf"])
+def test_rotmnist_refuses_nan_and_inf_pixels(tmp_path, rotmnist_arrays, bad):
+    make_rotmnist(tmp_path, *rotmnist_arrays, as_zip=False)
+    row = "0.5 " * 400 + f"{bad} " + "0.5 " * 383 + "3"
+    (tmp_path / TEST).write_text(row + "\n")
+    with pytest.raises(ValueError, match="NaN or infinite pixel"):
+        data.RotMNIST(tmp_path, progress=False)
+
+
+def test_pcam_refuses_fractional_labels(tmp_path):
+    import h5py
+    make_pcam(tmp_path / "pcam", n=2)
+    with h5py.File(tmp_path / "pcam" / "camelyonpatch_level_2_split_test_y.h5", "w") as f:
+        f.create_dataset("y", data=np.array([0.7, 1.3]).reshape(2, 1, 1, 1))
+    with pytest.raises(ValueError, match="labels must be integers"):
+        data.PCamTest(tmp_path)
+    with h5py.File(tmp_path / "pcam" / "camelyonpatch_level_2_split_test_y.h5", "w") as f:
+        f.create_dataset("y", data=np.array([0.0, 1.0]).reshape(2, 1, 1, 1))
+    assert data.PCamTest(tmp_path).labels.tolist() == [0, 1]
+
+
+def test_cifar10_refuses_fractional_labels(tmp_path):
+    make_cifar(tmp_path)
+    path = tmp_path / data.CIFAR10_FOLDER / "test_batch"
+    batch = pickle.loads(path.read_bytes())
+    batch[b"labels"] = [0.5, 1, 2, 3]
+    path.write_bytes(pickle.dumps(batch))
+    with pytest.raises(ValueError, match="labels must be integers"):
+        data.CIFAR10Test(tmp_path, verify=False)
+
+
+def test_downloads_are_size_capped_and_go_through_the_one_offline_switch(http_dir, tmp_path,
+                                                                       monkeypatch):
+    served, base = http_dir
+    (served / "big.bin").write_bytes(b"\0" * 5000)
+    with pytest.raises(data.DownloadError, match="refused before reading"):
+        data.download_url(f"{base}/big.bin", tmp_path / "dl" / "big.bin", max_size=100,
+                          progress=False)
+    assert list((tmp_path / "dl").iterdir()) == []
+    assert data.DownloadError is __import__("agcnn_zoo.hub", fromlist=["x"]).DownloadError
+    monkeypatch.setenv("AGCNN_ZOO_OFFLINE", "1")
+    with pytest.raises(data.DownloadError, match="offline"):
+        data.download_url(f"{base}/big.bin", tmp_path / "dl" / "big.bin", progress=False)
+
+
+def test_pcam_download_is_gunzipped_checked_and_refused_when_not_hdf5(tmp_path, monkeypatch):
+    from _servers import StaticHost
+    from agcnn_zoo.data import pcam
+    src = tmp_path / "src"
+    make_pcam(src, n=3)
+    served = tmp_path / "served" / "zenodo.org"
+    served.mkdir(parents=True)
+    for key in ("x", "y"):
+        name = f"camelyonpatch_level_2_split_test_{key}.h5"
+        (served / (name + ".gz")).write_bytes(gzip.compress((src / name).read_bytes()))
+    with StaticHost(tmp_path / "served") as server:
+        remotes = {k: data.Remote(server.url_for(f"https://zenodo.org/{r.filename}"), r.filename,
+                                  md5_of="gunzipped")
+                   for k, r in data.PCAM_REMOTES.items()}
+        monkeypatch.setattr(pcam, "PCAM_REMOTES", remotes)
+        ds = data.PCamTest(tmp_path / "d", download=True, progress=False)
+        assert len(ds) == 3 and ds.labels.tolist() == [0, 1, 0]
+        assert sorted(p.name for p in stray_files(tmp_path / "d")) == [
+            "camelyonpatch_level_2_split_test_x.h5", "camelyonpatch_level_2_split_test_y.h5"]
+        # a gzip whose content is not HDF5: refused, named, nothing kept
+        (served / "camelyonpatch_level_2_split_test_y.h5.gz").write_bytes(
+            gzip.compress(b"<html>not the labels</html>" * 4))
+        with pytest.raises(data.DataFormatError, match="camelyonpatch_level_2_split_test_y.h5"):
+            data.PCamTest(tmp_path / "e", download=True, progress=False)
+        assert [p.name for p in stray_files(tmp_path / "e")] == ["camelyonpatch_level_2_split_test_x.h5"]

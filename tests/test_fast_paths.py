@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from agcnn_zoo.convert import convert_state_dict, load_original_checkpoint
+from agcnn_zoo.hub.convert import convert_state_dict, load_original_checkpoint
 from agcnn_zoo.nn import reference_path
 from agcnn_zoo.registry import get_entry
 from conftest import checkpoint_path, golden_path

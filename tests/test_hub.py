@@ -14,8 +14,8 @@ from safetensors.torch import load_file
 
 from _servers import FakeHFHub, StaticHost, dead_url, files_under, isolate_env, tampered
 from agcnn_zoo import hub
-from agcnn_zoo.convert import convert_checkpoint
-from agcnn_zoo.manifest import load_manifest
+from agcnn_zoo.hub.convert import convert_checkpoint
+from agcnn_zoo.hub.manifest import load_manifest
 from agcnn_zoo.registry import get_entry
 from conftest import MIRROR, checkpoint_path, golden_path
 
@@ -118,7 +118,7 @@ def test_mirror_needs_no_server_and_no_network(cache, monkeypatch):
     with pytest.raises(hub.WeightsUnavailableError) as info:
         hub.fetch_weights(NAME, rec, progress=False)
     err = info.value.failures[0].error
-    assert type(err) is hub.DownloadError and "not in the mirror" in str(err)
+    assert type(err) is hub.MirrorError and "not in the mirror" in str(err)
     assert files_under(cache) == ["z2cnn_rotmnist-" + manifest_record("z2cnn_rotmnist")["sha256"][:10]
                                   + ".safetensors"]
 
@@ -209,7 +209,7 @@ def test_offline_without_cache_is_a_clear_error(cache, monkeypatch):
     assert "network error" in msg and "refused" in msg.lower()
     assert "AGCNN_ZOO_MIRROR" in msg and rec["hosts"][0]["sha256"] in msg
     assert files_under(cache) == []
-    # HF_HUB_OFFLINE=1: no host is even contacted
+    # HF_HUB_OFFLINE=1: the Hugging Face host is not contacted (the other hosts may be)
     with FakeHFHub() as fake:
         monkeypatch.setenv("HF_ENDPOINT", fake.endpoint)
         monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -217,8 +217,17 @@ def test_offline_without_cache_is_a_clear_error(cache, monkeypatch):
                                 "filename": rec["file"]})
         with pytest.raises(hub.WeightsUnavailableError) as info:
             hub.fetch_weights(NAME, rec, progress=False)
-        assert [type(f.error) for f in info.value.failures] == [hub.DownloadError] * 2
+        assert [type(f.error) for f in info.value.failures] == [hub.OfflineError, hub.DownloadError]
+        assert "offline" in str(info.value.failures[0].error)
+        # AGCNN_ZOO_OFFLINE=1, the one switch: no host at all is contacted
+        monkeypatch.delenv("HF_HUB_OFFLINE")
+        monkeypatch.setenv("AGCNN_ZOO_OFFLINE", "1")
+        with pytest.raises(hub.WeightsUnavailableError) as info:
+            hub.fetch_weights(NAME, rec, progress=False)
+        assert [type(f.error) for f in info.value.failures] == [hub.OfflineError] * 2
         assert all("offline" in str(f.error) for f in info.value.failures)
+        assert all(isinstance(f.error, hub.DownloadError) and f.error.hint
+                   for f in info.value.failures)
         assert fake.requests == []
 
 
@@ -271,25 +280,53 @@ def test_corrupted_huggingface_cache_file_is_caught_on_load(cache, tmp_path, mon
         assert fake.count("GET", "/resolve/") == 2
 
 
-def test_unpinned_weight_is_checked_by_git_blob_id_and_pinned_on_first_use(cache, url_host):
-    rec = via(url_host, NAME)
+def unpinned(rec: dict) -> dict:
+    """``rec`` as a weight known only by its source's git blob id (as the CIFAR weight)."""
     pth = checkpoint_path(NAME).read_bytes()
     blob_id = hashlib.sha1(b"blob %d\0" % len(pth) + pth).hexdigest()
-    pinned_sha = rec["sha256"]
     rec.update(sha256=None, size=None, git_blob_sha1=blob_id)
     rec["hosts"][0].pop("sha256")
     rec["hosts"][0]["git_blob_sha1"] = blob_id
-    with pytest.warns(hub.UnpinnedWeightsWarning, match="pins no sha256"):
+    return rec
+
+
+def test_unpinned_weight_is_derived_from_its_verified_source_on_every_load(cache, url_host):
+    rec = via(url_host, NAME)
+    pinned_sha = rec["sha256"]
+    unpinned(rec)
+    with pytest.warns(hub.UnpinnedWeightsWarning, match="pins no sha256") as warned:
         state = hub.load_state_dict(NAME, rec, progress=False)
+    assert pinned_sha in str(warned[-1].message)  # deterministic conversion: the pinned file's hash
     assert_reproduces_golden(NAME, state)
     path = hub.cached_weights_path(NAME, rec)
-    side = json.loads(path.with_name(path.name + ".sha256.json").read_text())
-    assert side["sha256"] == pinned_sha  # deterministic conversion: the pinned file's hash
-    # later loads are checked against the recorded hash
-    path.write_bytes(tampered(path.read_bytes()))
+    source = cache / f"p4cnn_rotmnist-blob{rec['git_blob_sha1'][:10]}.source.pth"
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == pinned_sha
+    assert files_under(cache) == sorted([path.name, source.name])  # no recorded hash to trust
+    assert path.stat().st_mode & 0o777 == 0o644 and source.stat().st_mode & 0o777 == 0o644
+    # swap the cached file for NaN weights and forge a "recorded hash" beside it: not trusted
+    nan_state = {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
+                 for k, v in state.items()}
+    from safetensors.torch import save as st_save
+    forged = st_save(nan_state)
+    path.write_bytes(forged)
+    path.with_name(path.name + ".sha256.json").write_text(json.dumps(
+        {"sha256": hashlib.sha256(forged).hexdigest(), "size": len(forged)}))
     with pytest.raises(hub.IntegrityError):
         hub.load_state_dict(NAME, rec, progress=False)
-    # a tampered source fails its git blob id
+    assert not path.exists()
+    # derived again from the cached verified source, without a request
+    before = url_host.count("GET", "model.pth")
+    with pytest.warns(hub.UnpinnedWeightsWarning):
+        assert_reproduces_golden(NAME, hub.load_state_dict(NAME, rec, progress=False))
+    assert url_host.count("GET", "model.pth") == before
+    # a tampered cached source fails its git blob id, is removed and downloaded again
+    source.write_bytes(tampered(source.read_bytes()))
+    with pytest.warns(hub.UnpinnedWeightsWarning):
+        assert_reproduces_golden(NAME, hub.load_state_dict(NAME, rec, progress=False))
+    assert url_host.count("GET", "model.pth") == before + 1
+    # a tampered source on the server fails its git blob id
+    for p in (path, source, path.with_name(path.name + ".sha256.json")):
+        p.unlink()
     url_host.set_fault(pth_url(rec), "tamper")
     with pytest.raises(hub.WeightsUnavailableError) as info:
         hub.load_state_dict(NAME, rec, progress=False)
@@ -307,6 +344,7 @@ def test_no_record_is_a_clear_error(cache):
 def _load_in_child(name, record, barrier, queue):
     try:
         from agcnn_zoo import hub as child_hub
+        child_hub.trust_host("127.0.0.1", http=True)  # a fresh interpreter: trust the test server
         barrier.wait(timeout=120)
         state = child_hub.load_state_dict(name, record, progress=False)
         path = child_hub.fetch_weights(name, record, progress=False)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 import agcnn_zoo as zoo
-from agcnn_zoo.convert import convert_checkpoint, sha256_file
-from agcnn_zoo.manifest import load_manifest, save_manifest, validate_manifest
+from agcnn_zoo.hub.convert import convert_checkpoint, sha256_file
+from agcnn_zoo.hub.manifest import load_manifest, save_manifest, validate_manifest
 from agcnn_zoo.registry import get_entry
 from conftest import MIRROR, REPO
 

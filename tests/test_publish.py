@@ -13,8 +13,8 @@ from safetensors.torch import load_file
 
 from _servers import FakeHFHub, isolate_env, tampered
 from agcnn_zoo import hub
-from agcnn_zoo.manifest import load_manifest, validate_manifest
-from agcnn_zoo.publish import model_card, publish
+from agcnn_zoo.hub.manifest import load_manifest, validate_manifest
+from agcnn_zoo.hub.publish import model_card, publish
 from agcnn_zoo.registry import get_entry
 from conftest import MIRROR, REPO, checkpoint_path, golden_path
 

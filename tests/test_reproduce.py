@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 import zipfile
@@ -18,7 +19,7 @@ import pytest
 import torch
 
 from agcnn_zoo import data
-from agcnn_zoo.manifest import load_manifest, save_manifest
+from agcnn_zoo.hub.manifest import load_manifest, save_manifest
 from conftest import REPO
 
 SCRIPT = REPO / "eval" / "reproduce.py"
@@ -202,7 +203,8 @@ def test_missing_data_offline_exits_2_naming_files_and_url(tmp_path):
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), "--models", "z2cnn_rotmnist", "--data-dir",
          str(tmp_path), "--no-download", "--quiet"],
-        capture_output=True, text=True, timeout=300, cwd=REPO)
+        capture_output=True, text=True, timeout=300, cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)})  # this checkout's package, not an install
     assert proc.returncode == 2, proc.stderr
     for needed in ("mnist_rotation_new.zip", data.ROTMNIST_FILES["train"],
                    data.ROTMNIST_FILES["test"], str(tmp_path / "mnist_rotation_new"),

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from _mnist import load_mnist_test, rotated_digits
-from agcnn_zoo.convert import CheckpointError, convert_state_dict
+from agcnn_zoo.hub.convert import CheckpointError, convert_state_dict
 from agcnn_zoo.models.rotmnist import (ORIGINAL_CLASSES, AChP4CNN, AP4CNN, ASpP4CNN, CoAP4CNN,
                                        FAP4CNN, P4CNN, Z2CNN)
 from agcnn_zoo.registry import get_entry

@@ -129,6 +129,8 @@ def test_one_epoch_then_resume_to_two_equals_two_epochs(tmp_path):
     resumed = train("p4cnn_rotmnist", out=tmp_path / "r", epochs=2, resume=True, data_dir=DATA, **SMALL)
     assert _weights(resumed) == _weights(two)
     assert resumed.record["training"]["epochs_run"] == 2
+    with pytest.raises(ResumeError, match="has 2 epochs already"):
+        train("p4cnn_rotmnist", out=tmp_path / "r", epochs=1, resume=True, data_dir=DATA, **SMALL)
     last = torch.load(tmp_path / "r" / "checkpoint.pt", weights_only=False)
     ref = torch.load(tmp_path / "two" / "checkpoint.pt", weights_only=False)
     for k, v in ref["model"].items():
@@ -226,3 +228,48 @@ def test_readme_results_table_is_the_generated_one():
     block = text.split(BEGIN, 1)[1].split(END, 1)[0]
     assert block == "\n" + results_table("rotmnist", "mnist-rot-aux"), \
         "README's results table is stale: python -m agcnn_zoo results --write-readme README.md"
+
+
+# ----------------------------------------------------------------------------- into the zoo
+
+def test_a_trained_weight_ships_and_loads_through_the_verified_path(tmp_path, monkeypatch):
+    import shutil
+
+    import agcnn_zoo as zoo
+    from agcnn_zoo.hub.hosts import package
+    from agcnn_zoo.io import IntegrityError
+    from agcnn_zoo.train import install
+    manifest = tmp_path / "weights_manifest.json"
+    shutil.copyfile(REPO / "weights_manifest.json", manifest)
+    monkeypatch.setenv("AGCNN_ZOO_MANIFEST", str(manifest))
+    monkeypatch.setenv("AGCNN_ZOO_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(package, "WEIGHTS_DIR", tmp_path / "embedded")
+    # a limited run is a smoke test, never a zoo weight
+    small = train("coa_p4cnn_rotmnist", out=tmp_path / "small", epochs=1, tag="t", data_dir=DATA, **SMALL)
+    with pytest.raises(ValueError, match="smoke test"):
+        install(small.out / "record.json", manifest)
+    # one whole epoch on the whole split (the weight's record is what --update-manifest adds)
+    run = train("coa_p4cnn_rotmnist", out=tmp_path / "run", epochs=1, tag="t", data_dir=DATA,
+                dataset="mnist-rot-gen", threads=2, progress=False)
+    assert install(run.out / "record.json", manifest, default=True) == "coa_p4cnn_rotmnist.t"
+    assert (tmp_path / "embedded" / "coa_p4cnn_rotmnist.t.safetensors").stat().st_mode & 0o777 == 0o644
+    assert "coa_p4cnn_rotmnist" in zoo.list_models(pretrained=True)
+    assert zoo.model_info("coa_p4cnn_rotmnist")["weight_id"] == "coa_p4cnn_rotmnist.t"
+    model = zoo.create_model("coa_p4cnn_rotmnist", pretrained=True)  # the default: ours
+    for k, v in torch.load(run.out / "checkpoint.pt", weights_only=False)["best"]["state"].items():
+        assert torch.equal(model.state_dict()[k], v), k
+    # tampered: refused, never loaded
+    f = tmp_path / "embedded" / "coa_p4cnn_rotmnist.t.safetensors"
+    data = bytearray(f.read_bytes())
+    data[-5] ^= 0x01
+    f.write_bytes(bytes(data))
+    with pytest.raises(Exception) as err:
+        zoo.create_model("coa_p4cnn_rotmnist.t", pretrained=True)
+    assert isinstance(err.value, IntegrityError) or isinstance(err.value.__cause__, IntegrityError), err.value
+    # the authors' weight of a name is never replaced by an untagged run of ours
+    with pytest.raises(ValueError, match="train with --tag"):
+        rec = json.loads((run.out / "record.json").read_text())
+        rec["file"] = "p4cnn_rotmnist.safetensors"
+        (run.out / "p4cnn_rotmnist.safetensors").write_bytes(run.weight.read_bytes())
+        (run.out / "other.json").write_text(json.dumps(rec))
+        install(run.out / "other.json", manifest)

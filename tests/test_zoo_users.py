@@ -11,7 +11,7 @@ from PIL import Image
 import agcnn_zoo as zoo
 from agcnn_zoo import hub
 from agcnn_zoo.api import resolve_weight, split_weight_id
-from agcnn_zoo.manifest import load_manifest
+from agcnn_zoo.hub.manifest import load_manifest
 from agcnn_zoo.pretrained_cfg import pretrained_cfg
 from conftest import DATA
 

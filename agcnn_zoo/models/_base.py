@@ -41,6 +41,14 @@ class ZooModel(nn.Module):
         return num_classes
 
     def check_input(self, x) -> None:
+        """Refuse, with a ValueError that says what to do, an input that is not a floating-point
+        tensor of shape [B, C, H, W] in the model's own parameter dtype.
+
+        Documented choice: inputs are never cast silently. A float32 model (the default, and
+        every published weight) takes float32 input; float64, float16 and bfloat16 inputs get
+        the same clear ValueError as uint8 ("convert with x.float()", or convert the model
+        with ``model.to(dtype)`` to run it in that dtype). Under ``torch.autocast`` the input
+        stays float32 and is accepted."""
         c, (h, w) = self.in_chans, self.input_size
         expected = f"[B, {c}, {h}, {w}]"
         name = type(self).__name__
@@ -51,6 +59,11 @@ class ZooModel(nn.Module):
         if not x.is_floating_point():
             raise ValueError(f"{name} expects a floating-point tensor of shape {expected}, "
                              f"got dtype {x.dtype} (convert and normalise the images first)")
+        param = next(self.parameters(), None)
+        if param is not None and x.dtype != param.dtype:
+            raise ValueError(f"{name} expects a floating-point tensor of shape {expected} in the "
+                             f"model's dtype {param.dtype}, got dtype {x.dtype} (convert it with "
+                             f"x.to({param.dtype}), or the model with model.to({x.dtype}))")
 
     # ------------------------------------------------------------------- timm's model interface
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

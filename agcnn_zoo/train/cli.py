@@ -1,7 +1,6 @@
 """``python -m agcnn_zoo train NAME ...`` (also under ``torchrun --nproc_per_node=N -m agcnn_zoo``)."""
 from __future__ import annotations
 
-import argparse
 import shlex
 import sys
 

@@ -17,20 +17,20 @@ import io
 import json
 import math
 import os
-import platform
 import random
 import shlex
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Tuple, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..convert import atomic_write_bytes, save_safetensors
+from ..hub.convert import save_safetensors
+from ..io import atomic_write_bytes
 from ..registry import get_entry
 from .recipes import Recipe, recipe_for
 from .splits import Source, TrainingData, load_training_data
@@ -105,19 +105,21 @@ def _dist() -> Tuple[int, int]:
     return 0, 1
 
 
-def _init_distributed(device: torch.device) -> Tuple[int, int, torch.device]:
+def _init_distributed(device: torch.device) -> Tuple[int, int, torch.device, bool]:
+    """(rank, world size, device, whether this call created the process group)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        return 0, 1, device
+        return 0, 1, device, False
     import torch.distributed as dist
-    if not dist.is_initialized():
+    owned = not dist.is_initialized()
+    if owned:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     rank = dist.get_rank()
     if device.type == "cuda":
         local = int(os.environ.get("LOCAL_RANK", rank))
         torch.cuda.set_device(local)
         device = torch.device("cuda", local)
-    return rank, dist.get_world_size(), device
+    return rank, dist.get_world_size(), device, owned
 
 
 def _all_reduce(values: List[float], device: torch.device) -> List[float]:
@@ -299,9 +301,6 @@ def run(recipe: Recipe, settings: RunSettings, out: Union[str, Path], *,
         data_dir: Optional[Union[str, Path]] = None, download: bool = False, resume: bool = False,
         device: str = "auto", progress: bool = True, command: Optional[str] = None) -> TrainResult:
     """Train ``settings.name`` with ``recipe``; see the module docstring for what is written."""
-    from ..api import create_model
-    from . import record as zrecord
-
     for k in ("limit_train", "limit_val", "limit_test", "threads"):
         _check_int(k, getattr(settings, k), minimum=1)
     _check_int("seed", settings.seed, minimum=0, optional=False)
@@ -313,7 +312,20 @@ def run(recipe: Recipe, settings: RunSettings, out: Union[str, Path], *,
     dev = _resolve_device(device)
     if settings.amp and dev.type != "cuda":
         raise ValueError("bf16 autocast is a CUDA option; leave --amp off on CPU")
-    rank, world, dev = _init_distributed(dev)
+    rank, world, dev, owned = _init_distributed(dev)
+    try:
+        return _run(recipe, settings, Path(out), entry, dev, rank, world, data_dir=data_dir,
+                    download=download, resume=resume, progress=progress, command=command)
+    finally:
+        if owned:
+            torch.distributed.destroy_process_group()
+
+
+def _run(recipe: Recipe, settings: RunSettings, out: Path, entry, dev: torch.device, rank: int,
+         world: int, *, data_dir, download: bool, resume: bool, progress: bool,
+         command: Optional[str]) -> TrainResult:
+    from ..api import create_model
+    from . import record as zrecord
     if recipe.batch_size % world:
         raise ValueError(f"batch size {recipe.batch_size} does not split over {world} processes")
     if settings.threads:
@@ -322,7 +334,6 @@ def run(recipe: Recipe, settings: RunSettings, out: Union[str, Path], *,
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = False
 
-    out = Path(out)
     ckpt_path = out / CHECKPOINT
     ident = _settings_dict(recipe, settings, world)
     state = None
@@ -337,11 +348,16 @@ def run(recipe: Recipe, settings: RunSettings, out: Union[str, Path], *,
                               f"checkpoint {[state['ident'][k] for k in diff]}, now "
                               f"{[ident[k] for k in diff]}); resume with the same settings, or "
                               f"choose another --out")
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
+        if recipe.epochs < state["epoch"]:
+            raise ResumeError(f"{ckpt_path} has {state['epoch']} epochs already; --epochs must be at "
+                              f"least that (equal: end the run there and write its outputs)")
+    elif resume and rank == 0:
+        print(f"no {CHECKPOINT} in {out}: starting a fresh run", flush=True)
 
     data = load_training_data(settings.dataset, entry.dataset, data_dir, download=download,
                               progress=progress and rank == 0)
+    if rank == 0:  # only once the data is there: a failed start leaves no folder behind
+        out.mkdir(parents=True, exist_ok=True)
     data.train = data.train.limited(settings.limit_train)
     data.val = data.val.limited(settings.limit_val)
 

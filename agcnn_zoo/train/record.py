@@ -7,13 +7,14 @@ import datetime
 import json
 import platform
 from pathlib import Path
-from typing import Dict, List, Optional, Union
+from typing import List, Optional, Union
 
 import torch
 
-#: embedded weights live here (a host of kind "package"); each file at most EMBED_LIMIT bytes
-PACKAGE_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
-EMBED_LIMIT = 512 * 1024
+from ..hub.hosts import package as package_host
+
+#: the largest weight that ships inside the package (a host of kind "package")
+EMBED_LIMIT = package_host.MAX_BYTES
 
 _DATA_LICENSE = {
     "mnist-rot-gen": "MNIST training digits (LeCun, Cortes, Burges; CC BY-SA 3.0), rotated by agcnn-zoo",
@@ -29,7 +30,7 @@ _TEST_SET = {
 
 def _paper_accuracy(name: str) -> dict:
     """The paper's figure as the manifest already records it for this model, else null."""
-    from ..manifest import load_manifest
+    from ..hub.manifest import load_manifest
     try:
         rec = load_manifest().get("weights", {}).get(name)
     except FileNotFoundError:
@@ -126,8 +127,8 @@ def plot_curves(metrics: List[dict], path: Path, title: str = "") -> Optional[Pa
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    from ..convert import atomic_write_bytes
     import io
+    from ..io import atomic_write_bytes
     ep = [m["epoch"] for m in metrics]
     best = max(metrics, key=lambda m: (m["val_top1"], -m["epoch"]))
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
@@ -138,7 +139,11 @@ def plot_curves(metrics: List[dict], path: Path, title: str = "") -> Optional[Pa
     b.plot(ep, [m["val_top1"] for m in metrics], label="validation")
     b.axvline(best["epoch"], color="grey", ls="--", lw=1,
               label=f"selected: epoch {best['epoch']} ({best['val_top1']:.2f}%)")
-    b.set_xlabel("epoch"), b.set_ylabel("top-1 accuracy (%)"), b.set_title("accuracy"), b.legend()
+    # zoom on the range that matters once the first tenth of the run has passed
+    settled = [v for m in metrics[len(metrics) // 10:] for v in (m["train_top1"], m["val_top1"])]
+    b.set_ylim(max(0.0, min(settled) - 1.0), 100.0)
+    b.set_xlabel("epoch"), b.set_ylabel("top-1 accuracy (%)"), b.set_title("accuracy (zoomed)")
+    b.legend(loc="lower right")
     fig.suptitle(title)
     fig.tight_layout()
     buf = io.BytesIO()
@@ -153,8 +158,8 @@ def install(record_path: Union[str, Path], manifest_path: Optional[Union[str, Pa
     """Add a run's record to the manifest and its weight to the package's weights folder;
     returns the weight id. Refuses limited runs, weights over the embedding limit (publish those
     to the Hugging Face host instead) and records that would replace another weight."""
-    from ..convert import sha256_file
-    from ..manifest import load_manifest, save_manifest
+    from ..hub.manifest import load_manifest, save_manifest
+    from ..io import atomic_write_bytes, sha256_file
     record_path = Path(record_path)
     rec = json.loads(record_path.read_text())
     weight = record_path.parent / rec["file"]
@@ -181,10 +186,10 @@ def install(record_path: Union[str, Path], manifest_path: Optional[Union[str, Pa
             if key.split(".", 1)[0] == model and key != weight_id:
                 r["default"] = False
     rec["default"] = bool(default)
-    PACKAGE_WEIGHTS.mkdir(exist_ok=True)
-    target = PACKAGE_WEIGHTS / rec["file"]
+    folder = Path(package_host.WEIGHTS_DIR)  # read now: tests point it elsewhere
+    folder.mkdir(exist_ok=True)
+    target = folder / rec["file"]
     if target.resolve() != weight.resolve():
-        from ..convert import atomic_write_bytes
         atomic_write_bytes(target, weight.read_bytes())
         target.chmod(0o644)
     manifest["weights"][weight_id] = rec

@@ -23,34 +23,25 @@ test split is built only when the selected weight is evaluated (once, at the end
 """
 from __future__ import annotations
 
-import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
 from .. import data as zdata
+from ..data.cifar10 import read_cifar_batch, read_cifar10_train
+from ..data.mnist import MNIST_ROT_GEN_SEED, generate_mnist_rot
+from ..data.pcam import _require_h5py, pcam_split
 
-__all__ = ["Source", "TrainingData", "load_training_data", "TRAINING_SETS", "MNIST_ROT_GEN_SEED",
-           "augment_batch", "MNIST_TRAIN_REMOTES"]
+__all__ = ["Source", "H5Source", "TrainingData", "load_training_data", "TRAINING_SETS",
+           "MNIST_ROT_GEN_SEED", "augment_batch"]
 
 PathLike = Union[str, Path]
 
-#: part of the definition of mnist-rot-gen (which digits, which angles)
-MNIST_ROT_GEN_SEED = 0
+#: mnist-rot-gen's 12,000 digits: the first 10,000 train, the last 2,000 validate
 MNIST_ROT_GEN_SIZES = (10000, 2000)
-
-MNIST_TRAIN_REMOTES = {
-    # md5 of the gunzipped content, checked against the canonical copy in shared/data/mnist
-    "images": zdata.Remote("https://ossci-datasets.s3.amazonaws.com/mnist/train-images-idx3-ubyte.gz",
-                           "train-images-idx3-ubyte.gz", "6bbc9ace898e44ae57da46a324031adb",
-                           verified=True, md5_of="gunzipped"),
-    "labels": zdata.Remote("https://ossci-datasets.s3.amazonaws.com/mnist/train-labels-idx1-ubyte.gz",
-                           "train-labels-idx1-ubyte.gz", "a25bea736e30d166cdddb491f175f624",
-                           verified=True, md5_of="gunzipped"),
-}
 
 
 class Source:
@@ -113,7 +104,7 @@ class H5Source(Source):
 
     def _raw(self, idx: torch.Tensor) -> torch.Tensor:
         if self._h5 is None:
-            self._h5 = zdata._require_h5py().File(self.path, "r")
+            self._h5 = _require_h5py().File(self.path, "r")
         order = torch.argsort(idx)
         sorted_idx = idx[order].numpy()  # h5py wants increasing indices
         unique, inverse = np.unique(sorted_idx, return_inverse=True)
@@ -170,56 +161,6 @@ class TrainingData:
 
 # ----------------------------------------------------------------------------- readers
 
-def _mnist_train_files(data_dir: Path, download: bool, progress: bool) -> Dict[str, Path]:
-    candidates = [data_dir, data_dir / "mnist", data_dir / "MNIST" / "raw"]
-
-    def find(filename: str) -> Optional[Path]:
-        for folder in candidates:
-            for name in (filename, filename[:-3]):
-                if (folder / name).is_file():
-                    return folder / name
-        return None
-
-    found = {k: find(r.filename) for k, r in MNIST_TRAIN_REMOTES.items()}
-    missing = [k for k, p in found.items() if p is None]
-    if missing:
-        needed = [r.filename for r in MNIST_TRAIN_REMOTES.values()]
-        urls = [r.url for r in MNIST_TRAIN_REMOTES.values()]
-        if not download:
-            raise zdata.DataNotFoundError("mnist-rot-gen", needed, data_dir, candidates, urls,
-                                          reason="the MNIST training set; pass --download to fetch it")
-        for k in missing:
-            found[k] = zdata._fetch(MNIST_TRAIN_REMOTES[k], candidates[0], dataset="mnist-rot-gen",
-                                    needed=needed, data_dir=data_dir, looked_in=candidates,
-                                    urls=urls, progress=progress)
-    for k, p in found.items():
-        zdata._check_md5(p, MNIST_TRAIN_REMOTES[k].md5, True, gunzipped=True)
-    return found
-
-
-def generate_mnist_rot(data_dir: Path, download: bool = False, progress: bool = True,
-                       seed: int = MNIST_ROT_GEN_SEED) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]:
-    """(rotated digits [12000, 1, 28, 28] in [0, 1] rot-MNIST orientation, labels, MNIST indices,
-    description) of mnist-rot-gen."""
-    paths = _mnist_train_files(Path(data_dir), download, progress)
-    digits = torch.from_numpy(zdata.read_idx(paths["images"]).copy())
-    labels = torch.from_numpy(zdata.read_idx(paths["labels"]).astype(np.int64))
-    if tuple(digits.shape) != (60000, 28, 28) or len(labels) != 60000:
-        raise ValueError(f"{paths['images']}: expected the 60,000 MNIST training digits, got "
-                         f"{tuple(digits.shape)} / {len(labels)} labels")
-    g = torch.Generator().manual_seed(seed)
-    n = sum(MNIST_ROT_GEN_SIZES)
-    chosen = torch.randperm(60000, generator=g)[:n]
-    angles = torch.rand(n, generator=g, dtype=torch.float64) * 360.0
-    x = zdata.rotate_digits(digits[chosen].to(torch.float32).div(255.0).unsqueeze(1), angles)
-    x = x.transpose(-2, -1).contiguous()
-    info = {"source": {k: str(p) for k, p in paths.items()}, "generator_seed": seed,
-            "mnist_train_indices": "torch.randperm(60000, generator=g)[:12000]",
-            "rotation": "angle_i = U[0, 360) degrees (torch.rand float64, same generator), "
-                        "bilinear, zero fill, counter-clockwise, then transposed"}
-    return x, labels[chosen], chosen, info
-
-
 def _stats(x: torch.Tensor) -> Tuple[float, float]:
     """Scalar mean and population std (float64), as the original's numpy code."""
     x64 = x.to(torch.float64)
@@ -228,7 +169,7 @@ def _stats(x: torch.Tensor) -> Tuple[float, float]:
 
 
 def _mnist_rot_gen(data_dir: Path, download: bool, progress: bool) -> TrainingData:
-    x, y, chosen, info = generate_mnist_rot(data_dir, download, progress)
+    x, y, chosen, info = generate_mnist_rot(data_dir, download, progress, MNIST_ROT_GEN_SEED)
     mean, std = _stats(x)
     n_train = MNIST_ROT_GEN_SIZES[0]
     ids = [f"mnist-train:{int(i)}" for i in chosen]
@@ -269,48 +210,8 @@ def _rotmnist(data_dir: Path, download: bool, progress: bool) -> TrainingData:
     return TrainingData("rotmnist", train, val, "rotmnist", load_test, info)
 
 
-_CIFAR_BATCHES = [f"data_batch_{i}" for i in range(1, 6)]
-
-
-def _cifar_folder(data_dir: Path, download: bool, progress: bool) -> Path:
-    candidates = [data_dir / zdata.CIFAR10_FOLDER, data_dir / "cifar10" / zdata.CIFAR10_FOLDER]
-    for folder in candidates:
-        if all((folder / b).is_file() for b in _CIFAR_BATCHES + ["test_batch"]):
-            return folder
-    needed = [f"{zdata.CIFAR10_FOLDER}/{b}" for b in _CIFAR_BATCHES + ["test_batch"]]
-    url = zdata.CIFAR10_REMOTE.url
-    if not download:
-        raise zdata.DataNotFoundError("cifar10", needed, data_dir, candidates, [url])
-    archive = zdata._fetch(zdata.CIFAR10_REMOTE, data_dir, dataset="cifar10", needed=needed,
-                           data_dir=data_dir, looked_in=candidates, urls=[url], progress=progress)
-    out = candidates[0]
-    out.mkdir(parents=True, exist_ok=True)
-    from ..convert import atomic_write_bytes
-    with tarfile.open(archive, "r:gz") as tar:  # only the regular files we need
-        for wanted in _CIFAR_BATCHES + ["test_batch", "batches.meta"]:
-            member = tar.getmember(f"{zdata.CIFAR10_FOLDER}/{wanted}")
-            if not member.isfile():
-                raise ValueError(f"{archive}: {member.name} is not a regular file")
-            atomic_write_bytes(out / wanted, tar.extractfile(member).read())
-    return out
-
-
-def _read_cifar_batch(path: Path) -> Tuple[torch.Tensor, torch.Tensor]:
-    batch = zdata._load_cifar_pickle(path)
-    data = np.asarray(batch["data"], dtype=np.uint8)
-    labels = np.asarray(batch["labels"], dtype=np.int64)
-    if data.ndim != 2 or data.shape[1] != 3072 or len(data) != len(labels):
-        raise ValueError(f"{path}: data {data.shape}, {len(labels)} labels")
-    if labels.min() < 0 or labels.max() > 9:
-        raise ValueError(f"{path}: labels outside 0-9")
-    return torch.from_numpy(data.reshape(-1, 3, 32, 32).copy()), torch.from_numpy(labels)
-
-
 def _cifar10(data_dir: Path, download: bool, progress: bool) -> TrainingData:
-    folder = _cifar_folder(data_dir, download, progress)
-    parts = [_read_cifar_batch(folder / b) for b in _CIFAR_BATCHES]
-    x = torch.cat([p[0] for p in parts])
-    y = torch.cat([p[1] for p in parts])
+    x, y, folder = read_cifar10_train(data_dir, download, progress)
     n_val = len(x) // 10  # 5,000 of the canonical 50,000
     n_train = len(x) - n_val
     ids = [f"cifar10-train:{i}" for i in range(len(x))]
@@ -319,7 +220,7 @@ def _cifar10(data_dir: Path, download: bool, progress: bool) -> TrainingData:
     val = Source(x[n_train:], y[n_train:], m, s, ids[n_train:])
 
     def load_test() -> Source:
-        tx, ty = _read_cifar_batch(folder / "test_batch")
+        tx, ty = read_cifar_batch(folder / "test_batch")
         return Source(tx, ty, m, s, [f"cifar10-test:{i}" for i in range(len(tx))])
 
     info = {"source": str(folder), "train": n_train, "val": n_val,
@@ -328,51 +229,14 @@ def _cifar10(data_dir: Path, download: bool, progress: bool) -> TrainingData:
     return TrainingData("cifar10", train, val, "cifar10", load_test, info)
 
 
-_ZENODO = "https://zenodo.org/record/2546921/files/"
-
-
-def _pcam_split(data_dir: Path, split: str, download: bool, progress: bool) -> Tuple[Path, torch.Tensor]:
-    h5py = zdata._require_h5py()
-    names = {k: f"camelyonpatch_level_2_split_{split}_{k}.h5" for k in ("x", "y")}
-    candidates = [data_dir / "pcam", data_dir]
-    for folder in candidates:
-        if all((folder / n).is_file() for n in names.values()):
-            break
-    else:
-        urls = [_ZENODO + n + ".gz" for n in names.values()]
-        if not download:
-            raise zdata.DataNotFoundError("pcam", list(names.values()), data_dir, candidates, urls)
-        folder = candidates[0]
-        for k, n in names.items():
-            if not (folder / n).is_file():
-                remote = zdata.Remote(_ZENODO + n + ".gz", n + ".gz")
-                gz = zdata._fetch(remote, folder, dataset="pcam", needed=list(names.values()),
-                                  data_dir=data_dir, looked_in=candidates, urls=urls,
-                                  progress=progress)
-                zdata._gunzip_to(gz, folder / n)
-                gz.unlink()
-    xp, yp = folder / names["x"], folder / names["y"]
-    with h5py.File(yp, "r") as f:
-        y = np.asarray(f["y"][()])
-    with h5py.File(xp, "r") as f:
-        shape, dtype = f["x"].shape, f["x"].dtype
-    if len(shape) != 4 or tuple(shape[1:]) != (96, 96, 3) or dtype != np.uint8:
-        raise ValueError(f"{xp}: x is {dtype} {shape}, expected uint8 [N, 96, 96, 3]")
-    if y.size != shape[0]:
-        raise ValueError(f"{yp}: {y.size} labels for {shape[0]} images")
-    if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() > 1:
-        raise ValueError(f"{yp}: labels must be integers 0 or 1")
-    return xp, torch.from_numpy(y.reshape(-1).astype(np.int64))
-
-
 def _pcam(data_dir: Path, download: bool, progress: bool) -> TrainingData:
     m, s = zdata.PCAM_MEAN, zdata.PCAM_STD
-    tx, ty = _pcam_split(data_dir, "train", download, progress)
-    vx, vy = _pcam_split(data_dir, "valid", download, progress)
+    (tp, ty), (vp, vy) = (pcam_split(data_dir, k, download, progress) for k in ("train", "valid"))
+    tx, vx = tp["x"], vp["x"]
 
     def load_test() -> Source:
-        x, y = _pcam_split(data_dir, "test", download, progress)
-        return H5Source(x, y, m, s)
+        paths, y = pcam_split(data_dir, "test", download, progress)
+        return H5Source(paths["x"], y, m, s)
 
     info = {"source": str(tx.parent), "train": len(ty), "val": len(vy),
             "split": "PatchCamelyon's own train / valid / test files",

@@ -7,14 +7,16 @@
   unexpected keys are refused by name.
 * safetensors are written by our own small serialiser so that the same tensors and metadata give
   the same bytes, hence the same sha256, on every machine and run (tensors ordered by dtype size,
-  then name; JSON header with a fixed key order).
+  then name; JSON header with a fixed key order), written atomically with mode 0644.
+* Refused (:class:`CheckpointError`): a non-floating tensor (integer, bool, complex) where the
+  model has a floating one, NaN or infinite values, and a destination that is the source itself
+  (also through another path: a link, ``..``, a hard link).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import tempfile
 from collections import OrderedDict
 from pathlib import Path
 from typing import Dict, Mapping, Optional, Union
@@ -22,9 +24,11 @@ from typing import Dict, Mapping, Optional, Union
 import torch
 from torch import nn
 
+from ..io.files import atomic_write_bytes, sha256_file
+
 __all__ = ["CheckpointError", "load_original_checkpoint", "convert_state_dict",
            "safetensors_bytes", "save_safetensors", "load_safetensors", "convert_checkpoint",
-           "sha256_file", "atomic_write_bytes"]
+           "convert_checkpoint_bytes", "sha256_file", "atomic_write_bytes", "weights_metadata"]
 
 _PREFIXES = ("module.", "state_dict.")
 _DTYPES = {torch.float32: "F32", torch.float64: "F64", torch.float16: "F16", torch.bfloat16: "BF16",
@@ -34,30 +38,6 @@ _DTYPES = {torch.float32: "F32", torch.float64: "F64", torch.float16: "F16", tor
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be converted: unreadable, or keys/shapes that do not fit."""
-
-
-def sha256_file(path: Union[str, Path], chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def atomic_write_bytes(path: Union[str, Path], data: bytes) -> None:
-    """Write via a temp file in the same folder and rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_original_checkpoint(path: Union[str, Path]) -> Dict[str, torch.Tensor]:
@@ -112,6 +92,15 @@ def convert_state_dict(state_dict: Mapping[str, torch.Tensor], model: nn.Module,
         if tuple(v.shape) != tuple(ref.shape):
             raise CheckpointError(f"{k}: checkpoint shape {tuple(v.shape)} != model shape "
                                   f"{tuple(ref.shape)} ({type(model).__name__})")
+        if ref.is_floating_point():
+            if not v.is_floating_point():
+                raise CheckpointError(f"{k}: checkpoint dtype {v.dtype} where the model has "
+                                      f"{ref.dtype} ({type(model).__name__}); refusing to cast "
+                                      f"integers, booleans or complex numbers into weights")
+            if not bool(torch.isfinite(v).all()):
+                raise CheckpointError(f"{k}: NaN or infinite values in the checkpoint")
+        elif v.is_floating_point() or v.is_complex():
+            raise CheckpointError(f"{k}: checkpoint dtype {v.dtype} where the model has {ref.dtype}")
         out[k] = v.detach().to(dtype=ref.dtype).contiguous().clone()
     return out
 
@@ -159,11 +148,32 @@ def weights_metadata(model_name: str, architecture: str, source_sha256: Optional
     return meta
 
 
-def convert_checkpoint(src: Union[str, Path], dst: Union[str, Path], model_name: str) -> str:
-    """Authors' checkpoint -> our safetensors for registry model ``model_name``; returns sha256."""
-    from .registry import get_entry
-    entry = get_entry(model_name)
+def _same_file(a: Path, b: Path) -> bool:
+    if os.path.abspath(a) == os.path.abspath(b) or a.resolve() == b.resolve():
+        return True
+    try:
+        return b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def convert_checkpoint_bytes(src: Union[str, Path], model_name: str) -> bytes:
+    """The safetensors bytes converting ``src`` gives (deterministic)."""
+    from ..registry import get_entry
+    entry = get_entry(model_name.split(".", 1)[0])
     model = entry.fn()
     state = convert_state_dict(load_original_checkpoint(src), model)
-    return save_safetensors(state, dst, weights_metadata(model_name, entry.architecture,
-                                                         sha256_file(src)))
+    return safetensors_bytes(state, weights_metadata(model_name.split(".", 1)[0],
+                                                     entry.architecture, sha256_file(src)))
+
+
+def convert_checkpoint(src: Union[str, Path], dst: Union[str, Path], model_name: str) -> str:
+    """Authors' checkpoint -> our safetensors for registry model ``model_name``; returns sha256.
+    ``dst`` may not be ``src`` (nor the same file through another path)."""
+    src, dst = Path(src), Path(dst)
+    if _same_file(src, dst):
+        raise CheckpointError(f"{dst}: the destination is the source checkpoint itself; "
+                              f"choose another output file")
+    data = convert_checkpoint_bytes(src, model_name)
+    atomic_write_bytes(dst, data)
+    return hashlib.sha256(data).hexdigest()

@@ -7,36 +7,43 @@ original checkpoint at a pinned URL with its own sha256), ``num_params``, ``prep
 source and whether it was confirmed), ``checkpoint`` (the authors' log for that very file) and
 ``measured`` (what ``eval/reproduce.py`` measured, with data, device and date).
 
-The canonical file sits at the repository root; an installed package carries a copy next to this
-module (setup.py puts it there). ``AGCNN_ZOO_MANIFEST`` points at another file.
+Weight ids (the keys of ``weights``) are ``<model>`` or ``<model>.<tag>``; a record may carry
+extra fields (``training``, ``default``, ...) that are kept verbatim; ``origin.kind`` is
+``"authors_checkpoint"`` or ``"trained"`` (a trained record's ``accuracy.checkpoint`` may be
+``{"top1": null, "source": ...}``). Records are parsed into typed
+:class:`~agcnn_zoo.hub.records.WeightRecord` objects by :func:`get_record` /
+:func:`load_records`, which refuse what could make the hub touch files or hosts it must not
+(see :mod:`agcnn_zoo.hub.records`).
+
+The canonical file sits at the repository root; an installed package carries a copy in the
+package folder (setup.py puts it there). ``AGCNN_ZOO_MANIFEST`` points at another file.
 """
 from __future__ import annotations
 
 import copy
 import json
 import os
-import re
 from functools import lru_cache
 from pathlib import Path
-from typing import List, Optional, Union
+from typing import Dict, List, Optional, Union
 
-from .convert import atomic_write_bytes
+from ..io.files import atomic_write_bytes
+from .records import (HOST_TYPES, WEIGHT_ID, RecordError, WeightRecord,  # noqa: F401
+                      parse_record, record_problems)
 
-__all__ = ["manifest_path", "load_manifest", "save_manifest", "weight_record",
-           "validate_manifest", "HOST_TYPES"]
+__all__ = ["manifest_path", "load_manifest", "save_manifest", "weight_record", "get_record",
+           "load_records", "validate_manifest", "HOST_TYPES", "ORIGIN_KINDS"]
 
-HOST_TYPES = ("huggingface", "original")
-_HEX40 = re.compile(r"^[0-9a-f]{40}$")
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+ORIGIN_KINDS = ("authors_checkpoint", "trained")
 
 
 def manifest_path() -> Path:
     env = os.environ.get("AGCNN_ZOO_MANIFEST")
     if env:
         return Path(env)
-    here = Path(__file__).resolve().parent
-    installed = here / "weights_manifest.json"
-    return installed if installed.exists() else here.parent / "weights_manifest.json"
+    package = Path(__file__).resolve().parent.parent
+    installed = package / "weights_manifest.json"
+    return installed if installed.exists() else package.parent / "weights_manifest.json"
 
 
 @lru_cache(maxsize=8)
@@ -54,19 +61,38 @@ def load_manifest(path: Optional[Union[str, Path]] = None) -> dict:
 
 
 def save_manifest(data: dict, path: Optional[Union[str, Path]] = None) -> Path:
+    """Validate and write the manifest atomically (0644). ``weights`` values may be dicts or
+    :class:`WeightRecord` objects (written back with every extra field)."""
+    data = dict(data)
+    if isinstance(data.get("weights"), dict):
+        data["weights"] = {k: (v.to_dict() if isinstance(v, WeightRecord) else v)
+                           for k, v in data["weights"].items()}
     problems = validate_manifest(data)
     if problems:
         raise ValueError("refusing to write an invalid manifest:\n  " + "\n  ".join(problems))
     p = Path(path) if path else manifest_path()
-    atomic_write_bytes(p, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+    atomic_write_bytes(p, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8"),
+                       what="manifest")
     return p
 
 
 def weight_record(name: str, manifest: Optional[dict] = None) -> Optional[dict]:
-    """The manifest record of ``name``'s published weight, or None if it has none."""
+    """The manifest record of ``name``'s published weight as a dict, or None if it has none."""
     data = manifest if manifest is not None else load_manifest()
     rec = data.get("weights", {}).get(name)
     return copy.deepcopy(rec) if rec is not None else None
+
+
+def get_record(weight_id: str, manifest: Optional[dict] = None) -> Optional[WeightRecord]:
+    """The typed, validated record of ``weight_id`` (None if the manifest has none); a record
+    that must not be used raises :class:`RecordError`."""
+    raw = weight_record(weight_id, manifest)
+    return None if raw is None else parse_record(weight_id, raw)
+
+
+def load_records(path: Optional[Union[str, Path]] = None) -> Dict[str, WeightRecord]:
+    """Every record of the manifest, typed and validated (the first bad one raises)."""
+    return {k: parse_record(k, v) for k, v in load_manifest(path).get("weights", {}).items()}
 
 
 def validate_manifest(data: dict) -> List[str]:
@@ -79,33 +105,23 @@ def validate_manifest(data: dict) -> List[str]:
         return problems + ["'weights' must be a non-empty object"]
     for name, rec in weights.items():
         where = f"weights[{name!r}]"
+        if not isinstance(rec, dict):
+            problems.append(f"{where}: a record must be an object")
+            continue
         for field in ("architecture", "file", "hosts", "num_params", "preprocessing", "license",
                       "origin", "accuracy", "tolerance"):
             if field not in rec:
                 problems.append(f"{where}: missing {field!r}")
-        sha = rec.get("sha256")
-        if sha is None:
-            if not rec.get("git_blob_sha1"):
-                problems.append(f"{where}: sha256 is null and no git_blob_sha1 identifies the source")
-        elif not _HEX64.match(str(sha)):
-            problems.append(f"{where}: sha256 must be 64 lowercase hex digits")
-        if sha is not None and not isinstance(rec.get("size"), int):
-            problems.append(f"{where}: size (bytes) must be an int")
-        hosts = rec.get("hosts") or []
-        if not hosts:
-            problems.append(f"{where}: no hosts")
-        for i, h in enumerate(hosts):
-            t = h.get("type")
-            if t not in HOST_TYPES:
-                problems.append(f"{where}.hosts[{i}]: unknown type {t!r}")
-            elif t == "huggingface":
-                if not h.get("repo_id") or not _HEX40.match(str(h.get("revision", ""))):
-                    problems.append(f"{where}.hosts[{i}]: huggingface needs repo_id and a 40-hex revision")
-            elif t == "original":
-                if not str(h.get("url", "")).startswith("https://"):
-                    problems.append(f"{where}.hosts[{i}]: original needs an https url")
-                if not (h.get("sha256") and _HEX64.match(h["sha256"])) and not h.get("git_blob_sha1"):
-                    problems.append(f"{where}.hosts[{i}]: original needs its sha256 or git_blob_sha1")
+        if not WEIGHT_ID.match(str(name)):
+            problems.append(f"{where}: a weight id is <model> or <model>.<tag> (tag: [a-z0-9_-]+)")
+        problems += record_problems(name, rec)
+        kind = (rec.get("origin") or {}).get("kind")
+        if kind is not None and kind not in ORIGIN_KINDS:
+            problems.append(f"{where}.origin.kind: {kind!r} is not one of {', '.join(ORIGIN_KINDS)}")
+        if "default" in rec and not isinstance(rec["default"], bool):
+            problems.append(f"{where}.default: must be true or false")
+        if "training" in rec and not isinstance(rec["training"], dict):
+            problems.append(f"{where}.training: must be an object")
         acc = rec.get("accuracy", {})
         for kind in ("paper", "checkpoint"):
             a = acc.get(kind)

@@ -12,6 +12,7 @@ repos and the original URL stay behind it as fallbacks), and the manifest is sav
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -19,7 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterable, List, Optional, Union
 
-from . import hub
+from . import fetch as hub
 from .manifest import load_manifest, manifest_path as default_manifest_path, save_manifest
 
 __all__ = ["publish", "model_card", "index_card", "huggingface_host"]
@@ -143,18 +144,23 @@ def _verified_file(name: str, record: dict, files_dir: Optional[Path], progress:
                              f"remove it to build the file from the verified original")
         hub.verify_file(path, record["sha256"], record.get("size"))
         return path
-    path = hub.fetch_weights(name, record, progress=progress)
     if not record.get("sha256"):
-        sha, size = hub._expected_digest(record, path)
-        record["sha256"], record["size"] = sha, size
+        # derived from its source, verified by git blob id just now (nothing cached is trusted)
+        from .cache import cached_weights_path
+        from .hosts.original import derive
+        rec = hub.resolve_record(name, record)
+        path, data = derive(rec, None, cached_weights_path(rec), progress=progress)
+        record["sha256"], record["size"] = hashlib.sha256(data).hexdigest(), len(data)
+    else:
+        path = hub.fetch_weights(name, record, progress=progress)
     hub.verify_file(path, record["sha256"], record.get("size"))
     return path
 
 
 def _check_loads(name: str, path: Path) -> None:
     from safetensors.torch import load_file
-    from .registry import get_entry
-    model = get_entry(name).fn()
+    from ..registry import get_entry
+    model = get_entry(name.split(".", 1)[0]).fn()
     try:
         model.load_state_dict(load_file(str(path)), strict=True)
     except RuntimeError as e:

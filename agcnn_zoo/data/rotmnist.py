@@ -1,0 +1,221 @@
+"""rot-MNIST (mnist_rotation_new, Larochelle et al. 2007): the canonical test set of the
+rot-MNIST weights.
+
+The zip holds ``mnist_all_rotation_normalized_float_train_valid.amat`` (12,000 rows) and
+``mnist_all_rotation_normalized_float_test.amat`` (50,000 rows): each text row is 784 pixel
+values in [0, 1] then the label written as a float. Each row is reshaped **row-major** to 28x28
+(the digits then appear transposed w.r.t. MNIST, the orientation the checkpoints expect) and
+normalised with the scalar mean / population std of the training pixels (float64), cached in
+``rotmnist_stats.json``. NaN or infinite pixels, pixels outside [0, 1] and non-integer labels
+are refused. A downloaded zip is checked (a zip holding both members) before it is kept.
+"""
+from __future__ import annotations
+
+import io
+import json
+import warnings
+import zipfile
+from pathlib import Path
+from typing import Iterator, List, Optional, Tuple
+
+import numpy as np
+import torch
+
+from ..io.errors import CacheError
+from ..io.files import atomic_write_bytes, md5_file
+from ._common import (DataFormatError, DataNotFoundError, EvalSet, PathLike, Remote,
+                      default_data_dir, fetch_remote)
+
+__all__ = ["RotMNIST", "ROTMNIST_REMOTE", "ROTMNIST_FILES", "ROTMNIST_SIZES", "ROTMNIST_STATS",
+           "check_rotmnist_zip"]
+
+
+ROTMNIST_REMOTE = Remote(
+    url="http://www.iro.umontreal.ca/~lisa/icml2007data/mnist_rotation_new.zip",
+    filename="mnist_rotation_new.zip",
+    md5="0f9a947ff3d30e95cd685462cbf3b847", verified=False,
+    source="recorded by one public loader; never checked against a real download here",
+    max_size=512 << 20)
+ROTMNIST_FILES = {"train": "mnist_all_rotation_normalized_float_train_valid.amat",
+                  "test": "mnist_all_rotation_normalized_float_test.amat"}
+ROTMNIST_SIZES = {"train": 12000, "test": 50000}
+ROTMNIST_STATS = "rotmnist_stats.json"
+
+
+def _describe_bytes(path: Path) -> str:
+    with open(path, "rb") as f:
+        head = f.read(64)
+    from ..io.download import looks_like_html
+    return "an HTML page" if looks_like_html(head) else f"a file starting with {head[:16]!r}"
+
+
+def check_rotmnist_zip(path: Path) -> None:
+    """Raise ValueError unless ``path`` is a zip holding both .amat members."""
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"not a zip archive ({_describe_bytes(path)})")
+    with zipfile.ZipFile(path) as zf:
+        members = {n.rsplit("/", 1)[-1] for n in zf.namelist()}
+        bad = zf.testzip()
+    missing = [m for m in ROTMNIST_FILES.values() if m not in members]
+    if missing:
+        raise ValueError(f"the zip lacks {', '.join(missing)}")
+    if bad is not None:
+        raise ValueError(f"corrupt member {bad} in the zip")
+
+
+def _parse_amat(lines: Iterator[str], expected: Optional[int], desc: str, progress: bool,
+                chunk: int = 2000) -> Tuple[np.ndarray, np.ndarray]:
+    """Rows of ``784 pixels + label`` -> (images float32 [N, 28, 28] row-major, labels int64)."""
+    from tqdm.auto import tqdm
+
+    images, labels = [], []
+    buf: List[str] = []
+    with tqdm(total=expected, unit="row", desc=f"reading {desc}", disable=not progress) as bar:
+        def flush():
+            rows = np.loadtxt(buf, dtype=np.float64, ndmin=2)
+            if rows.shape[1] != 785:
+                raise ValueError(f"{desc}: rows of {rows.shape[1]} numbers, expected 784 pixels "
+                                 f"+ 1 label")
+            lab = rows[:, 784]
+            if not np.all((lab == np.round(lab)) & (lab >= 0) & (lab <= 9)):
+                raise ValueError(f"{desc}: labels must be the integers 0-9")
+            px = rows[:, :784]
+            if not np.isfinite(px).all():
+                raise ValueError(f"{desc}: NaN or infinite pixel values")
+            if px.min() < -1e-6 or px.max() > 1 + 1e-6:
+                raise ValueError(f"{desc}: pixel values outside [0, 1]")
+            # row-major reshape, as the authors' npz conversion: MNIST transposed
+            images.append(px.reshape(-1, 28, 28).astype(np.float32))
+            labels.append(lab.astype(np.int64))
+            bar.update(len(buf))
+            buf.clear()
+
+        for line in lines:
+            if line.strip():
+                buf.append(line)
+                if len(buf) == chunk:
+                    flush()
+        if buf:
+            flush()
+    if not images:
+        raise ValueError(f"{desc}: no rows")
+    return np.concatenate(images), np.concatenate(labels)
+
+
+class RotMNIST(EvalSet):
+    """mnist_rotation_new, read from the published zip or from its two extracted .amat files.
+
+    Files are looked for in ``<data_dir>/mnist_rotation_new/`` then ``<data_dir>/``; with
+    ``download=True`` the zip is fetched into the first. Only ``split="test"`` is needed for
+    evaluation (``"train"`` also works); the training file is always read once to compute the
+    normalisation, which is then cached in ``rotmnist_stats.json``.
+    """
+    name = "rotmnist"
+    serves = "rotmnist"
+    canonical = True
+    input_size = (1, 28, 28)
+
+    def __init__(self, data_dir: Optional[PathLike] = None, split: str = "test",
+                 download: bool = False, progress: bool = True):
+        if split not in ROTMNIST_FILES:
+            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        self.data_dir = Path(data_dir) if data_dir else default_data_dir()
+        self.split = split
+        self.expected_size = ROTMNIST_SIZES[split]
+        self.progress = progress
+        self.folder, self.source = self._locate(download)
+        self.mean, self.std = self._stats()
+        raw, labels = self._read(split)
+        self._raw = torch.from_numpy(raw)
+        self.labels = torch.from_numpy(labels)
+
+    # where the data is: the two .amat files, else the zip
+    def _candidates(self) -> List[Path]:
+        return [self.data_dir / "mnist_rotation_new", self.data_dir]
+
+    def _locate(self, download: bool) -> Tuple[Path, Path]:
+        needed = [ROTMNIST_REMOTE.filename + " (or its two files " + ", ".join(
+            ROTMNIST_FILES.values()) + ")"]
+        for folder in self._candidates():
+            if all((folder / f).is_file() for f in ROTMNIST_FILES.values()):
+                return folder, folder
+            if (folder / ROTMNIST_REMOTE.filename).is_file():
+                return folder, folder / ROTMNIST_REMOTE.filename
+        looked = self._candidates()
+        if not download:
+            raise DataNotFoundError("rotmnist", needed, self.data_dir, looked,
+                                    [ROTMNIST_REMOTE.url])
+        path = fetch_remote(ROTMNIST_REMOTE, looked[0], dataset="rotmnist", needed=needed,
+                            data_dir=self.data_dir, looked_in=looked, urls=[ROTMNIST_REMOTE.url],
+                            progress=self.progress, check=check_rotmnist_zip)
+        return looked[0], path
+
+    def _lines(self, split: str) -> Iterator[str]:
+        member = ROTMNIST_FILES[split]
+        if self.source.is_dir():
+            with open(self.source / member, encoding="ascii") as f:
+                yield from f
+            return
+        if not zipfile.is_zipfile(self.source):
+            raise DataFormatError(self.source, "a zip archive", _describe_bytes(self.source),
+                                  what="structure",
+                                  hint=f"delete {self.source} and retry with download=True "
+                                       f"(or put the two .amat files there)")
+        with zipfile.ZipFile(self.source) as zf:
+            names = [n for n in zf.namelist() if n.rsplit("/", 1)[-1] == member]
+            if not names:
+                raise ValueError(f"{self.source} holds no {member} (members: "
+                                 f"{', '.join(zf.namelist())})")
+            with zf.open(names[0]) as raw:
+                yield from io.TextIOWrapper(raw, encoding="ascii")
+
+    def _read(self, split: str) -> Tuple[np.ndarray, np.ndarray]:
+        images, labels = _parse_amat(self._lines(split), ROTMNIST_SIZES[split],
+                                     ROTMNIST_FILES[split], self.progress)
+        if len(labels) != ROTMNIST_SIZES[split]:
+            warnings.warn(f"{ROTMNIST_FILES[split]}: {len(labels)} rows, the published file has "
+                          f"{ROTMNIST_SIZES[split]}", stacklevel=3)
+        return images, labels
+
+    def _source_fingerprint(self) -> dict:
+        if self.source.is_dir():
+            p = self.source / ROTMNIST_FILES["train"]
+        else:
+            p = self.source
+        st = p.stat()
+        return {"file": p.name, "size": st.st_size, "md5": md5_file(p)}
+
+    def _stats(self) -> Tuple[float, float]:
+        """Scalar mean and population std of the training pixels (cached next to the data)."""
+        cache = self.folder / ROTMNIST_STATS
+        fingerprint = self._source_fingerprint()
+        if cache.is_file():
+            try:
+                cached = json.loads(cache.read_text())
+                if cached.get("source") == fingerprint:
+                    return float(cached["mean"]), float(cached["std"])
+            except (ValueError, KeyError, TypeError):
+                pass  # unreadable cache: recompute
+        train, _ = self._read("train")
+        x = train.astype(np.float64)
+        mean = float(x.mean())
+        std = float((x - mean).std())  # ddof=0 on the centred data, as the original
+        record = {"mean": mean, "std": std, "images": int(len(train)),
+                  "how": "scalar mean / population std of all training pixels (float64)",
+                  "source": fingerprint}
+        try:
+            atomic_write_bytes(cache, (json.dumps(record, indent=2) + "\n").encode(),
+                               what="data folder")
+        except (OSError, CacheError) as e:  # a read-only data dir: recompute next time
+            warnings.warn(f"could not cache rot-MNIST statistics at {cache}: {e}", stacklevel=2)
+        return mean, std
+
+    def _images(self, start: int, stop: int) -> torch.Tensor:
+        x = self._raw[start:stop].to(torch.float64)
+        return ((x - self.mean) / self.std).to(torch.float32).unsqueeze(1)
+
+    def describe(self) -> dict:
+        return {**super().describe(), "source": str(self.source), "split": self.split,
+                "orientation": "row-major reshape of the .amat rows (MNIST transposed)",
+                "normalize": {"mean": self.mean, "std": self.std,
+                              "of": "the 12,000 training images"}}

@@ -1,0 +1,48 @@
+"""Errors of the weight hub: the shared I/O hierarchy (:mod:`agcnn_zoo.io.errors`) plus the
+hub's own. ``WeightsError`` is the root of both (every failure of the hub is one)."""
+from __future__ import annotations
+
+from typing import List, NamedTuple
+
+from ..io.errors import (CacheError, CacheNotWritableError, CachePathError, ConfigError,  # noqa: F401
+                         DeadlineError, DiskFullError, DownloadError, IntegrityError, MirrorError,
+                         OfflineError, TooLargeError, TruncatedDownloadError,
+                         UnexpectedContentError, UnsafeFileError, WeightsError, ZooIOError)
+from .records import RecordError  # noqa: F401
+
+
+class HostFailure(NamedTuple):
+    host: str      # a one-line description of the host
+    error: Exception
+
+
+class NoRecordError(WeightsError):
+    """The manifest has no record for that weight id."""
+    default_hint = "list the published weights with `python -m agcnn_zoo list --pretrained`"
+
+
+class WeightsUnavailableError(WeightsError):
+    """No host delivered verified weights; ``failures`` holds each host's own error."""
+
+    def __init__(self, name: str, failures: List[HostFailure], hint: str = ""):
+        self.name, self.failures = name, list(failures)
+        lines = [f"could not get verified weights for {name!r}; tried:"]
+        lines += [f"  - {f.host}: {type(f.error).__name__}: {_without_url(f.error, f.host)}"
+                  for f in self.failures]
+        if hint:
+            lines.append(hint)
+        super().__init__("\n".join(lines), hint="")
+        self.hint = hint  # already part of the message
+
+
+def _without_url(error: Exception, host: str) -> str:
+    """The error's message without the URL the host line already shows."""
+    msg = str(error)
+    for prefix in (getattr(error, "url", None), getattr(error, "file", None)):
+        if prefix and prefix in host and msg.startswith(prefix + ": "):
+            return msg[len(prefix) + 2:]
+    return msg
+
+
+class UnpinnedWeightsWarning(UserWarning):
+    """A weight whose safetensors sha256 the manifest does not pin yet (checked via its source)."""

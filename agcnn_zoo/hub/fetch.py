@@ -1,0 +1,166 @@
+"""Fetch, verify and cache the published weights.
+
+``fetch_weights(weight_id)`` returns a local safetensors file; ``load_state_dict(weight_id)``
+reads it once (its type and size checked before reading), checks sha256 on those very bytes
+and only then parses them. The record is parsed and validated first
+(:mod:`agcnn_zoo.hub.records`); its hosts (one module each in :mod:`agcnn_zoo.hub.hosts`) are
+tried in order:
+
+* ``package``: a file shipped in ``agcnn_zoo/weights/`` (tried before any cache when it is
+  listed first; never written or deleted by the cache);
+* ``huggingface``: the file at the pinned revision, into the Hugging Face cache;
+* ``original``: the authors' checkpoint at a pinned URL, checked and converted.
+
+Caches are looked at before any network use: our converted file first, then the Hugging Face
+cache (a filesystem lookup, no request). A cached file is checked on every load; a corrupted
+one is deleted (only a regular file inside the cache, never through a symlink) and
+:class:`IntegrityError` raised, so the next call downloads it again.
+
+Environment (read at call time): ``AGCNN_ZOO_CACHE``, ``AGCNN_ZOO_MIRROR``,
+``AGCNN_ZOO_OFFLINE``, ``AGCNN_ZOO_TIMEOUT``, ``AGCNN_ZOO_DEADLINE`` (see :mod:`agcnn_zoo.io.env`),
+``HF_ENDPOINT``, ``HF_HUB_CACHE``, ``HF_HOME``, ``HF_HUB_OFFLINE`` (as in huggingface_hub,
+honoured when set after import).
+
+Every failure is a :class:`WeightsError` with a hint; when no host delivers,
+:class:`WeightsUnavailableError` lists each host's own error and says what to do.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Dict, List, Optional, Union
+
+from ..io import env
+from ..io.errors import CacheError, ConfigError, IntegrityError, WeightsError
+from ..io.files import check_regular_file, ensure_dir, read_checked, sha256_file
+from . import cache as _cache
+from .errors import HostFailure, NoRecordError, WeightsUnavailableError
+from .hosts import module_for, package
+from .records import PackageHost, WeightRecord, parse_record
+
+RecordLike = Union[dict, WeightRecord, None]
+
+#: the largest safetensors file read when the record pins no size
+MAX_WEIGHTS_BYTES = 1 << 30
+
+
+def resolve_record(name: str, record: RecordLike = None) -> WeightRecord:
+    """The typed, validated record of ``name`` (from the manifest when none is given)."""
+    if record is None:
+        from .manifest import get_record, manifest_path
+        rec = get_record(name)
+        if rec is None:
+            raise NoRecordError(f"{name!r} has no published weights in the manifest "
+                                f"({manifest_path()})")
+        return rec
+    return parse_record(name, record)
+
+
+def cached_weights_path(name: str, record: RecordLike = None) -> Path:
+    """Where the verified safetensors of ``name`` lives in our cache."""
+    return _cache.cached_weights_path(resolve_record(name, record))
+
+
+def verify_file(path: Union[str, Path], sha256: str, size: Optional[int] = None) -> None:
+    """Raise :class:`IntegrityError` unless the file has this size and sha256 (type and size
+    are checked before reading)."""
+    check_regular_file(path, size=size)
+    actual = sha256_file(path)
+    if actual != sha256:
+        raise IntegrityError(path, sha256, actual)
+
+
+def _hint(record: WeightRecord, target: Path) -> str:
+    lines = [f"Nothing was cached (cache: {target.parent}). To fix: check the network, or"]
+    for host in record.hosts:
+        line = getattr(module_for(host), "hint_line", lambda r, h: None)(record, host)
+        if line:
+            lines.append(line)
+    if record.sha256:
+        lines.append(f"  put the verified {record.file} (sha256 {record.sha256}) at {target}.")
+    else:
+        lines[-1] = lines[-1][:-len(", or")] + "."
+    return "\n".join(lines)
+
+
+def _try(record: WeightRecord, host, target: Path, progress: bool,
+         failures: List[HostFailure]) -> Optional[Path]:
+    try:
+        return module_for(host).fetch(record, host, target, progress=progress)
+    except (ConfigError, CacheError):  # a setting or our own cache: no other host helps
+        raise
+    except WeightsError as e:
+        failures.append(HostFailure(host.describe(), e))
+        return None
+
+
+def fetch_weights(name: str, record: RecordLike = None, *, progress: bool = True) -> Path:
+    """A local safetensors file of ``name``'s published weights, verified when it was written.
+
+    Package hosts listed first, then caches (no request at all), then the record's hosts in
+    order; a host that fails leaves nothing behind and the next one is tried. Raises
+    :class:`WeightsUnavailableError` (with each host's error) when none delivers."""
+    rec = resolve_record(name, record)
+    env.timeout(), env.deadline()  # a bad setting is an error of its own, not a host failure
+    target = _cache.cached_weights_path(rec)
+    failures: List[HostFailure] = []
+    hosts = list(rec.hosts)
+    while hosts and isinstance(hosts[0], PackageHost):
+        found = _try(rec, hosts.pop(0), target, progress, failures)
+        if found is not None:
+            return found
+    if _cache.require_regular_entry(target):
+        return target
+    for host in hosts:
+        lookup = getattr(module_for(host), "cached", None)
+        found = lookup(rec, host) if lookup else None
+        if found is not None:
+            return found
+    ensure_dir(target.parent)
+    for host in hosts:
+        found = _try(rec, host, target, progress, failures)
+        if found is not None:
+            return found
+    raise WeightsUnavailableError(name, failures, _hint(rec, target)) from (
+        failures[-1].error if failures else None)
+
+
+def _remove_if_cached(path: Path) -> None:
+    if _cache.is_cache_path(path):
+        _cache.discard(path)
+
+
+def load_state_dict(name: str, record: RecordLike = None, *,
+                    progress: bool = True) -> Dict[str, "torch.Tensor"]:  # noqa: F821
+    """``name``'s verified state dict: the file's type and size are checked, its bytes read
+    once, their sha256 checked, and only those checked bytes parsed. A cached file that fails
+    is deleted (so a retry downloads it again) and :class:`IntegrityError` raised; a file
+    shipped in the package is never deleted.
+
+    A record without a pinned sha256 is re-derived from its source, verified by git blob id
+    on this very call (:func:`agcnn_zoo.hub.hosts.original.derive`)."""
+    rec = resolve_record(name, record)
+    path = fetch_weights(name, rec, progress=progress)
+    if rec.sha256:
+        in_package = not _cache.is_cache_path(path)
+        try:
+            data = read_checked(path, size=rec.size,
+                                max_size=package.MAX_BYTES if in_package else MAX_WEIGHTS_BYTES,
+                                follow_symlinks=not _cache.is_within_ours(path))
+        except IntegrityError:
+            _remove_if_cached(path)
+            raise
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != rec.sha256:
+            _remove_if_cached(path)
+            raise IntegrityError(path, rec.sha256, actual)
+    else:
+        from .hosts.original import derive
+        _, data = derive(rec, None, _cache.cached_weights_path(rec), progress=progress)
+    from safetensors.torch import load
+    try:
+        return load(data)
+    except Exception as e:  # the manifest pins a file that is not safetensors
+        raise WeightsError(f"{path}: verified bytes are not a readable safetensors file: {e}",
+                           hint="the manifest pins a file that is not safetensors: fix the "
+                                "record") from e
