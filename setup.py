@@ -43,6 +43,7 @@ setup(
         "test": ["pytest"],
         "pcam": ["h5py"],
         "plot": ["matplotlib"],
+        "onnx": ["onnx", "onnxruntime"],
     },
     entry_points={"console_scripts": ["agcnn-zoo=agcnn_zoo.__main__:main"]},
 )

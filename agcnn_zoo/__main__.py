@@ -1,4 +1,5 @@
-"""Command line: ``python -m agcnn_zoo list | info NAME | download NAME | verify | convert | publish``."""
+"""Command line: ``python -m agcnn_zoo list | info NAME | download NAME | verify | convert | publish |
+train | attention``."""
 from __future__ import annotations
 
 import argparse
@@ -143,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=_cmd_results)
     from .train.cli import add_parser as _add_train
     _add_train(sub)
+    from .attention_plot import add_parser as _add_attention
+    _add_attention(sub)
     return p
 
 

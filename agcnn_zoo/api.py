@@ -10,12 +10,16 @@ this project carry a tag (e.g. ``zoo_rotgen_s0``) and ``origin.kind == "trained"
 from __future__ import annotations
 
 import fnmatch
+import inspect
+import logging
 from typing import Dict, List, Optional, Tuple
 
 from torch import nn
 
 from .hub.manifest import load_manifest
 from .registry import get_entry, list_registered
+
+_logger = logging.getLogger("agcnn_zoo")
 
 __all__ = ["NoPretrainedWeightsError", "list_models", "list_pretrained", "create_model",
            "model_info", "split_weight_id", "resolve_weight"]
@@ -107,10 +111,67 @@ def model_info(name: str) -> dict:
     }
 
 
+def _constructor_kwargs(model_name: str, entry, kwargs: dict) -> dict:
+    """timm's generic keyword arguments mapped onto the family's constructor; anything the
+    constructor does not take is a ValueError naming the model (not a TypeError naming a class)."""
+    cls = getattr(entry.fn, "model_class", None)
+    if cls is None:
+        return dict(kwargs)
+    params = inspect.signature(cls.__init__).parameters
+    accepted = [p for p in params if p != "self" and params[p].kind in
+                (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)]
+    out = dict(kwargs)
+    if "drop_rate" in out:
+        rate = out.pop("drop_rate")
+        target = getattr(cls, "drop_rate_arg", None)
+        if target is not None:
+            out[target] = rate
+        elif rate not in (None, 0, 0.0):
+            raise ValueError(f"{model_name} has no dropout (the original network has none); "
+                             f"drop_rate must be 0, got {rate!r}")
+    unknown = [k for k in out if k not in accepted]
+    if unknown:
+        generic = [a for a in ("num_classes", "in_chans", "drop_rate") if a in accepted
+                   or (a == "drop_rate" and getattr(cls, "drop_rate_arg", None))]
+        raise ValueError(f"{model_name} does not take {', '.join(map(repr, unknown))}; it takes "
+                         f"{', '.join(a for a in accepted if a not in generic)} and timm's "
+                         f"{', '.join(generic)}")
+    return out
+
+
+def _load_backbone(model: nn.Module, state: dict, weight_id: str, published_classes: int) -> None:
+    """Load every published tensor but the classifier's (timm's behaviour for a new
+    num_classes); the classifier stays freshly initialised."""
+    head_in_state = set(model.classifier_keys(state))
+    backbone = {k: v for k, v in state.items() if k not in head_in_state}
+    prefix = f"the published weights of {weight_id!r} do not fit the model outside its classifier"
+    try:
+        missing, unexpected = model.load_state_dict(backbone, strict=False)
+    except RuntimeError as e:       # shape mismatches
+        raise ValueError(f"{prefix}: {e}") from e
+    fresh = set(model.classifier_keys(model.state_dict()))
+    if unexpected or set(missing) != fresh:
+        raise ValueError(f"{prefix}: missing {sorted(set(missing) - fresh)}, unexpected "
+                         f"{sorted(unexpected)}")
+    what = f"{model.num_classes} classes" if model.num_classes else "no classifier (num_classes=0)"
+    _logger.info("%s: loaded the published weights except the classifier (%s), which has %s "
+                 "instead of %d and is freshly initialised", weight_id,
+                 ", ".join(model.classifier_names), what, published_classes)
+
+
 def create_model(name: str, pretrained: bool = False, **kwargs) -> nn.Module:
     """Build a registered model; ``pretrained=True`` loads its verified default weight (or the
-    weight ``NAME.TAG`` names) and returns it in eval mode. Extra keyword arguments go to the
-    model's constructor."""
+    weight ``NAME.TAG`` names) and returns it in eval mode.
+
+    Keyword arguments go to the model's constructor, timm's generic ones included:
+    ``num_classes`` (with ``pretrained=True`` and another number of classes everything but the
+    classifier is loaded and the new classifier is freshly initialised; 0 gives a model
+    without classifier whose forward returns the pooled features), ``drop_rate`` (the
+    network's dropout rate, for the families that have dropout) and ``in_chans`` (random
+    initialisation only: the published weights expect the channels they were trained on).
+    The model carries ``pretrained_cfg``, a flat timm-style configuration (see
+    ``agcnn_zoo.pretrained_cfg``)."""
+    from .pretrained_cfg import build_pretrained_cfg
     model_name, tag = split_weight_id(name)
     entry = get_entry(model_name)
     record, weight_id = None, None
@@ -128,19 +189,31 @@ def create_model(name: str, pretrained: bool = False, **kwargs) -> nn.Module:
     elif tag is not None:
         raise ValueError(f"{name!r} names a weight; pass pretrained=True, or the model name "
                          f"{model_name!r} for a randomly initialised model")
+    kwargs = _constructor_kwargs(model_name, entry, kwargs)
+    if pretrained:
+        cfg = build_pretrained_cfg(model_name, record, weight_id)
+    else:
+        # timm's convention: a randomly initialised model carries its default weight's
+        # configuration (input size, mean, std), with no weights loaded
+        default_id, default_rec = resolve_weight(model_name)
+        cfg = build_pretrained_cfg(model_name, default_rec, default_id if default_rec else None)
+        cfg["weights"] = None
+    if pretrained and kwargs.get("in_chans") not in (None, cfg["input_size"][0]):
+        raise ValueError(f"{weight_id!r} was trained on {cfg['input_size'][0]}-channel images; "
+                         f"in_chans={kwargs['in_chans']} is only available with pretrained=False")
     model = entry.fn(**kwargs)
-    model.pretrained_cfg = {"name": model_name, "dataset": entry.dataset,
-                            "preprocessing": record["preprocessing"] if record else entry.preprocessing,
-                            "weights": None}
+    model.pretrained_cfg = cfg
     if pretrained:
         from . import hub
         state = hub.load_state_dict(weight_id, record)
-        try:
-            model.load_state_dict(state, strict=True)
-        except RuntimeError as e:
-            raise ValueError(f"the published weights of {weight_id!r} do not fit the model built "
-                             f"with {kwargs or 'default arguments'}: {e}") from e
-        model.pretrained_cfg["weights"] = {"weight_id": weight_id, "file": record["file"],
-                                           "sha256": record["sha256"]}
+        published_classes = int(cfg["num_classes"])
+        if getattr(model, "num_classes", published_classes) != published_classes:
+            _load_backbone(model, state, weight_id, published_classes)
+        else:
+            try:
+                model.load_state_dict(state, strict=True)
+            except RuntimeError as e:
+                raise ValueError(f"the published weights of {weight_id!r} do not fit the model "
+                                 f"built with {kwargs or 'default arguments'}: {e}") from e
         model.eval()
     return model

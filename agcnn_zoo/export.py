@@ -19,6 +19,16 @@ raises ``ValueError`` (an attentive layer whose attention modules are both None 
 the convolution it then is).
 
 The exported model is a snapshot: later changes to the source model's weights do not reach it.
+
+Tracing: ``torch.jit.trace(export(model), x)`` records the same operations in either grad mode
+(layout and pooling shortcuts are switched off while tracing) and the traced module reproduces
+the logits. Trace under ``torch.no_grad()`` (or pass ``check_trace=False``): in the default grad
+mode tracing works, but its sanity check (``check_trace``, which re-traces under no_grad)
+reports a spurious difference, a renamed TorchScript class type of the last convolution.
+
+ONNX: ``to_onnx(model, path)`` (``pip install 'agcnn-zoo[onnx]'``: onnx, onnxruntime to run
+it) writes the exported network with a dynamic batch axis; ``onnxruntime`` reproduces the
+logits to float32 rounding.
 """
 from __future__ import annotations
 
@@ -34,7 +44,7 @@ from .nn.attentive_conv import _FullAlphaConv, _modulate
 from .nn.cache import CachedBanks
 from .nn.conv import conv_input, lifting_bank
 
-__all__ = ["export", "ExportError", "PlaneConv", "GroupPlaneConv", "FeatureAttentiveConv",
+__all__ = ["export", "to_onnx", "ExportError", "PlaneConv", "GroupPlaneConv", "FeatureAttentiveConv",
            "ChannelMLPAttention", "StatsSpatialAttention", "Gate"]
 
 
@@ -238,3 +248,34 @@ def export(model: nn.Module) -> nn.Module:
         return fn(exported).eval()
     _replace_children(exported)
     return exported.eval()
+
+
+def to_onnx(model: nn.Module, path, input_size=None, opset: int = 17, dynamic_batch: bool = True):
+    """Write ``export(model)`` (or ``model`` itself if it is already exported) to the ONNX file
+    ``path``: input ``"input"`` ``[B, C, H, W]`` (the model's normalised input), output
+    ``"logits"`` ``[B, num_classes]``, the batch axis dynamic unless ``dynamic_batch=False``.
+    ``input_size`` (C, H, W) defaults to the model's ``pretrained_cfg``. Raises
+    ``ExportError`` for full alpha models (see ``export``). Returns the path."""
+    from pathlib import Path
+    try:
+        import onnx  # noqa: F401  (the exporter needs it)
+    except ImportError as e:
+        raise ImportError("ONNX export needs the onnx package: pip install 'agcnn-zoo[onnx]'") from e
+    exported = model if not any(isinstance(m, CachedBanks) for m in model.modules()) else export(model)
+    exported = exported.eval()
+    if input_size is None:
+        cfg = getattr(model, "pretrained_cfg", None) or {}
+        if "input_size" not in cfg:
+            raise ValueError("pass input_size=(C, H, W): the model has no pretrained_cfg")
+        input_size = cfg["input_size"]
+    ref = next(iter(exported.parameters()), None)
+    x = torch.zeros(2, *input_size, dtype=ref.dtype if ref is not None else torch.float32,
+                    device=ref.device if ref is not None else "cpu")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    axes = {"input": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
+    with torch.no_grad():
+        torch.onnx.export(exported, (x,), str(path), input_names=["input"],
+                          output_names=["logits"], dynamic_axes=axes, opset_version=opset,
+                          dynamo=False)
+    return path

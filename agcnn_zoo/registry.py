@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
 __all__ = ["ModelEntry", "register_model", "register_model_class", "get_entry", "list_registered", "DATASETS",
-           "UnknownModelError"]
+           "UnknownModelError", "ROTMNIST_MEAN_STD_ESTIMATE"]
 
 #: what each dataset's models expect (the original pipelines' preprocessing)
 DATASETS: Dict[str, dict] = {
@@ -37,6 +37,12 @@ DATASETS: Dict[str, dict] = {
         "test_set": "PatchCamelyon test split, 32,768 images",
     },
 }
+
+
+#: rot-MNIST mean / std used where no weight record gives numbers (models without weights):
+#: the statistics of the 12,000 rotated MNIST training digits of mnist-rot-gen, an estimate
+#: of the mnist_rotation_new training statistics (see the manifest's ``normalize_estimate``)
+ROTMNIST_MEAN_STD_ESTIMATE = ([0.130693], [0.289791])
 
 
 class UnknownModelError(KeyError, ValueError):
@@ -88,6 +94,7 @@ def register_model_class(name: str, cls, *, dataset: str, original_class: Option
         return cls(**kwargs)
     fn.__name__ = fn.__qualname__ = name
     fn.__doc__ = cls.__doc__
+    fn.model_class = cls
     return register_model(name, dataset=dataset, architecture=cls.__name__,
                           original_class=original_class,
                           group=getattr(cls, "group_name", None))(fn)

@@ -1,6 +1,11 @@
 """Register every zoo model into timm when timm is importable, so that
 ``timm.create_model('a_p4cnn_rotmnist', pretrained=True)`` loads the same verified weights.
 
+Every model is registered with its pretrained configurations (one per weight id, ``NAME`` or
+``NAME.TAG``; see ``agcnn_zoo.pretrained_cfg``) the way timm's own models are, so
+``timm.list_pretrained('*rotmnist*')``, ``timm.is_model_pretrained(name)`` and
+``timm.models.get_pretrained_cfg(name)`` reflect the manifest as it was when timm was imported.
+
 Importing timm costs seconds, so ``agcnn_zoo`` does not import it: if timm is already imported
 the models are registered at once, otherwise a one-shot import hook registers them the moment
 timm is imported.
@@ -11,6 +16,7 @@ import importlib.abc
 import importlib.util
 import sys
 import types
+import warnings
 
 _registered = False
 
@@ -18,10 +24,22 @@ _registered = False
 def _entrypoint(name: str):
     def fn(pretrained: bool = False, pretrained_cfg=None, pretrained_cfg_overlay=None,
            cache_dir=None, **kwargs):
-        # timm's own cfg / cache arguments do not apply: our weights come from our manifest
-        # and cache (AGCNN_ZOO_CACHE)
+        # our weights come from our manifest and cache (AGCNN_ZOO_CACHE), not timm's cache_dir;
+        # timm passes the tag of 'NAME.TAG' as pretrained_cfg
         from .api import create_model
-        return create_model(name, pretrained=pretrained, **kwargs)
+        weight_id = name
+        if isinstance(pretrained_cfg, str) and pretrained_cfg:
+            weight_id = f"{name}.{pretrained_cfg}"
+        elif pretrained_cfg is not None and getattr(pretrained_cfg, "tag", None):
+            weight_id = f"{name}.{pretrained_cfg.tag}"
+        elif isinstance(pretrained_cfg, dict) and pretrained_cfg.get("tag"):
+            weight_id = f"{name}.{pretrained_cfg['tag']}"
+        if not pretrained and weight_id != name:
+            weight_id = name   # a tag only selects weights
+        model = create_model(weight_id, pretrained=pretrained, **kwargs)
+        if pretrained_cfg_overlay:
+            model.pretrained_cfg.update(pretrained_cfg_overlay)
+        return model
     fn.__name__ = name
     fn.__qualname__ = name
     return fn
@@ -39,6 +57,10 @@ def register_all() -> bool:
     from .registry import get_entry, list_registered
     # timm keys its registry by the entrypoint's module; give ours one of its own
     module = sys.modules.setdefault("agcnn_zoo.timm_models", types.ModuleType("agcnn_zoo.timm_models"))
+    try:
+        module.default_cfgs = _default_cfgs()
+    except Exception as e:  # a broken manifest must not break `import timm`
+        warnings.warn(f"agcnn_zoo: pretrained configurations not registered into timm: {e}")
     for name in list_registered():
         if name in timm_registry._model_entrypoints:
             continue
@@ -49,6 +71,34 @@ def register_all() -> bool:
         timm_registry.register_model(fn)
     _registered = True
     return True
+
+
+def _default_cfgs():
+    """timm ``DefaultCfg`` per model: a configuration per weight id (the default weight first),
+    or the dataset's configuration without weights for a model that has none."""
+    from timm.models import generate_default_cfgs
+    from timm.models._pretrained import PretrainedCfg
+    from .api import _published, resolve_weight, split_weight_id
+    from .pretrained_cfg import TIMM_KEYS, build_pretrained_cfg
+    from .registry import list_registered
+    fields = set(PretrainedCfg.__dataclass_fields__) & set(TIMM_KEYS)
+    published = _published()
+    cfgs = {}
+    for name in list_registered():
+        default_id, default_rec = resolve_weight(name)
+        ids = sorted(k for k in published if split_weight_id(k)[0] == name)
+        if not ids:
+            ids = [None]
+        for wid in ids:
+            record = published.get(wid) if wid else None
+            cfg = build_pretrained_cfg(name, record, wid)
+            cfg = {k: v for k, v in cfg.items() if k in fields and v is not None
+                   and k not in ("architecture", "tag")}
+            key = wid or name
+            if wid and "." in wid and default_rec is not None and wid == default_id:
+                key += "*"   # timm's mark of the default tag
+            cfgs[key] = cfg
+    return generate_default_cfgs(cfgs)
 
 
 class _RegisterWhenTimmLoads(importlib.abc.MetaPathFinder):

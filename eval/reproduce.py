@@ -211,6 +211,20 @@ def check_preprocessing(record: dict, ds: zdata.EvalSet) -> None:
                                  f"{ds.name} reader's {list(have)}")
 
 
+def normalisation_report(record: dict, data: dict) -> Optional[str]:
+    """rot-MNIST: the manifest holds an ESTIMATE of the training mean/std; the reader of the real
+    set measures the exact ones: report both (one line), or None when there is nothing to say."""
+    est = (record.get("preprocessing") or {}).get("normalize_estimate")
+    norm = (data or {}).get("normalize") or {}
+    mean, std = norm.get("mean"), norm.get("std")
+    if not est or not data.get("canonical") or not isinstance(mean, float):
+        return None
+    pre = record["preprocessing"]
+    return (f"{data.get('name')}: exact mean/std of {norm.get('of', 'the training images')}: "
+            f"{mean:.6f} / {std:.6f} (the manifest's estimate: {pre['mean'][0]:.6f} / "
+            f"{pre['std'][0]:.6f}, measured on mnist-rot-gen)")
+
+
 @torch.inference_mode()
 def evaluate(model: torch.nn.Module, ds: zdata.EvalSet, device: torch.device, batch_size: int,
              limit: Optional[int], desc: str, progress: bool = True):
@@ -347,6 +361,7 @@ def main(argv: Optional[Sequence[str]] = None,
 
     sets: Dict[str, object] = {}  # eval set name -> EvalSet or the exception that stopped it
     results: List[Result] = []
+    reported: set = set()
     for name, set_name in todo:
         record = weights[name]
         acc = record.get("accuracy", {})
@@ -371,6 +386,10 @@ def main(argv: Optional[Sequence[str]] = None,
             res.message = f"{type(ds).__name__}: {ds}".splitlines()[0]
             continue
         res.data = ds.describe()
+        note = normalisation_report(record, res.data)
+        if note and note not in reported:
+            reported.add(note)
+            print(note, file=sys.stderr)
         try:
             check_preprocessing(record, ds)
             with _manifest_env(args.manifest):

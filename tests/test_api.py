@@ -138,9 +138,15 @@ def test_timm_create_model_pretrained(offline_mirror):
     assert _golden_error(model, "p4cnn_rotmnist") <= 1e-4
 
 
-def test_pretrained_weights_refuse_a_changed_head(offline_mirror):
+def test_pretrained_weights_refuse_a_changed_backbone(offline_mirror):
+    # a new head is timm's fine-tuning convention (tests/test_zoo_users.py); a changed backbone
+    # is refused, with or without a new head
+    model = zoo.create_model("p4cnn_rotmnist", pretrained=True, num_classes=5)
+    assert model.c7.weight.shape[0] == 5
     with pytest.raises(ValueError, match="do not fit"):
-        zoo.create_model("p4cnn_rotmnist", pretrained=True, num_classes=5)
+        zoo.create_model("p4m_densenet_pcam", pretrained=True, n_channels=8)
+    with pytest.raises(ValueError, match="do not fit the model outside its classifier"):
+        zoo.create_model("p4m_densenet_pcam", pretrained=True, n_channels=8, num_classes=3)
 
 
 def test_cli_download_and_verify(offline_mirror, capsys):

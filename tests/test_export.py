@@ -69,3 +69,52 @@ def test_compile_matches_eager(name):
     compiled = torch.compile(model, backend="aot_eager")
     with torch.no_grad():
         assert (compiled(x) - model(x)).abs().max().item() <= 1e-5 * max(1.0, model(x).abs().max().item())
+
+
+@pytest.mark.parametrize("name", ["p4cnn_rotmnist", "af_p4m_allcnnc_cifar"])
+def test_trace_of_an_exported_model(name):
+    """Default grad mode: the trace computes the logits (its self-check, which re-traces under
+    no_grad, is off: see agcnn_zoo.export's docstring); under no_grad the self-check passes."""
+    model = zoo.create_model(name).eval()
+    exported = export(model)
+    x = _input(name)
+    traced = torch.jit.trace(exported, x, check_trace=False)
+    with torch.no_grad():
+        ref = model(x)
+        assert (traced(x) - ref).abs().max().item() <= 1e-5 * max(1.0, ref.abs().max().item())
+        checked = torch.jit.trace(exported, x)
+        assert (checked(_input(name, 3)) - model(_input(name, 3))).abs().max().item() <= \
+            1e-5 * max(1.0, ref.abs().max().item())
+
+
+ONNX_CASES = [("z2cnn_rotmnist", True), ("p4cnn_rotmnist", True), ("af_p4cnn_rotmnist", True),
+              ("p4m_densenet_pcam", True), ("af_p4m_allcnnc_cifar", False),
+              ("coa_p4cnn_rotmnist", False)]
+
+
+@pytest.mark.parametrize("name,pretrained", ONNX_CASES)
+def test_onnx_runtime_reproduces_the_logits(name, pretrained, tmp_path, monkeypatch, mirror_dir):
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from agcnn_zoo.export import to_onnx
+    monkeypatch.setenv("AGCNN_ZOO_MIRROR", str(mirror_dir))
+    monkeypatch.setenv("AGCNN_ZOO_CACHE", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    model = zoo.create_model(name, pretrained=pretrained).eval()
+    path = to_onnx(model, tmp_path / f"{name}.onnx")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for batch in (1, 5):                                # the batch axis is dynamic
+        x = _input(name, batch)
+        (logits,) = session.run(["logits"], {"input": x.numpy()})
+        with torch.no_grad():
+            ref = model(x)
+        assert logits.shape == tuple(ref.shape)
+        err = (torch.from_numpy(logits) - ref).abs().max().item()
+        assert err <= 1e-5 * max(1.0, ref.abs().max().item()), err
+
+
+def test_onnx_refuses_full_alpha(tmp_path):
+    pytest.importorskip("onnx")
+    from agcnn_zoo.export import to_onnx
+    with pytest.raises(ExportError):
+        to_onnx(zoo.create_model("a_p4cnn_rotmnist"), tmp_path / "a.onnx")

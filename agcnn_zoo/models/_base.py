@@ -1,4 +1,11 @@
-"""What every model of the zoo shares: input validation and a little metadata."""
+"""What every model of the zoo shares: input validation, a little metadata and timm's model
+interface (``forward_features`` / ``forward_head`` / ``get_classifier`` / ``reset_classifier``).
+
+Each family splits its forward pass in two, without changing a single operation:
+``forward(x) == forward_head(forward_features(x))``. The classifier (``classifier_names``) is
+the last learned layer that depends on the number of classes; ``reset_classifier(n)`` rebuilds
+exactly those modules with the family's own constructor and initialisation.
+"""
 from __future__ import annotations
 
 from typing import Tuple
@@ -14,6 +21,24 @@ class ZooModel(nn.Module):
     input_size: Tuple[int, int] = (32, 32)
     num_classes: int = 10
     group_name: str | None = None
+    #: module names of the classifier (state-dict prefixes that depend on num_classes)
+    classifier_names: Tuple[str, ...] = ()
+    #: module name of the first convolution (timm's ``first_conv``)
+    first_conv_name: str = "c1"
+
+    def _set_in_chans(self, in_chans) -> None:
+        if in_chans is None:
+            return
+        if not isinstance(in_chans, int) or isinstance(in_chans, bool) or in_chans < 1:
+            raise ValueError(f"in_chans must be a positive int, got {in_chans!r}")
+        self.in_chans = in_chans
+
+    @staticmethod
+    def _check_num_classes(num_classes) -> int:
+        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 0:
+            raise ValueError(f"num_classes must be an int >= 0 (0: no classifier, forward returns "
+                             f"the pooled features), got {num_classes!r}")
+        return num_classes
 
     def check_input(self, x) -> None:
         """Refuse, with a ValueError that says what to do, an input that is not a floating-point
@@ -39,6 +64,66 @@ class ZooModel(nn.Module):
             raise ValueError(f"{name} expects a floating-point tensor of shape {expected} in the "
                              f"model's dtype {param.dtype}, got dtype {x.dtype} (convert it with "
                              f"x.to({param.dtype}), or the model with model.to({x.dtype}))")
+
+    # ------------------------------------------------------------------- timm's model interface
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The backbone's output: a plane map ``[B, C, X, Y]`` or a group map ``[B, C, n, X, Y]``."""
+        raise NotImplementedError
+
+    def head(self, h: torch.Tensor) -> torch.Tensor:
+        """Classifier and pooling of the family (``num_classes > 0``)."""
+        raise NotImplementedError
+
+    def pool_features(self, h: torch.Tensor) -> torch.Tensor:
+        """The invariant embedding: ``forward_features`` averaged over space (and the group
+        axis), ``[B, C]``; what ``forward_head(..., pre_logits=True)`` returns."""
+        return h.mean(dim=tuple(range(2, h.dim())))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """``forward_features``' output -> logits ``[B, num_classes]``; ``pre_logits=True`` (or
+        a model without classifier, ``num_classes == 0``) gives the pooled features ``[B, C]``."""
+        if pre_logits or self.num_classes == 0:
+            return self.pool_features(x)
+        return self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        """The classifier module (an ``nn.ModuleDict`` when it is several modules, an
+        ``nn.Identity`` when ``num_classes == 0``)."""
+        mods = {n: getattr(self, n) for n in self.classifier_names}
+        if any(m is None for m in mods.values()):
+            return nn.Identity()
+        if len(mods) == 1:
+            return next(iter(mods.values()))
+        return nn.ModuleDict(mods)
+
+    def build_classifier(self, num_classes: int) -> dict:
+        """New classifier modules for ``num_classes`` outputs: ``{module name: module}``."""
+        raise NotImplementedError
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the classifier by a freshly initialised one with ``num_classes`` outputs, on
+        the device and dtype of the model (``0``: no classifier; forward returns ``[B, C]``)."""
+        num_classes = self._check_num_classes(num_classes)
+        ref = next(iter(self.parameters()), None)
+        if num_classes == 0:
+            new = {n: None for n in self.classifier_names}
+        else:
+            new = self.build_classifier(num_classes)
+        for name, mod in new.items():
+            if mod is not None and ref is not None:
+                mod = mod.to(device=ref.device, dtype=ref.dtype)
+                mod.train(self.training)
+            setattr(self, name, mod)
+        self.num_classes = num_classes
+
+    def classifier_keys(self, keys) -> list:
+        """Those of the state-dict ``keys`` that belong to the classifier."""
+        prefixes = tuple(f"{n}." for n in self.classifier_names)
+        return [k for k in keys if k.startswith(prefixes)]
 
 
 def reset_group_conv_parameters(model: nn.Module, wscale: float) -> None:

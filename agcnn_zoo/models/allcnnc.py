@@ -35,12 +35,17 @@ class _AllCNNCNet(ZooModel):
     in_chans = 3
     input_size = (32, 32)
     base_channels: int = 96
+    classifier_names = ("c9", "bn9")
+    drop_rate_arg = "p"   # timm's drop_rate sets the dropout after the two pooling stages
 
-    def __init__(self, num_classes: int = 10, p_init: float = 0.2, p: float = 0.5):
+    def __init__(self, num_classes: int = 10, p_init: float = 0.2, p: float = 0.5,
+                 in_chans: int | None = None):
         super().__init__()
-        self.num_classes = num_classes
+        self._set_in_chans(in_chans)
+        requested = self._check_num_classes(num_classes)
+        self.num_classes = num_classes = requested or 10
         c1, c2 = self.base_channels, 2 * self.base_channels
-        self.c1 = self.first_conv(3, c1)
+        self.c1 = self.first_conv(self.in_chans, c1)
         self.c2 = self.conv(c1, c1, 3)
         self.c3 = self.conv(c1, c1, 3)
         self.c4 = self.conv(c1, c2, 3)
@@ -55,6 +60,8 @@ class _AllCNNCNet(ZooModel):
         for i, w in enumerate(widths, start=1):
             setattr(self, f"bn{i}", self.batch_norm(w))
         self.init_weights()
+        if requested == 0:
+            self.reset_classifier(0)
 
     # hooks the variants override
     def first_conv(self, cin, cout):
@@ -69,11 +76,17 @@ class _AllCNNCNet(ZooModel):
     def pool(self, h):
         raise NotImplementedError
 
-    def init_weights(self):
+    def init_weights(self, module=None):
+        """The original's initialisation of every convolution of ``module`` (default: all)."""
         raise NotImplementedError
 
-    def forward(self, x):
-        self.check_input(x)
+    def build_classifier(self, num_classes):
+        c9 = self.conv(2 * self.base_channels, num_classes, 1)
+        self.init_weights(c9)
+        return {"c9": c9, "bn9": self.batch_norm(num_classes)}
+
+    def forward_features(self, x):
+        """Everything up to relu(bn8(c8(.))): ``[B, 2 C1, 8, 8]`` (``[B, 2 C1, n, 8, 8]``)."""
         h = F.relu(self.bn1(self.c1(self.dp_init(x))))
         h = F.relu(self.bn2(self.c2(h)))
         h = self.dp(F.relu(self.bn3(self.pool(self.c3(h)))))
@@ -81,9 +94,12 @@ class _AllCNNCNet(ZooModel):
         h = F.relu(self.bn5(self.c5(h)))
         h = self.dp(F.relu(self.bn6(self.pool(self.c6(h)))))
         h = F.relu(self.bn7(self.c7(h)))
-        h = F.relu(self.bn8(self.c8(h)))
+        return F.relu(self.bn8(self.c8(h)))
+
+    def head(self, h):
+        """The classifier: relu(bn9(c9(.))) (c9 a 1x1 convolution to one map per class), then
+        the global average over space (and group): invariant to the group's action."""
         h = F.relu(self.bn9(self.c9(h)))
-        # global average over space (and group): invariant to the group's action
         return h.mean(dim=tuple(range(2, h.dim())))
 
 
@@ -103,9 +119,9 @@ class AllCNNC(_AllCNNCNet):
     def pool(self, h):
         return F.max_pool2d(h, 2, 2)
 
-    def init_weights(self):
+    def init_weights(self, module=None):
         # the original (after Cohen & Welling): N(0, 0.05) for every convolution
-        for m in self.modules():
+        for m in (self if module is None else module).modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.normal_(m.weight, 0.0, 0.05)
 
@@ -128,8 +144,8 @@ class P4AllCNNC(_AllCNNCNet):
     def pool(self, h):
         return gnn.spatial_max_pool(h, 2, 2)
 
-    def init_weights(self):
-        reset_group_conv_parameters(self, self.wscale)
+    def init_weights(self, module=None):
+        reset_group_conv_parameters(self if module is None else module, self.wscale)
 
 
 class _FeatureAttentionMixin:

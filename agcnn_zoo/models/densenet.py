@@ -71,12 +71,16 @@ class DenseNet(ZooModel):
     in_chans = 3
     input_size = (96, 96)
     num_blocks = 5
+    num_classes = 2
+    classifier_names = ("c_out",)
 
-    def __init__(self, n_channels: int = 26, num_classes: int = 2):
+    def __init__(self, n_channels: int = 26, num_classes: int = 2, in_chans: int | None = None):
         super().__init__()
-        self.num_classes = num_classes
+        self._set_in_chans(in_chans)
+        requested = self._check_num_classes(num_classes)
+        self.num_classes = num_classes = requested or 2
         growth = width = n_channels
-        self.c1 = self.first_conv(3, width)
+        self.c1 = self.first_conv(self.in_chans, width)
         blocks, transitions = [], []
         for i in range(self.num_blocks - 1):
             blocks.append(DenseBlock(self.batch_norm(width), self.block_conv(width, growth, 3, i)))
@@ -89,8 +93,11 @@ class DenseNet(ZooModel):
         self.block_layers = nn.Sequential(*blocks)
         self.trans_layers = nn.Sequential(*transitions)
         self.bn_out = self.batch_norm(width)
+        self.head_width = width
         self.c_out = self.head_conv(width, num_classes)
         self.init_weights()
+        if requested == 0:
+            self.reset_classifier(0)
 
     # hooks the variants override (i: index of the dense block / transition)
     def first_conv(self, cin, cout):
@@ -108,33 +115,42 @@ class DenseNet(ZooModel):
     def batch_norm(self, c):
         return gnn.plane_batch_norm(c)
 
-    def init_weights(self):
+    def init_weights(self, module=None):
         # the original: N(0, sqrt(2) / sqrt(fan_in)) for every convolution
-        for m in self.modules():
+        for m in (self if module is None else module).modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.normal_(m.weight, 0.0, _HE_WSCALE / math.sqrt(m.weight[0].numel()))
 
-    def forward(self, x):
-        self.check_input(x)
+    def build_classifier(self, num_classes):
+        c_out = self.head_conv(self.head_width, num_classes)
+        self.init_weights(c_out)
+        return {"c_out": c_out}
+
+    def forward_features(self, x):
+        """c1, the dense blocks and transitions, then relu(bn_out(.)): ``[B, 6 G0, 2, 2]``
+        (``[B, 6 G0, n, 2, 2]``)."""
         h = self.c1(x)
         for block, transition in zip(self.block_layers[:-1], self.trans_layers):
             h = transition(block(h))
-        h = F.relu(self.bn_out(self.block_layers[-1](h)))
+        return F.relu(self.bn_out(self.block_layers[-1](h)))
+
+    def head(self, h):
+        """The 1x1 classifier ``c_out``, then the average over the remaining map (and group)."""
         h = self.c_out(h)
         if h.dim() == 5:
             # the original: average_pooling_Rn(kernel = map size, stride 2), then the group mean
             h = gnn.spatial_avg_pool(h, h.shape[-1], 2, 0).mean(dim=2)
         else:
             h = F.avg_pool2d(h, h.shape[-1])
-        return h.reshape(h.shape[0], self.num_classes)
+        return h.flatten(1)   # [B, num_classes, 1, 1] -> [B, num_classes]
 
 
 class P4DenseNet(DenseNet):
     """p4-DenseNet: lifting + p4 group convolutions, growth 13 (129,649 parameters)."""
     group_name = "p4"
 
-    def __init__(self, n_channels: int = 13, num_classes: int = 2):
-        super().__init__(n_channels, num_classes)
+    def __init__(self, n_channels: int = 13, num_classes: int = 2, in_chans: int | None = None):
+        super().__init__(n_channels, num_classes, in_chans)
 
     def first_conv(self, cin, cout):
         return gnn.LiftingConv(cin, cout, 3, self.group_name)
@@ -148,8 +164,8 @@ class P4DenseNet(DenseNet):
     def batch_norm(self, c):
         return gnn.GroupBatchNorm(c)
 
-    def init_weights(self):
-        reset_group_conv_parameters(self, _HE_WSCALE)
+    def init_weights(self, module=None):
+        reset_group_conv_parameters(self if module is None else module, _HE_WSCALE)
 
 
 class P4MDenseNet(P4DenseNet):
@@ -163,8 +179,8 @@ class P4MDenseNet(P4DenseNet):
     """
     group_name = "p4m"
 
-    def __init__(self, n_channels: int = 9, num_classes: int = 2):
-        super().__init__(n_channels, num_classes)
+    def __init__(self, n_channels: int = 9, num_classes: int = 2, in_chans: int | None = None):
+        super().__init__(n_channels, num_classes, in_chans)
 
 
 class _FeatureAttentionMixin:

@@ -73,20 +73,26 @@ class ResNet(ZooModel):
     """ResNet44 on Z2 (plain convolutions, 32/64/128 channels; 2,636,064 parameters)."""
     in_chans = 3
     input_size = (32, 32)
+    classifier_names = ("c_out",)
 
     def __init__(self, num_blocks: int = 7, nc32: int = 32, nc16: int = 64, nc8: int = 128,
-                 num_classes: int = 10):
+                 num_classes: int = 10, in_chans: int | None = None):
         super().__init__()
         if num_blocks < 1:
             raise ValueError(f"num_blocks must be >= 1, got {num_blocks}")
-        self.num_classes = num_classes
-        self.c1 = self.first_conv(3, nc32)
+        self._set_in_chans(in_chans)
+        requested = self._check_num_classes(num_classes)
+        self.num_classes = num_classes = requested or 10
+        self.head_width = nc8
+        self.c1 = self.first_conv(self.in_chans, nc32)
         self.layers_nc32 = self._stage(nc32, nc32, num_blocks, first_downsamples=False)
         self.layers_nc16 = self._stage(nc32, nc16, num_blocks, first_downsamples=True)
         self.layers_nc8 = self._stage(nc16, nc8, num_blocks, first_downsamples=True)
         self.bn_out = self.batch_norm(nc8)
         self.c_out = self.head_conv(nc8, num_classes)
         self.init_weights()
+        if requested == 0:
+            self.reset_classifier(0)
 
     def _stage(self, cin, cout, num_blocks, first_downsamples):
         blocks = [ResBlock(self, cin if i == 0 else cout, cout,
@@ -108,9 +114,9 @@ class ResNet(ZooModel):
     def batch_norm(self, c):
         return gnn.plane_batch_norm(c)
 
-    def init_weights(self):
+    def init_weights(self, module=None):
         # the original: N(0, sqrt(2) / sqrt(fan_in)) for every convolution
-        for m in self.modules():
+        for m in (self if module is None else module).modules():
             if isinstance(m, nn.Conv2d):
                 fan_in = m.weight[0].numel()
                 nn.init.normal_(m.weight, 0.0, _HE_WSCALE / math.sqrt(fan_in))
@@ -121,17 +127,25 @@ class ResNet(ZooModel):
     def global_pool(self, h):
         return F.avg_pool2d(h, h.shape[-1])
 
-    def forward(self, x):
-        self.check_input(x)
+    def build_classifier(self, num_classes):
+        c_out = self.head_conv(self.head_width, num_classes)
+        self.init_weights(c_out)
+        return {"c_out": c_out}
+
+    def forward_features(self, x):
+        """c1, the three stages, then relu(bn_out(.)): ``[B, nc8, 8, 8]`` (``[B, nc8, n, 8, 8]``)."""
         h = self.c1(self.prepare_input(x))
         h = self.layers_nc32(h)
         h = self.layers_nc16(h)
         h = self.layers_nc8(h)
-        h = self.global_pool(F.relu(self.bn_out(h)))
-        h = self.c_out(h)
+        return F.relu(self.bn_out(h))
+
+    def head(self, h):
+        """Global 8x8 average pool, the 1x1 classifier ``c_out`` (and the mean over the group axis)."""
+        h = self.c_out(self.global_pool(h))
         if h.dim() == 5:
             h = h.mean(dim=2)  # invariant pooling over the group axis
-        return h.reshape(h.shape[0], self.num_classes)
+        return h.flatten(1)   # [B, num_classes, 1, 1] -> [B, num_classes]
 
 
 class P4MResNet(ResNet):
@@ -139,8 +153,8 @@ class P4MResNet(ResNet):
     group_name = "p4m"
 
     def __init__(self, num_blocks: int = 7, nc32: int = 11, nc16: int = 23, nc8: int = 45,
-                 num_classes: int = 10):
-        super().__init__(num_blocks, nc32, nc16, nc8, num_classes)
+                 num_classes: int = 10, in_chans: int | None = None):
+        super().__init__(num_blocks, nc32, nc16, nc8, num_classes, in_chans)
 
     def first_conv(self, cin, cout):
         return gnn.LiftingConv(cin, cout, 3, self.group_name, padding=1)
@@ -154,8 +168,8 @@ class P4MResNet(ResNet):
     def batch_norm(self, c):
         return gnn.GroupBatchNorm(c)
 
-    def init_weights(self):
-        reset_group_conv_parameters(self, _HE_WSCALE)
+    def init_weights(self, module=None):
+        reset_group_conv_parameters(self if module is None else module, _HE_WSCALE)
 
     def global_pool(self, h):
         return gnn.spatial_avg_pool(h, h.shape[-1], 1, 0)
@@ -237,9 +251,9 @@ class AP4MResNet(P4MResNet):
     """
 
     def __init__(self, num_blocks: int = 7, nc32: int = 11, nc16: int = 23, nc8: int = 45,
-                 num_classes: int = 10, spatial_kernel: int = 7):
+                 num_classes: int = 10, spatial_kernel: int = 7, in_chans: int | None = None):
         self.spatial_kernel = spatial_kernel
-        super().__init__(num_blocks, nc32, nc16, nc8, num_classes)
+        super().__init__(num_blocks, nc32, nc16, nc8, num_classes, in_chans)
 
     def first_conv(self, cin, cout):
         g = self.group_name

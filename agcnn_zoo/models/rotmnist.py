@@ -22,18 +22,24 @@ KEY_MAP: dict = {}
 class _RotMNISTNet(ZooModel):
     in_chans = 1
     input_size = (28, 28)
+    classifier_names = ("c7",)
+    drop_rate_arg = "dropout"   # timm's drop_rate sets the dropout after c1 and c3..c6
 
-    def __init__(self, channels: int, num_classes: int = 10, dropout: float = 0.3):
+    def __init__(self, channels: int, num_classes: int = 10, dropout: float = 0.3,
+                 in_chans: int | None = None):
         super().__init__()
-        self.num_classes = num_classes
-        c = channels
-        self.c1 = self.first_conv(1, c)
+        self._set_in_chans(in_chans)
+        self.num_classes = self._check_num_classes(num_classes) or 10
+        self.channels = c = channels
+        self.c1 = self.first_conv(self.in_chans, c)
         for i in range(2, 7):
             setattr(self, f"c{i}", self.group_conv(c, c, 3))
-        self.c7 = self.group_conv(c, num_classes, 4)
+        self.c7 = self.group_conv(c, self.num_classes, 4)
         for i in range(1, 7):
             setattr(self, f"bn{i}", self.batch_norm(c))
         self.dropout = gnn.Dropout(dropout)
+        if num_classes == 0:
+            self.reset_classifier(0)
 
     # hooks the variants override
     def first_conv(self, cin, cout):
@@ -48,26 +54,36 @@ class _RotMNISTNet(ZooModel):
     def pool(self, h):
         return gnn.spatial_max_pool(h, 2, 2)
 
-    def head(self, h):
+    def pool_logits(self, h):
         return h.amax(dim=2).flatten(1)
 
-    def features(self, x):
+    def build_classifier(self, num_classes):
+        return {"c7": self.group_conv(self.channels, num_classes, 4)}
+
+    def forward_features(self, x):
+        """c1..c6 with their batch norms, ReLUs, dropout and the pooling: ``[B, C, n, 4, 4]``
+        (``[B, C, 4, 4]`` for Z2CNN)."""
         h = self.dropout(F.relu(self.bn1(self.c1(x))))
         h = self.pool(F.relu(self.bn2(self.c2(h))))
         for i in range(3, 7):
             h = self.dropout(F.relu(getattr(self, f"bn{i}")(getattr(self, f"c{i}")(h))))
-        return self.c7(h)
+        return h
 
-    def forward(self, x):
-        self.check_input(x)
-        return self.head(self.features(x))
+    def head(self, h):
+        """The classifier c7 (a 4x4 convolution to one output per class), then the max over the
+        group axis."""
+        return self.pool_logits(self.c7(h))
+
+    def features(self, x):
+        """``c7``'s output (before the max over the group axis)."""
+        return self.c7(self.forward_features(x))
 
 
 class Z2CNN(_RotMNISTNet):
     """Plain CNN baseline (21,620 parameters)."""
 
-    def __init__(self, num_classes=10, dropout=0.3):
-        super().__init__(20, num_classes, dropout)
+    def __init__(self, num_classes=10, dropout=0.3, in_chans=None):
+        super().__init__(20, num_classes, dropout, in_chans)
 
     def first_conv(self, cin, cout):
         return nn.Conv2d(cin, cout, 3, bias=False)
@@ -81,7 +97,7 @@ class Z2CNN(_RotMNISTNet):
     def pool(self, h):
         return F.max_pool2d(h, 2, 2)
 
-    def head(self, h):
+    def pool_logits(self, h):
         return h.flatten(1)
 
 
@@ -89,8 +105,8 @@ class P4CNN(_RotMNISTNet):
     """p4 G-CNN (Cohen & Welling 2016) as in the paper (24,610 parameters)."""
     group_name = "p4"
 
-    def __init__(self, num_classes=10, dropout=0.3):
-        super().__init__(10, num_classes, dropout)
+    def __init__(self, num_classes=10, dropout=0.3, in_chans=None):
+        super().__init__(10, num_classes, dropout, in_chans)
 
     def first_conv(self, cin, cout):
         return gnn.LiftingConv(cin, cout, 3, "p4")

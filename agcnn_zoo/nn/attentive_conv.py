@@ -67,7 +67,7 @@ def _modulate(x: torch.Tensor, channel_attention, spatial_attention) -> torch.Te
     if spatial_attention is None:
         return x - a
     beta = spatial_attention(a)
-    if a is x or torch.is_grad_enabled() or ref.enabled():
+    if a is x or torch.is_grad_enabled() or ref.enabled() or torch.jit.is_tracing():
         return x - beta * a
     # inference: x - beta * a written over a (one pass, no new map-sized buffers)
     return torch.addcmul(x, beta, a, value=-1, out=a)

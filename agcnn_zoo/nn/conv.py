@@ -58,7 +58,7 @@ def _nhwc(x: torch.Tensor) -> torch.Tensor:
 def conv_input(x: torch.Tensor, training: bool, min_channels: int = 1) -> torch.Tensor:
     """The layout a convolution should see: NHWC for CPU inference (see module docstring)."""
     if (training or x.device.type != "cpu" or torch.is_grad_enabled() or x.shape[1] < min_channels
-            or torch.compiler.is_compiling()):
+            or torch.compiler.is_compiling() or torch.jit.is_tracing()):
         return x
     return _nhwc(x)
 

@@ -29,7 +29,8 @@ def _planes_max_pool(x, kernel_size, stride=None, padding=0):
     if (kernel_size == stride == 2 and padding == 0 and x.device.type == "cpu"
             and not (torch.is_grad_enabled() and x.requires_grad)
             and not x.is_contiguous(memory_format=torch.channels_last)
-            and not torch.compiler.is_compiling() and not ref.enabled()):
+            and not torch.compiler.is_compiling() and not ref.enabled()
+            and not torch.jit.is_tracing()):
         return _max_pool2x2(x)
     return F.max_pool2d(x, kernel_size, stride, padding)
 

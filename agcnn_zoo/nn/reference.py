@@ -78,8 +78,11 @@ def group_channel_attention(module, x):
     return torch.sigmoid(alphas[0] + alphas[1])[..., None, None]
 
 
-def att_conv(layer, x5):
-    """Full alpha attentive conv, materialising ``Y[B, O, n, C, J, X', Y']`` at once."""
+def full_alpha_terms(layer, x5):
+    """``(resp, alpha, beta)`` of a full alpha attentive conv: the responses
+    ``[B, O, n, C, J, X', Y']``, the channel attention ``alpha [B, O, n, C, J]`` (None without
+    channel attention) and the spatial attention ``beta [B, O, n, J, X', Y']`` (None without
+    spatial attention) that ``att_conv`` applies."""
     g, w = layer.group, layer.weight
     if layer.lifting:
         kern = lifting_filters(w, g).unsqueeze(3)                                        # [n, O, C, 1, k, k]
@@ -93,8 +96,7 @@ def att_conv(layer, x5):
     xs, ys = resp.shape[-2:]
     resp = resp.view(b, c, j, o, n, xs, ys).permute(0, 3, 4, 1, 2, 5, 6).contiguous()    # [B, O, n, C, J, X, Y]
     ca, sa = layer.channel_attention, layer.spatial_attention
-    if ca is None and sa is None:
-        return resp.sum(dim=(3, 4)) * layer.scale
+    alpha = beta = None
     att = resp
     if ca is not None:
         w1, w2 = ca.weight_fc1, ca.weight_fc2
@@ -108,7 +110,8 @@ def att_conv(layer, x5):
         for s in (resp.mean(dim=(-2, -1)), resp.amax(dim=-2).amax(dim=-1)):           # [B, O, n, C, J]
             h = F.relu(torch.einsum("oiqcj,boicj->boiqj", f1, s))
             z = z + torch.einsum("oicqj,boiqj->boicj", f2, h)
-        att = torch.sigmoid(z)[..., None, None] * att
+        alpha = torch.sigmoid(z)
+        att = alpha[..., None, None] * att
     if sa is not None:
         if sa.lifting:
             ksp = lifting_filters(sa.weight, g).unsqueeze(3)                              # [n, O, 2, 1, k, k]
@@ -116,8 +119,19 @@ def att_conv(layer, x5):
             ksp = group_filters(sa.weight, g)                                             # [n, O, 2, J, k, k]
         kk = ksp.shape[-1]
         stats = torch.stack([att.mean(dim=3), att.amax(dim=3)], dim=3)                   # [B, O, n, 2, J, X, Y]
-        beta = F.conv2d(stats.permute(0, 1, 2, 4, 3, 5, 6).reshape(b, o * n * j * 2, xs, ys),
-                        ksp.permute(1, 0, 3, 2, 4, 5).reshape(o * n * j, 2, kk, kk), None, 1,
-                        sa.padding, sa.dilation, groups=o * n * j)
-        att = torch.sigmoid(beta).view(b, o, n, 1, j, xs, ys) * att
+        pre = F.conv2d(stats.permute(0, 1, 2, 4, 3, 5, 6).reshape(b, o * n * j * 2, xs, ys),
+                       ksp.permute(1, 0, 3, 2, 4, 5).reshape(o * n * j, 2, kk, kk), None, 1,
+                       sa.padding, sa.dilation, groups=o * n * j)
+        beta = torch.sigmoid(pre).view(b, o, n, j, xs, ys)
+    return resp, alpha, beta
+
+
+def att_conv(layer, x5):
+    """Full alpha attentive conv, materialising ``Y[B, O, n, C, J, X', Y']`` at once."""
+    resp, alpha, beta = full_alpha_terms(layer, x5)
+    if alpha is None and beta is None:
+        return resp.sum(dim=(3, 4)) * layer.scale
+    att = resp if alpha is None else alpha[..., None, None] * resp
+    if beta is not None:
+        att = beta.unsqueeze(3) * att
     return (resp - att).sum(dim=(3, 4)) * layer.scale

@@ -1,0 +1,111 @@
+"""timm-style pretrained configurations: one flat dict per weight (or per model without weights).
+
+``create_model`` attaches ``pretrained_cfg(weight id)`` to every model it builds, and
+``timm_compat`` registers the same configurations into timm, so that timm's data pipeline
+(``timm.data.resolve_model_data_config(model)``, ``timm.data.create_transform(**cfg)``),
+``timm.list_pretrained`` and ``timm.is_model_pretrained`` see the zoo's input sizes,
+normalisation and weights. Keys: timm's (``input_size`` as (C, H, W), ``mean``, ``std``,
+``num_classes``, ``interpolation``, ``crop_pct``, ``crop_mode``, ``first_conv``,
+``classifier``, ``license``, ``origin_url``, ``paper_ids``, ``url`` / ``file`` / ``hf_hub_id``
+where the weight has such a host) and the zoo's (``weight_id``, ``dataset``, ``model_class``,
+``orientation``, ``sha256``, ``weights``).
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+from .registry import ROTMNIST_MEAN_STD_ESTIMATE, get_entry
+
+__all__ = ["PAPER_IDS", "PAPER_NAME", "pretrained_cfg", "build_pretrained_cfg",
+           "preprocessing_numbers", "TIMM_KEYS"]
+
+PAPER_IDS = "arXiv:2002.03830"
+PAPER_NAME = "Attentive Group Equivariant Convolutional Networks"
+#: the keys of timm's PretrainedCfg that the zoo fills in
+TIMM_KEYS = ("url", "file", "hf_hub_id", "hf_hub_filename", "architecture", "tag", "input_size",
+             "fixed_input_size", "interpolation", "crop_pct", "crop_mode", "mean", "std",
+             "num_classes", "first_conv", "classifier", "license", "description", "origin_url",
+             "paper_name", "paper_ids", "notes")
+
+
+def preprocessing_numbers(preprocessing: dict) -> Tuple[tuple, tuple, tuple]:
+    """``(input_size (C, H, W), mean, std)`` of a preprocessing record, mean and std as one
+    number per channel (rot-MNIST records without numbers get the recorded estimate)."""
+    size = tuple(int(v) for v in preprocessing["input_size"])
+    mean, std = preprocessing.get("mean"), preprocessing.get("std")
+    if mean is None or std is None:
+        if preprocessing.get("channel_order") != "gray":
+            raise ValueError(f"preprocessing without mean/std: {preprocessing}")
+        mean, std = ROTMNIST_MEAN_STD_ESTIMATE
+    mean = tuple(float(v) for v in (mean if isinstance(mean, (list, tuple)) else [mean]))
+    std = tuple(float(v) for v in (std if isinstance(std, (list, tuple)) else [std]))
+    if len(mean) == 1 and size[0] > 1:
+        mean, std = mean * size[0], std * size[0]
+    return size, mean, std
+
+
+def _license(record: Optional[dict]) -> str:
+    lic = (record or {}).get("license") or {}
+    return str(lic.get("weights", "mit") if isinstance(lic, dict) else lic).lower()
+
+
+def build_pretrained_cfg(name: str, record: Optional[dict] = None,
+                         weight_id: Optional[str] = None) -> dict:
+    """The flat configuration of model ``name`` with the weight ``record`` (None: no weight)."""
+    entry = get_entry(name)
+    cls = getattr(entry.fn, "model_class", None)
+    prep = dict(record["preprocessing"]) if record else entry.preprocessing
+    size, mean, std = preprocessing_numbers(prep)
+    tag = None
+    if record is not None and weight_id and "." in weight_id:
+        tag = weight_id.split(".", 1)[1]
+    classifier = tuple(getattr(cls, "classifier_names", ()) or ())
+    cfg = {
+        "architecture": name, "tag": tag,
+        "input_size": size, "fixed_input_size": True,
+        "interpolation": "bilinear", "crop_pct": 1.0, "crop_mode": "center",
+        "mean": mean, "std": std,
+        "num_classes": int(prep.get("num_classes", entry.preprocessing["num_classes"])),
+        "first_conv": getattr(cls, "first_conv_name", "c1"),
+        "classifier": classifier[0] if len(classifier) == 1 else classifier,
+        "license": _license(record), "description": entry.description.split("\n")[0],
+        "paper_name": PAPER_NAME, "paper_ids": PAPER_IDS,
+        "origin_url": "https://github.com/dwromero/att_gconvs",
+        # the zoo's own keys
+        "weight_id": weight_id if record is not None else None,
+        "dataset": entry.dataset, "model_class": entry.architecture,
+        "original_class": entry.original_class, "group": entry.group,
+        "orientation": prep.get("orientation"),
+        "preprocessing": prep,
+        "weights": None,
+    }
+    if record is not None:
+        origin = record.get("origin") or {}
+        cfg["origin_url"] = origin.get("url") or cfg["origin_url"]
+        cfg["sha256"] = record.get("sha256")
+        cfg["notes"] = tuple(record.get("notes") or ())
+        for host in record.get("hosts") or []:
+            kind = host.get("type")
+            if kind == "huggingface" and host.get("repo_id") and "hf_hub_id" not in cfg:
+                cfg["hf_hub_id"] = host["repo_id"]
+                if host.get("filename"):
+                    cfg["hf_hub_filename"] = host["filename"]
+            elif kind == "original" and host.get("url") and "url" not in cfg:
+                cfg["url"] = host["url"]
+            elif kind == "package" and host.get("path") and "file" not in cfg:
+                cfg["file"] = f"agcnn_zoo/weights/{host['path']}"
+        if not any(k in cfg for k in ("url", "file", "hf_hub_id")):
+            # a weight recorded without a host yet (e.g. pinned by its git blob id): still a weight
+            cfg["file"] = record.get("file")
+        cfg["weights"] = {"weight_id": weight_id, "file": record.get("file"),
+                          "sha256": record.get("sha256")}
+    return cfg
+
+
+def pretrained_cfg(weight_id: str) -> dict:
+    """The configuration ``create_model(weight_id, pretrained=True)`` attaches (for a model name
+    without weights: its dataset's preprocessing, no weight)."""
+    from .api import resolve_weight, split_weight_id
+    name, _ = split_weight_id(weight_id)
+    wid, record = resolve_weight(weight_id)
+    return build_pretrained_cfg(name, record, wid if record else None)
