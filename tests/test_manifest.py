@@ -15,6 +15,9 @@ from conftest import MIRROR, REPO
 
 MANIFEST = load_manifest(REPO / "weights_manifest.json")
 RECORDS = MANIFEST["weights"]
+AUTHORS = sorted(k for k, r in RECORDS.items() if r["origin"]["kind"] == "authors_checkpoint")
+TRAINED = sorted(k for k, r in RECORDS.items() if r["origin"]["kind"] == "trained")
+EMBEDDED = REPO / "agcnn_zoo" / "weights"
 
 # the authors' logs, quoted in ../shared/reference/README.md
 AUTHORS_LOGS = {"z2cnn_rotmnist": 95.192, "p4cnn_rotmnist": 97.862, "a_p4cnn_rotmnist": 98.356,
@@ -44,15 +47,35 @@ def test_validator_catches_problems():
     assert not (REPO / "never-written.json").exists()
 
 
+def test_every_record_is_the_authors_or_ours():
+    assert sorted(AUTHORS + TRAINED) == sorted(RECORDS) and AUTHORS and TRAINED
+    assert all("." not in k for k in AUTHORS)  # the authors' weights are the untagged ones
+    assert all("." in k for k in TRAINED)      # ours always carry a tag
+
+
 @pytest.mark.parametrize("name", sorted(RECORDS))
 def test_parameter_counts_match_the_models(name):
     rec = RECORDS[name]
-    model = get_entry(name).fn()
-    assert sum(p.numel() for p in model.parameters()) == rec["num_params"]
-    assert get_entry(name).architecture == rec["architecture"]
+    entry = get_entry(name.split(".", 1)[0])
+    assert sum(p.numel() for p in entry.fn().parameters()) == rec["num_params"]
+    assert entry.architecture == rec["architecture"]
 
 
-@pytest.mark.parametrize("name", sorted(RECORDS))
+@pytest.mark.parametrize("name", TRAINED)
+def test_trained_weights_ship_embedded_and_their_hashes_recompute(name):
+    rec = RECORDS[name]
+    assert rec["hosts"][0] == {"type": "package", "path": rec["file"]}
+    f = EMBEDDED / rec["file"]
+    assert f.stat().st_size == rec["size"] <= 512 * 1024
+    assert sha256_file(f) == rec["sha256"]
+    from agcnn_zoo.hub.convert import load_safetensors
+    tensors, meta = load_safetensors(f)
+    assert meta["agcnn_zoo.trained"] == "agcnn-zoo" and meta["agcnn_zoo.model"] == name.split(".")[0]
+    entry = get_entry(name.split(".", 1)[0])
+    entry.fn().load_state_dict(tensors, strict=True)
+
+
+@pytest.mark.parametrize("name", AUTHORS)
 def test_hashes_recomputed_from_reachable_files(name, tmp_path):
     rec = RECORDS[name]
     originals = [h for h in rec["hosts"] if h["type"] == "original"]
@@ -73,7 +96,25 @@ def test_hashes_recomputed_from_reachable_files(name, tmp_path):
     assert dst.stat().st_size == rec["size"]
 
 
-@pytest.mark.parametrize("name", sorted(RECORDS))
+@pytest.mark.parametrize("name", TRAINED)
+def test_trained_records_say_how_they_were_made(name):
+    rec = RECORDS[name]
+    acc, t = rec["accuracy"], rec["training"]
+    assert acc["checkpoint"]["top1"] is None  # no authors' log: it is not their file
+    assert acc["paper"]["confirmed"] is False
+    assert t["epochs_run"] == t["recipe"]["epochs"] and 1 <= t["selected_epoch"] <= t["epochs_run"]
+    assert t["shortened"] == (t["recipe"]["epochs"] < t["recipe_epochs"])
+    assert t["limits"] == {"train": None, "val": None, "test": None}
+    assert t["dataset"] == "mnist-rot-gen" and t["data"]["train"] == 10000 and t["data"]["val"] == 2000
+    assert t["test"]["dataset"] == "mnist-rot-aux" and t["test"]["images"] == 10000
+    assert rec["preprocessing"]["mean"] == [t["data"]["normalize"]["mean"]]
+    measured = [m for m in acc["measured"] if m["dataset"] == "mnist-rot-aux"]
+    assert measured and measured[0]["images"] == 10000
+    # eval/reproduce.py (the set's own normalisation) and the run (training statistics) agree
+    assert abs(measured[0]["top1"] - t["test"]["top1"]) < 0.2
+
+
+@pytest.mark.parametrize("name", AUTHORS)
 def test_accuracies_are_kept_apart_and_honest(name):
     acc = RECORDS[name]["accuracy"]
     assert acc["checkpoint"]["top1"] == pytest.approx(AUTHORS_LOGS[name])
@@ -92,4 +133,5 @@ def test_pcam_weight_is_recorded_as_the_plain_p4m_densenet():
 
 
 def test_published_list_matches_manifest():
-    assert zoo.list_models(pretrained=True) == sorted(RECORDS)
+    assert zoo.list_models(pretrained=True) == sorted({k.split(".", 1)[0] for k in RECORDS})
+    assert zoo.list_pretrained() == sorted(RECORDS)
