@@ -167,3 +167,31 @@ def test_model_card_carries_accuracies_origin_licence_and_caveats():
     assert rec["origin"]["url"] in card and rec["license"]["text"] in card
     assert "transposed" in card  # preprocessing
     assert "create_model('p4cnn_rotmnist', pretrained=True)" in card
+
+
+def test_a_weight_trained_here_publishes_like_any_other(env, tmp_path, monkeypatch):
+    """Ours (tagged, shipped in the package) goes to the hub with its card, and a machine whose
+    package lacks the file then loads it from the hub."""
+    from agcnn_zoo.hub.hosts import package
+    manifest = env
+    wid = next(k for k, r in load_manifest(manifest)["weights"].items()
+               if r["origin"]["kind"] == "trained")
+    with FakeHFHub() as fake:
+        revision = publish(REPO_ID, manifest_path=manifest, endpoint=fake.endpoint, names=[wid],
+                           progress=False, log=lambda s: None)
+        uploaded = fake.files(REPO_ID, revision)
+        rec = load_manifest(manifest)["weights"][wid]
+        assert [h["type"] for h in rec["hosts"]] == ["huggingface", "package"]
+        card = uploaded[f"cards/{wid}.md"].decode()
+        assert rec["sha256"] in card and "Trained by agcnn-zoo (not the authors' weights)" in card
+        assert "no retraining" not in card
+        embedded = (package.WEIGHTS_DIR / rec["file"]).read_bytes()
+        assert uploaded[rec["file"]] == embedded
+        # no embedded copy, no mirror: the hub serves the same verified bytes
+        monkeypatch.setattr(package, "WEIGHTS_DIR", tmp_path / "empty")
+        monkeypatch.setenv("AGCNN_ZOO_CACHE", str(tmp_path / "fresh_cache"))
+        monkeypatch.delenv("AGCNN_ZOO_MIRROR")
+        monkeypatch.setenv("HF_ENDPOINT", fake.endpoint)
+        monkeypatch.setenv("AGCNN_ZOO_MANIFEST", str(manifest))
+        path = hub.fetch_weights(wid, rec, progress=False)
+        assert f"snapshots/{revision}/" in str(path) and path.read_bytes() == embedded

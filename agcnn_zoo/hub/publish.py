@@ -51,12 +51,20 @@ def model_card(name: str, record: dict, repo_id: Optional[str] = None) -> str:
     acc = record.get("accuracy", {})
     paper, ckpt = acc.get("paper", {}), acc.get("checkpoint", {})
     origin_class = record.get("original_class")
+    training = record.get("training")
+    if training:  # a weight this project trained: say so, and how
+        made = (f"Trained by agcnn-zoo (not the authors' weights) on {training['dataset']} with the "
+                f"authors' recipe: {training['epochs_run']} of {training['recipe_epochs']} recipe "
+                f"epochs, seed {training['seed']}, weight selected on a validation split "
+                f"(epoch {training['selected_epoch']}, {training['val_top1']:.2f}%), test set "
+                f"touched once.")
+    else:
+        made = "The authors' weights, converted key for key to safetensors by agcnn-zoo (no retraining)."
     lines = [
         f"# {name}",
         "",
         f"{record['architecture']} (class `{origin_class}` in the authors' code) trained on "
-        f"**{record.get('dataset', '?')}**, from {_PAPER}. The authors' weights, converted key for "
-        f"key to safetensors by agcnn-zoo (no retraining).",
+        f"**{record.get('dataset', '?')}**, from {_PAPER}. {made}",
         "",
         "| | |",
         "|---|---|",
