@@ -65,3 +65,18 @@ def mirror_dir() -> Path:
 @pytest.fixture(scope="session")
 def mnist_dir() -> Path:
     return _require(DATA / "mnist")
+
+
+# the weight hub's tests (test_hub.py, test_hub_safety.py): an isolated cache, and the reference
+# mirror served over HTTP on 127.0.0.1
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    from _servers import isolate_env
+    return isolate_env(tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def url_host():
+    from _servers import StaticHost
+    with StaticHost(MIRROR) as server:
+        yield server

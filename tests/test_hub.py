@@ -23,17 +23,6 @@ NAME = "p4cnn_rotmnist"  # small and fast; af_p4cnn_rotmnist (alpha_F) for the H
 REPO_ID = "agcnn-test/zoo"
 
 
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    return isolate_env(tmp_path, monkeypatch)
-
-
-@pytest.fixture
-def url_host():
-    with StaticHost(MIRROR) as server:
-        yield server
-
-
 def manifest_record(name: str) -> dict:
     return copy.deepcopy(load_manifest()["weights"][name])
 

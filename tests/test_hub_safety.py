@@ -29,17 +29,6 @@ from conftest import MIRROR, REPO, checkpoint_path, golden_path
 NAME = "p4cnn_rotmnist"
 
 
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    return isolate_env(tmp_path, monkeypatch)
-
-
-@pytest.fixture
-def url_host():
-    with StaticHost(MIRROR) as server:
-        yield server
-
-
 def record(name: str = NAME) -> dict:
     return copy.deepcopy(load_manifest(REPO / "weights_manifest.json")["weights"][name])
 
