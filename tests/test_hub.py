@@ -325,7 +325,7 @@ def test_unpinned_weight_is_derived_from_its_verified_source_on_every_load(cache
 
 def test_no_record_is_a_clear_error(cache):
     with pytest.raises(hub.WeightsError, match="no published weights"):
-        hub.fetch_weights("ach_p4cnn_rotmnist")
+        hub.fetch_weights("p4_allcnnc_cifar")
 
 
 # ----------------------------------------------------------------------------- concurrency

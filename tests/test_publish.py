@@ -148,7 +148,7 @@ def test_bad_arguments_are_refused(env):
     with pytest.raises(ValueError, match="ORG/NAME"):
         publish("no-slash", manifest_path=env)
     with pytest.raises(ValueError, match="not in the manifest"):
-        publish(REPO_ID, manifest_path=env, names=["ach_p4cnn_rotmnist"])
+        publish(REPO_ID, manifest_path=env, names=["p4_allcnnc_cifar"])
 
 
 def test_model_card_carries_accuracies_origin_licence_and_caveats():

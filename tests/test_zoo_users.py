@@ -79,10 +79,11 @@ def test_timm_lists_the_manifests_weights():
     assert timm.list_pretrained("*rotmnist*") == zoo.list_pretrained("*rotmnist*")
     assert set(zoo.list_pretrained()) <= set(timm.list_pretrained())
     assert timm.is_model_pretrained("a_p4cnn_rotmnist")
-    assert not timm.is_model_pretrained("ach_p4cnn_rotmnist")
+    assert timm.is_model_pretrained("ach_p4cnn_rotmnist")  # ours, its default
+    assert not timm.is_model_pretrained("p4_allcnnc_cifar")
     # a model without weights still has its dataset's configuration
-    cfg = timm.models.get_pretrained_cfg("ach_p4cnn_rotmnist")
-    assert cfg.input_size == (1, 28, 28) and not cfg.has_weights
+    cfg = timm.models.get_pretrained_cfg("p4_allcnnc_cifar")
+    assert cfg.input_size == (3, 32, 32) and not cfg.has_weights
 
 
 def test_model_carries_a_flat_timm_cfg(offline):
@@ -102,7 +103,7 @@ def test_model_carries_a_flat_timm_cfg(offline):
     assert x.shape == (3, 96, 96)
     assert x[:, 0, 0].tolist() == pytest.approx([(1 - 0.701) / 0.235, (128 / 255 - 0.538) / 0.277,
                                                  (0 - 0.692) / 0.213], abs=1e-5)
-    assert zoo.create_model("ach_p4cnn_rotmnist").pretrained_cfg["weights"] is None
+    assert zoo.create_model("p4_allcnnc_cifar").pretrained_cfg["weights"] is None
 
 
 # ------------------------------------------------------------------------- heads and features
