@@ -97,3 +97,31 @@ def test_pcam_fractional_labels_are_refused(tmp_path):
         f["y"] = np.array([0.7, 1.3, 0, 1, 0, 1]).reshape(6, 1, 1, 1)
     with pytest.raises(ValueError, match="labels must be integers"):
         load_training_data("pcam", "pcam", tmp_path)
+
+
+def test_rotmnist_uses_the_datasets_own_rows_and_training_statistics(monkeypatch):
+    """The split logic on a stand-in reader (a real 12,000-row .amat file takes minutes to parse):
+    rows 0-9,999 train, 10,000-11,999 validate, the test split is read only when asked."""
+    from agcnn_zoo import data as zdata
+    reads = []
+
+    class FakeRotMNIST:
+        def __init__(self, data_dir, split, download, progress):
+            reads.append(split)
+            n = 12000 if split == "train" else 50
+            self._raw = torch.arange(n, dtype=torch.float32).view(n, 1, 1).expand(n, 28, 28) / n
+            self.labels = torch.arange(n) % 10
+            self.mean, self.std, self.source = 0.25, 0.5, Path("fake.zip")
+
+        def __len__(self):
+            return len(self.labels)
+
+    monkeypatch.setattr(zdata, "RotMNIST", FakeRotMNIST)
+    d = load_training_data("rotmnist", "rotmnist", "unused")
+    assert reads == ["train"] and (len(d.train), len(d.val)) == (10000, 2000)
+    x, _ = d.val.batch(torch.tensor([0]))
+    assert float(x[0, 0, 0, 0]) == pytest.approx((10000 / 12000 - 0.25) / 0.5)
+    test = d.load_test()
+    assert reads == ["train", "test"] and len(test) == 50
+    t, _ = test.batch(torch.tensor([1]))
+    assert float(t[0, 0, 0, 0]) == pytest.approx((1 / 50 - 0.25) / 0.5)  # the training statistics
