@@ -9,16 +9,15 @@ from typing import List, Optional
 
 
 def _cmd_list(args) -> int:
-    from .api import list_models, list_pretrained, resolve_weight
+    from .api import list_models, resolve_weight, weight_ids
     from .hub.manifest import load_manifest
     published = load_manifest()["weights"]
     for name in list_models(args.pattern, pretrained=args.pretrained):
-        default_id = resolve_weight(name)[0] if resolve_weight(name)[1] else None
-        ids = [i for i in list_pretrained(name) + list_pretrained(name + ".*")]
+        default_id, default_rec = resolve_weight(name)
         cells = []
-        for i in ids:
+        for i in weight_ids(name):
             who = "ours" if published[i].get("origin", {}).get("kind") == "trained" else "authors'"
-            cells.append(f"{i} ({who}{', default' if i == default_id else ''})")
+            cells.append(f"{i} ({who}{', default' if default_rec and i == default_id else ''})")
         print(f"{name:28s} {'; '.join(cells)}".rstrip())
     return 0
 

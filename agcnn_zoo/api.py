@@ -21,7 +21,7 @@ from .registry import get_entry, list_registered
 
 _logger = logging.getLogger("agcnn_zoo")
 
-__all__ = ["NoPretrainedWeightsError", "list_models", "list_pretrained", "create_model",
+__all__ = ["NoPretrainedWeightsError", "list_models", "list_pretrained", "weight_ids", "create_model",
            "model_info", "split_weight_id", "resolve_weight"]
 
 
@@ -41,6 +41,11 @@ def split_weight_id(weight_id: str) -> Tuple[str, Optional[str]]:
 
 def _weights_of(name: str, published: dict) -> Dict[str, dict]:
     return {k: r for k, r in published.items() if split_weight_id(k)[0] == name}
+
+
+def weight_ids(name: str) -> List[str]:
+    """The weight ids of model ``name`` (``NAME`` and every ``NAME.TAG``), sorted."""
+    return sorted(_weights_of(name, _published()))
 
 
 def resolve_weight(weight_id: str, manifest: Optional[dict] = None) -> Tuple[str, Optional[dict]]:

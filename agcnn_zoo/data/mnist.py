@@ -29,34 +29,29 @@ from ._common import (DataNotFoundError, EvalSet, PathLike, Remote, check_md5, d
 
 __all__ = ["MNISTRotAux", "MNIST_REMOTES", "MNIST_TRAIN_REMOTES", "MNIST_ROT_AUX_SEED",
            "MNIST_ROT_GEN_SEED", "MNIST_ROT_GEN_SIZE", "read_idx", "rotate_digits",
-           "locate_mnist", "generate_mnist_rot"]
+           "locate_mnist", "generate_mnist_rot", "rotated_rotmnist_pixels"]
 
 #: the seed of the auxiliary set's rotation angles (part of that dataset's definition)
 MNIST_ROT_AUX_SEED = 0
 
 
-MNIST_REMOTES = {
-    # md5 of the gunzipped content: robust to gzip headers (timestamps) differing between copies;
-    # checked here against the canonical copy in shared/data/mnist.
-    "images": Remote("https://ossci-datasets.s3.amazonaws.com/mnist/t10k-images-idx3-ubyte.gz",
-                     "t10k-images-idx3-ubyte.gz", "2646ac647ad5339dbf082846283269ea",
-                     verified=True, md5_of="gunzipped", max_size=64 << 20),
-    "labels": Remote("https://ossci-datasets.s3.amazonaws.com/mnist/t10k-labels-idx1-ubyte.gz",
-                     "t10k-labels-idx1-ubyte.gz", "27ae3e4e09519cfbb04c329615203637",
-                     verified=True, md5_of="gunzipped", max_size=64 << 20),
-}
+_MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"
 
 
-#: the MNIST training set (60,000 digits); md5 of the gunzipped content, checked against the
-#: canonical copy in shared/data/mnist
+def _idx_remote(filename: str, gunzipped_md5: str) -> Remote:
+    # md5 of the gunzipped content: robust to gzip headers (timestamps) differing between
+    # copies; checked here against the canonical copies in shared/data/mnist
+    return Remote(_MNIST_URL + filename, filename, gunzipped_md5, verified=True,
+                  md5_of="gunzipped", max_size=64 << 20)
+
+
+#: the MNIST test set (10,000 digits)
+MNIST_REMOTES = {"images": _idx_remote("t10k-images-idx3-ubyte.gz", "2646ac647ad5339dbf082846283269ea"),
+                 "labels": _idx_remote("t10k-labels-idx1-ubyte.gz", "27ae3e4e09519cfbb04c329615203637")}
+#: the MNIST training set (60,000 digits)
 MNIST_TRAIN_REMOTES = {
-    "images": Remote("https://ossci-datasets.s3.amazonaws.com/mnist/train-images-idx3-ubyte.gz",
-                     "train-images-idx3-ubyte.gz", "6bbc9ace898e44ae57da46a324031adb",
-                     verified=True, md5_of="gunzipped", max_size=64 << 20),
-    "labels": Remote("https://ossci-datasets.s3.amazonaws.com/mnist/train-labels-idx1-ubyte.gz",
-                     "train-labels-idx1-ubyte.gz", "a25bea736e30d166cdddb491f175f624",
-                     verified=True, md5_of="gunzipped", max_size=64 << 20),
-}
+    "images": _idx_remote("train-images-idx3-ubyte.gz", "6bbc9ace898e44ae57da46a324031adb"),
+    "labels": _idx_remote("train-labels-idx1-ubyte.gz", "a25bea736e30d166cdddb491f175f624")}
 #: part of the definition of mnist-rot-gen (which digits, which angles)
 MNIST_ROT_GEN_SEED = 0
 MNIST_ROT_GEN_SIZE = 12000
@@ -98,6 +93,13 @@ def rotate_digits(images: torch.Tensor, angles_deg: torch.Tensor) -> torch.Tenso
     theta = torch.stack([torch.stack([c, -s, z], -1), torch.stack([s, c, z], -1)], 1)
     grid = F.affine_grid(theta.to(images.dtype), list(images.shape), align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def rotated_rotmnist_pixels(digits: torch.Tensor, angles_deg: torch.Tensor) -> torch.Tensor:
+    """uint8 MNIST digits [N, 28, 28] -> float32 [N, 1, 28, 28] in [0, 1], each rotated by its
+    angle (:func:`rotate_digits`) and transposed into the rot-MNIST orientation."""
+    x = rotate_digits(digits.to(torch.float32).div(255.0).unsqueeze(1), angles_deg)
+    return x.transpose(-2, -1).contiguous()
 
 
 def _candidates(data_dir: Path) -> List[Path]:
@@ -148,8 +150,7 @@ def generate_mnist_rot(data_dir: Optional[PathLike] = None, download: bool = Fal
     g = torch.Generator().manual_seed(seed)
     chosen = torch.randperm(60000, generator=g)[:MNIST_ROT_GEN_SIZE]
     angles = torch.rand(MNIST_ROT_GEN_SIZE, generator=g, dtype=torch.float64) * 360.0
-    x = rotate_digits(digits[chosen].to(torch.float32).div(255.0).unsqueeze(1), angles)
-    x = x.transpose(-2, -1).contiguous()  # into the rot-MNIST orientation
+    x = rotated_rotmnist_pixels(digits[chosen], angles)
     info = {"source": {k: str(p) for k, p in paths.items()}, "generator_seed": seed,
             "mnist_train_indices": f"torch.randperm(60000, generator=g)[:{MNIST_ROT_GEN_SIZE}]",
             "rotation": "angle_i = U[0, 360) degrees (torch.rand float64, same generator), "
@@ -183,19 +184,20 @@ class MNISTRotAux(EvalSet):
         self.paths = paths
         gen = torch.Generator().manual_seed(seed)
         self.angles = torch.rand(len(digits), generator=gen, dtype=torch.float64) * 360.0
-        rotated = rotate_digits(digits.to(torch.float32).div(255.0).unsqueeze(1), self.angles)
-        rotated = rotated.transpose(-2, -1).contiguous()  # into the rot-MNIST orientation
-        x = rotated.to(torch.float64)
+        #: the rotated digits before normalisation (a model trained elsewhere normalises them
+        #: with its own training statistics)
+        self.pixels = rotated_rotmnist_pixels(digits, self.angles)
+        x = self.pixels.to(torch.float64)
         self.mean = float(x.mean())
         self.std = float((x - self.mean).pow(2).mean().sqrt())
-        self._x = ((x - self.mean) / self.std).to(torch.float32)
         self.labels = labels
 
     def _locate(self, download: bool, progress: bool) -> Dict[str, Path]:
         return locate_mnist(self.data_dir, MNIST_REMOTES, self.name, download, progress)
 
     def _images(self, start: int, stop: int) -> torch.Tensor:
-        return self._x[start:stop]
+        x = self.pixels[start:stop].to(torch.float64)
+        return ((x - self.mean) / self.std).to(torch.float32)
 
     def describe(self) -> dict:
         return {**super().describe(), "source": {k: str(p) for k, p in self.paths.items()},

@@ -23,6 +23,7 @@ test split is built only when the selected weight is evaluated (once, at the end
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Optional, Sequence, Tuple, Union
@@ -44,6 +45,10 @@ PathLike = Union[str, Path]
 MNIST_ROT_GEN_SIZES = (10000, 2000)
 
 
+def _per_channel(values: Sequence[float], channels: int) -> torch.Tensor:
+    return torch.tensor(list(values), dtype=torch.float32).view(1, -1, 1, 1).expand(1, channels, 1, 1)
+
+
 class Source:
     """One split: raw pixels (uint8, or float in [0, 1]) [N, C, H, W] and int64 labels;
     :meth:`batch` returns normalised float32 images, augmented first when asked.
@@ -54,9 +59,7 @@ class Source:
         if raw.dim() != 4 or len(raw) != len(labels):
             raise ValueError(f"images {tuple(raw.shape)} and labels {tuple(labels.shape)} do not fit")
         self.raw, self.labels = raw, labels.to(torch.int64)
-        c = raw.shape[1]
-        self.mean = torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1).expand(1, c, 1, 1)
-        self.std = torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1).expand(1, c, 1, 1)
+        self.mean, self.std = _per_channel(mean, raw.shape[1]), _per_channel(std, raw.shape[1])
         self.ids = list(ids) if ids is not None else None
 
     def __len__(self) -> int:
@@ -79,9 +82,10 @@ class Source:
             return self
         if n < 1:
             raise ValueError(f"a limit must be >= 1, got {n}")
-        out = object.__new__(type(self))
-        out.__dict__.update(self.__dict__)
-        out.raw, out.labels = self.raw[:n], self.labels[:n]
+        out = copy.copy(self)
+        out.labels = self.labels[:n]
+        if self.raw is not None:
+            out.raw = self.raw[:n]
         out.ids = self.ids[:n] if self.ids is not None else None
         return out
 
@@ -90,17 +94,10 @@ class H5Source(Source):
     """A split read from an h5 file batch by batch (PCam: uint8 [N, 96, 96, 3])."""
 
     def __init__(self, x_path: Path, labels: torch.Tensor, mean, std, key: str = "x"):
-        self.path, self.key = Path(x_path), key
-        self.raw = None
-        self._h5 = None
-        self._n = len(labels)
+        self.path, self.key, self._h5 = Path(x_path), key, None
+        self.raw, self.ids = None, None
         self.labels = labels.to(torch.int64)
-        self.mean = torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1)
-        self.std = torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1)
-        self.ids = None
-
-    def __len__(self) -> int:
-        return int(self.labels.numel())
+        self.mean, self.std = _per_channel(mean, len(mean)), _per_channel(std, len(std))
 
     def _raw(self, idx: torch.Tensor) -> torch.Tensor:
         if self._h5 is None:
@@ -112,13 +109,6 @@ class H5Source(Source):
         out = torch.empty_like(block)
         out[order] = block
         return out.permute(0, 3, 1, 2)
-
-    def limited(self, n: Optional[int]) -> "Source":
-        if n is None or n >= len(self):
-            return self
-        out = H5Source(self.path, self.labels[:n], [0.0], [1.0], self.key)
-        out.mean, out.std = self.mean, self.std
-        return out
 
 
 def augment_batch(x: torch.Tensor, augment: Sequence[str], generator: Optional[torch.Generator]
@@ -178,8 +168,7 @@ def _mnist_rot_gen(data_dir: Path, download: bool, progress: bool) -> TrainingDa
 
     def load_test() -> Source:
         aux = zdata.MNISTRotAux(data_dir, download=download, progress=progress)
-        raw = (aux._x.to(torch.float64) * aux.std + aux.mean).to(torch.float32)  # its pixels back
-        return Source(raw, aux.labels, [mean], [std],
+        return Source(aux.pixels, aux.labels, [mean], [std],
                       [f"mnist-test:{i}" for i in range(len(aux.labels))])
 
     info.update({"train": n_train, "val": MNIST_ROT_GEN_SIZES[1],
