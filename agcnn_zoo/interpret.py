@@ -18,7 +18,7 @@ from torch import nn
 
 from .groups import Group
 from .nn import reference as ref
-from .nn.attentive_conv import FAttGroupConv, FAttLiftingConv, _FullAlphaConv
+from .nn.attentive_conv import FAttGroupConv, FAttLiftingConv, FullAlphaConv
 
 __all__ = ["AttentionMap", "attention_maps"]
 
@@ -116,7 +116,7 @@ def attention_maps(model: nn.Module, x: torch.Tensor) -> Dict[str, AttentionMap]
         return hook
 
     for name, layer in model.named_modules():
-        if isinstance(layer, _FullAlphaConv):
+        if isinstance(layer, FullAlphaConv):
             if layer.channel_attention is not None or layer.spatial_attention is not None:
                 handles.append(layer.register_forward_hook(record_full_alpha(name, layer)))
         elif isinstance(layer, (FAttLiftingConv, FAttGroupConv)):

@@ -157,6 +157,12 @@ def test_models_use_the_cheaper_dropout():
 
 
 # ------------------------------------------------------------------------ full alpha backward
+def _whole_batch_fills(prof, shapes) -> int:
+    """aten::fill_ / zero_ events on a tensor of one of ``shapes`` in a profile."""
+    return len([e for e in prof.events() if e.name in ("aten::fill_", "aten::zero_")
+                and e.input_shapes and tuple(e.input_shapes[0]) in shapes])
+
+
 def test_chunked_full_alpha_backward_fills_one_input_gradient_not_one_per_chunk():
     """Each chunk's gradient goes into one whole-layer input gradient; slicing the input per
     chunk under autograd used to zero-fill a whole-batch gradient for every chunk (O(B^2))."""
@@ -168,10 +174,15 @@ def test_chunked_full_alpha_backward_fills_one_input_gradient_not_one_per_chunk(
     x = torch.randn(6, 3, 4, 9, 9, requires_grad=True)
     layer.max_chunk_elements = 3 * 4 * 4 * 7 * 7          # one (sample, output channel) slice
     out = layer(x)
+    whole = {(6, 4, 3, 9, 9), (6, 3, 4, 9, 9)}
+    # positive control: the counter sees the regression it guards against (one whole-batch
+    # zero-filled gradient per chunk, as torch.zeros_like per chunk did)
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as control:
+        for _ in range(24):
+            torch.zeros_like(x)
+    assert _whole_batch_fills(control, whole) >= 24
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         out.square().sum().backward()
-    whole = {(6, 4, 3, 9, 9), (6, 3, 4, 9, 9)}
-    fills = [e for e in prof.events() if e.name in ("aten::fill_", "aten::zero_")
-             and e.input_shapes and tuple(e.input_shapes[0]) in whole]
-    assert len(fills) <= 2, f"{len(fills)} whole-batch gradient fills for 24 chunks"
+    fills = _whole_batch_fills(prof, whole)
+    assert fills <= 2, f"{fills} whole-batch gradient fills for 24 chunks"
     assert x.grad is not None and torch.isfinite(x.grad).all()

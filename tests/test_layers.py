@@ -22,7 +22,7 @@ import torch
 from agcnn_zoo import check_equivariance
 from agcnn_zoo import nn as gnn
 from agcnn_zoo.groups import P4, P4M, Group
-from agcnn_zoo.nn import attentive_conv
+from agcnn_zoo.nn import full_alpha
 
 GROUPS = [P4, P4M]
 B, C_IN, C_OUT = 2, 3, 4
@@ -417,13 +417,13 @@ FULL_ALPHA = [c for c in CASES if c.full_alpha and "none" not in c.name]
 @pytest.mark.parametrize("case", FULL_ALPHA, ids=lambda c: c.name)
 def test_full_alpha_chunked_and_checkpointed_equals_reference(case, g, mode, monkeypatch):
     calls = []
-    real_checkpoint = attentive_conv.checkpoint
+    real_hook = full_alpha.run_recomputed_chunk
 
-    def counting_checkpoint(*args, **kwargs):
+    def counting_hook(*args, **kwargs):
         calls.append(1)
-        return real_checkpoint(*args, **kwargs)
+        return real_hook(*args, **kwargs)
 
-    monkeypatch.setattr(attentive_conv, "checkpoint", counting_checkpoint)
+    monkeypatch.setattr(full_alpha, "run_recomputed_chunk", counting_hook)
     layer = make(case, g).train(mode == "train")
     x = make_input(case, g, case.sizes[0])
     y_whole = layer(x).detach()

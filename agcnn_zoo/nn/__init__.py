@@ -1,8 +1,16 @@
-"""Equivariant layers for p4 / p4m: convolutions, attention, pooling, batch norm."""
+"""Equivariant layers for p4 / p4m: convolutions, attention, pooling, batch norm.
+
+Every layer is a ``Layer`` (``base.py``): ``forward`` dispatches to ``forward_fast`` or, inside
+``reference_path()``, to ``forward_reference``; ``export()`` gives its plain-module form and
+``check_equivariance(x)`` measures its equivariance error.
+"""
 from .attention import (CoAttention, FeatureChannelAttention, FeatureSpatialAttention,
                         GroupChannelAttention, GroupCoAttention, GroupSpatialAttention,
                         ResponseChannelAttention, ResponseSpatialAttention)
-from .attentive_conv import AttGroupConv, AttLiftingConv, FAttGroupConv, FAttLiftingConv
+from .attentive_conv import (DEFAULT_MAX_CHUNK_ELEMENTS, AttGroupConv, AttLiftingConv,
+                             FAttGroupConv, FAttLiftingConv, FullAlphaConv,
+                             set_max_chunk_elements)
+from .base import ExportError, Layer
 from .cache import CachedBanks
 from .dropout import Dropout
 from .conv import GroupConv, LiftingConv

@@ -22,6 +22,7 @@ Two families:
 """
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -30,8 +31,10 @@ from torch import nn
 
 from ..groups import get_group
 from . import reference as ref
+from .base import Layer
 from .cache import CachedBanks
 from .conv import GroupConv, LiftingConv, group_bank, lifting_bank
+from .plain import ChannelMLPAttention, Gate, StatsSpatialAttention
 
 
 def _init_mlp(t: torch.Tensor, fan_in: int) -> None:
@@ -52,8 +55,9 @@ def _mean_max(x: torch.Tensor) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------- alpha_F
-class FeatureChannelAttention(nn.Module):
-    """alpha over the channels of a plane map ``[B, C, X, Y] -> [B, C, 1, 1]``."""
+class FeatureChannelAttention(Layer):
+    """alpha over the channels of a plane map ``[B, C, X, Y] -> [B, C, 1, 1]`` (plain linear
+    algebra: one formulation serves both paths, and the layer is its own export)."""
 
     def __init__(self, channels: int, ratio: int = 1):
         super().__init__()
@@ -63,13 +67,22 @@ class FeatureChannelAttention(nn.Module):
         _init_mlp(self.weight_fc1, channels)
         _init_mlp(self.weight_fc2, hidden)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _mlp(self, x: torch.Tensor) -> torch.Tensor:
         s = _mean_max(x)                                            # [2, B, C]
         z = F.relu(s @ self.weight_fc1.t()) @ self.weight_fc2.t()
         return torch.sigmoid(z[0] + z[1])[..., None, None]
 
+    def forward_fast(self, x: torch.Tensor) -> torch.Tensor:
+        return self._mlp(x)
 
-class GroupChannelAttention(CachedBanks):
+    def forward_reference(self, x: torch.Tensor) -> torch.Tensor:
+        return self._mlp(x)
+
+    def export(self) -> nn.Module:
+        return copy.deepcopy(self)
+
+
+class GroupChannelAttention(Layer, CachedBanks):
     """alpha over the channels of a group map ``[B, C, n, X, Y] -> [B, C, n, 1, 1]``.
 
     ``h[b, q, i] = relu(sum_{c, j} w1[q, c, perm_i(j)] s[b, c, j])``,
@@ -86,23 +99,37 @@ class GroupChannelAttention(CachedBanks):
         _init_mlp(self.weight_fc1, channels)
         _init_mlp(self.weight_fc2, hidden)
 
-    def _matrix(self, w: torch.Tensor) -> torch.Tensor:
-        # [out, in, n] -> [(out, i), (in, j)] with entries w[out, in, perm[i, j]]
-        perm = self.group.axis_permutations.to(w.device)
-        m = w[:, :, perm]                                          # [out, in, n_i, n_j]
-        return m.permute(0, 2, 1, 3).flatten(2).flatten(0, 1)
+    def matrices(self):
+        """The two MLP weights as matrices ``[(out, i), (in, j)]`` with entries
+        ``w[out, in, perm[i, j]]`` (built fresh, not cached)."""
+        perm = self.group.axis_permutations.to(self.weight_fc1.device)
+
+        def matrix(w):
+            m = w[:, :, perm]                                      # [out, in, n_i, n_j]
+            return m.permute(0, 2, 1, 3).flatten(2).flatten(0, 1)
+        return matrix(self.weight_fc1), matrix(self.weight_fc2)
 
     def banks(self):
-        return (self.cached_bank("fc1", lambda: self._matrix(self.weight_fc1), [self.weight_fc1]),
-                self.cached_bank("fc2", lambda: self._matrix(self.weight_fc2), [self.weight_fc2]))
+        return (self.cached_bank("fc1", lambda: self.matrices()[0], [self.weight_fc1]),
+                self.cached_bank("fc2", lambda: self.matrices()[1], [self.weight_fc2]))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if ref.enabled():
-            return ref.group_channel_attention(self, x)
+    def forward_fast(self, x: torch.Tensor) -> torch.Tensor:
         m1, m2 = self.banks()
         s = _mean_max(x).flatten(2)                                 # [2, B, C*n]
         z = F.relu(s @ m1.t()) @ m2.t()
         return torch.sigmoid(z[0] + z[1]).unflatten(1, x.shape[1:3])[..., None, None]
+
+    def forward_reference(self, x: torch.Tensor) -> torch.Tensor:
+        return ref.group_channel_attention(self, x)
+
+    @torch.no_grad()
+    def export(self) -> ChannelMLPAttention:
+        m1, m2 = self.matrices()
+        fc1 = nn.Linear(m1.shape[1], m1.shape[0], bias=False).to(m1.device)
+        fc2 = nn.Linear(m2.shape[1], m2.shape[0], bias=False).to(m2.device)
+        fc1.weight.copy_(m1)
+        fc2.weight.copy_(m2)
+        return ChannelMLPAttention(fc1, fc2, self.group.order)
 
 
 def _mean_max_channels(x: torch.Tensor) -> torch.Tensor:
@@ -117,8 +144,16 @@ class FeatureSpatialAttention(LiftingConv):
         super().__init__(2, 1, kernel_size, group, padding=dilation * (kernel_size // 2),
                          dilation=dilation)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.conv(_mean_max_channels(x)).amax(dim=2))
+    check_input = Layer.check_input    # any number of channels: it sees their mean and max
+
+    def forward_fast(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.conv_fast(_mean_max_channels(x)).amax(dim=2))
+
+    def forward_reference(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.conv_reference(_mean_max_channels(x)).amax(dim=2))
+
+    def export(self) -> nn.Module:
+        return StatsSpatialAttention(self.export_conv(), pool_group_axis=True)
 
 
 class GroupSpatialAttention(GroupConv):
@@ -129,8 +164,16 @@ class GroupSpatialAttention(GroupConv):
         super().__init__(2, 1, kernel_size, group, padding=dilation * (kernel_size // 2),
                          dilation=dilation)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.conv(_mean_max_channels(x)))
+    check_input = Layer.check_input    # any number of channels: it sees their mean and max
+
+    def forward_fast(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.conv_fast(_mean_max_channels(x)))
+
+    def forward_reference(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.conv_reference(_mean_max_channels(x)))
+
+    def export(self) -> nn.Module:
+        return StatsSpatialAttention(self.export_conv(), pool_group_axis=False)
 
 
 class CoAttention(LiftingConv):
@@ -139,8 +182,16 @@ class CoAttention(LiftingConv):
     def __init__(self, channels: int, group="p4"):
         super().__init__(channels, 1, 1, group)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.conv(x).amax(dim=2))
+    check_input = Layer.check_input    # the input of the convolution it gates
+
+    def forward_fast(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.conv_fast(x).amax(dim=2))
+
+    def forward_reference(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.conv_reference(x).amax(dim=2))
+
+    def export(self) -> nn.Module:
+        return Gate(self.export_conv(), pool_group_axis=True)
 
 
 class GroupCoAttention(GroupConv):
@@ -149,8 +200,16 @@ class GroupCoAttention(GroupConv):
     def __init__(self, channels: int, group="p4"):
         super().__init__(channels, 1, 1, group)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.conv(x))
+    check_input = Layer.check_input    # the input of the convolution it gates
+
+    def forward_fast(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.conv_fast(x))
+
+    def forward_reference(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.conv_reference(x))
+
+    def export(self) -> nn.Module:
+        return Gate(self.export_conv(), pool_group_axis=False)
 
 
 # ------------------------------------------------------------------------------- full alpha

@@ -5,12 +5,13 @@
   the Haar measure of the grid, pi/2 (p4) or pi (p4m); we fold it into the filter bank.
 
 The filter bank is built with one gather from a precomputed integer index (no Python loop per
-group element) and cached in eval mode (see ``cache.py``).
+group element) and cached in eval mode (see ``cache.py``). Inference on CPU runs in
+channels_last (see ``layout.py``).
 
-Inference on CPU runs in channels_last (NHWC): oneDNN's NHWC kernels are about 1.5x faster at
-these channel counts, and the layout flows through the group batch norm, ReLU and pooling
-unchanged (``[B, C, n, X, Y]`` stays a view of an NHWC ``[B, C n, X, Y]``). With autograd the
-maps stay NCHW: batch-norm training on NHWC group maps costs more than the convolution gains.
+Both are ``Layer``s (``base.py``): ``forward_fast`` is the gathered bank and one conv2d,
+``forward_reference`` the readable loop of ``reference.py``. ``conv_fast`` / ``conv_reference``
+are the same two convolutions as building blocks for subclasses (attention, alpha_F) that
+transform the input or output around them; ``export_conv()`` is the plain ``nn.Conv2d`` form.
 """
 from __future__ import annotations
 
@@ -22,7 +23,10 @@ from torch import nn
 
 from ..groups import Group, get_group
 from . import reference as ref
+from .base import Layer
 from .cache import CachedBanks
+from .layout import conv_input
+from .plain import GroupPlaneConv, PlaneConv, conv2d_of
 
 
 def _pair_int(v, name):
@@ -47,22 +51,6 @@ def group_bank(weight: torch.Tensor, group: Group) -> torch.Tensor:
     return bank.transpose(1, 2).reshape(o, group.order, c, n_in, k, k)
 
 
-def _nhwc(x: torch.Tensor) -> torch.Tensor:
-    if x.shape[1] == 1 and x.is_contiguous():
-        # one channel: the same memory, strided as NHWC, so oneDNN also returns NHWC
-        b, _, h, w = x.shape
-        return x.as_strided(x.shape, (h * w, 1, w, 1))
-    return x.contiguous(memory_format=torch.channels_last)
-
-
-def conv_input(x: torch.Tensor, training: bool, min_channels: int = 1) -> torch.Tensor:
-    """The layout a convolution should see: NHWC for CPU inference (see module docstring)."""
-    if (training or x.device.type != "cpu" or torch.is_grad_enabled() or x.shape[1] < min_channels
-            or torch.compiler.is_compiling() or torch.jit.is_tracing()):
-        return x
-    return _nhwc(x)
-
-
 def check_group_map(x: torch.Tensor, channels: int, n: int, layer: str) -> None:
     if x.dim() != 5 or x.shape[1] != channels or x.shape[2] != n:
         raise ValueError(f"{layer} expects a group feature map of shape [B, {channels}, {n}, X, Y], "
@@ -75,7 +63,7 @@ def check_plane_map(x: torch.Tensor, channels: int, layer: str) -> None:
                          f"got {tuple(x.shape)}")
 
 
-class LiftingConv(CachedBanks):
+class LiftingConv(Layer, CachedBanks):
     """Z2 -> G convolution; weight ``[out, in, k, k]``; output ``[B, out, n, X', Y']``."""
     #: below this many input planes inference stays NCHW (NHWC was slower there)
     nhwc_min_channels = 1
@@ -101,16 +89,31 @@ class LiftingConv(CachedBanks):
     def filter_bank(self) -> torch.Tensor:
         return self.cached_bank("conv", lambda: lifting_bank(self.weight, self.group), [self.weight])
 
-    def conv(self, x: torch.Tensor) -> torch.Tensor:
-        if ref.enabled():
-            return ref.lifting_conv(self, x)
+    def conv_fast(self, x: torch.Tensor) -> torch.Tensor:
         y = F.conv2d(conv_input(x, self.training, self.nhwc_min_channels), self.filter_bank(), None,
                      self.stride, self.padding, self.dilation)
         return y.unflatten(1, (self.out_channels, self.group.order))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def conv_reference(self, x: torch.Tensor) -> torch.Tensor:
+        return ref.lifting_conv(self, x)
+
+    def check_input(self, x: torch.Tensor) -> None:
         check_plane_map(x, self.in_channels, type(self).__name__)
-        return self.conv(x)
+
+    def forward_fast(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv_fast(x)
+
+    def forward_reference(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv_reference(x)
+
+    @torch.no_grad()
+    def export_conv(self) -> PlaneConv:
+        """The convolution as an ``nn.Conv2d`` (output factor, if any, folded in)."""
+        bank = lifting_bank(self.weight, self.group) * getattr(self, "scale", 1.0)
+        return PlaneConv(conv2d_of(bank, self), self.group.order, self.nhwc_min_channels)
+
+    def export(self) -> nn.Module:
+        return self.export_conv()
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
@@ -118,7 +121,7 @@ class LiftingConv(CachedBanks):
                 f"dilation={self.dilation}")
 
 
-class GroupConv(CachedBanks):
+class GroupConv(Layer, CachedBanks):
     """G -> G convolution; weight ``[out, in, n, k, k]``; output ``[B, out, n, X', Y']``.
 
     ``scale`` defaults to the original's Haar factor (pi/2 for p4, pi for p4m).
@@ -135,6 +138,9 @@ class GroupConv(CachedBanks):
         self.padding = _pair_int(padding, "padding")
         self.dilation = _pair_int(dilation, "dilation")
         self.scale = self.group.haar if scale is None else float(scale)
+        #: an explicit ``scale`` argument (None: the original's factor, which the reference
+        #: path derives on its own instead of reading ``self.scale``)
+        self.scale_argument = None if scale is None else float(scale)
         n = self.group.order
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, n, kernel_size, kernel_size))
         self.reset_parameters()
@@ -152,16 +158,32 @@ class GroupConv(CachedBanks):
             return (group_bank(self.weight, self.group) * self.scale).reshape(o * n, c * n, k, k)
         return self.cached_bank("conv", build, [self.weight])
 
-    def conv(self, x: torch.Tensor) -> torch.Tensor:
-        if ref.enabled():
-            return ref.group_conv(self, x)
+    def conv_fast(self, x: torch.Tensor) -> torch.Tensor:
         y = F.conv2d(conv_input(x.flatten(1, 2), self.training, self.nhwc_min_channels),
                      self.filter_bank(), None, self.stride, self.padding, self.dilation)
         return y.unflatten(1, (self.out_channels, self.group.order))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def conv_reference(self, x: torch.Tensor) -> torch.Tensor:
+        return ref.group_conv(self, x)
+
+    def check_input(self, x: torch.Tensor) -> None:
         check_group_map(x, self.in_channels, self.group.order, type(self).__name__)
-        return self.conv(x)
+
+    def forward_fast(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv_fast(x)
+
+    def forward_reference(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv_reference(x)
+
+    @torch.no_grad()
+    def export_conv(self) -> GroupPlaneConv:
+        """The convolution as an ``nn.Conv2d`` on ``[B, C n, X, Y]`` (output factor folded in)."""
+        o, c, n, k = self.out_channels, self.in_channels, self.group.order, self.kernel_size
+        bank = group_bank(self.weight, self.group).reshape(o * n, c * n, k, k) * self.scale
+        return GroupPlaneConv(conv2d_of(bank, self), n, self.nhwc_min_channels)
+
+    def export(self) -> nn.Module:
+        return self.export_conv()
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "

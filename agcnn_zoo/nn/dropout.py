@@ -15,7 +15,7 @@ import math
 import torch
 from torch import nn
 
-from . import reference as ref
+from .base import Layer
 
 _BITS = 30
 _MASK = (1 << _BITS) - 1
@@ -31,11 +31,18 @@ def keep_mask(shape, p: float, device=None) -> torch.Tensor:
     return halves.bitwise_and_(_MASK) >= round(p * (1 << _BITS))
 
 
-class Dropout(nn.Dropout):
-    """``nn.Dropout`` (same arguments, same distribution) with the CPU mask above."""
+class Dropout(Layer, nn.Dropout):
+    """``nn.Dropout`` (same arguments, same distribution) with the CPU mask above; the
+    reference path is ``nn.Dropout`` itself."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_reference(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.Dropout.forward(self, x)
+
+    def forward_fast(self, x: torch.Tensor) -> torch.Tensor:
         if (not self.training or self.p == 0.0 or self.p == 1.0 or self.inplace
-                or x.device.type != "cpu" or ref.enabled()):
-            return super().forward(x)
+                or x.device.type != "cpu"):
+            return nn.Dropout.forward(self, x)
         return (x * keep_mask(x.shape, self.p, x.device)).mul_(1.0 / (1.0 - self.p))
+
+    def export(self) -> nn.Module:
+        return nn.Dropout(self.p, self.inplace)

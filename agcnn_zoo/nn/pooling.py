@@ -1,11 +1,13 @@
 """Pooling on group feature maps ``[B, C, n, X, Y]``."""
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import reference as ref
+from .base import Layer, dispatch
 
 
 def _planewise(fn, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
@@ -29,32 +31,51 @@ def _planes_max_pool(x, kernel_size, stride=None, padding=0):
     if (kernel_size == stride == 2 and padding == 0 and x.device.type == "cpu"
             and not (torch.is_grad_enabled() and x.requires_grad)
             and not x.is_contiguous(memory_format=torch.channels_last)
-            and not torch.compiler.is_compiling() and not ref.enabled()
-            and not torch.jit.is_tracing()):
+            and not torch.compiler.is_compiling() and not torch.jit.is_tracing()):
         return _max_pool2x2(x)
     return F.max_pool2d(x, kernel_size, stride, padding)
 
 
-def spatial_max_pool(x, kernel_size, stride=None, padding=0):
+def spatial_max_pool_fast(x, kernel_size, stride=None, padding=0):
     return _planewise(_planes_max_pool, x, kernel_size, stride, padding)
+
+
+def spatial_max_pool_reference(x, kernel_size, stride=None, padding=0):
+    return _planewise(F.max_pool2d, x, kernel_size, stride, padding)
+
+
+def spatial_max_pool(x, kernel_size, stride=None, padding=0):
+    """2D max pooling of every (channel, group element) plane of ``[B, C, n, X, Y]``."""
+    return dispatch(spatial_max_pool_fast, spatial_max_pool_reference, x, kernel_size, stride,
+                    padding)
 
 
 def spatial_avg_pool(x, kernel_size, stride=None, padding=0):
     return _planewise(F.avg_pool2d, x, kernel_size, stride, padding)
 
 
-class SpatialMaxPool(nn.Module):
+class SpatialMaxPool(Layer):
     def __init__(self, kernel_size: int, stride: int | None = None, padding: int = 0):
         super().__init__()
         self.kernel_size, self.stride, self.padding = kernel_size, stride or kernel_size, padding
 
-    def forward(self, x):
-        return spatial_max_pool(x, self.kernel_size, self.stride, self.padding)
+    def forward_fast(self, x):
+        return spatial_max_pool_fast(x, self.kernel_size, self.stride, self.padding)
+
+    def forward_reference(self, x):
+        return spatial_max_pool_reference(x, self.kernel_size, self.stride, self.padding)
+
+    def export(self) -> nn.Module:
+        return copy.deepcopy(self)
 
 
 class SpatialAvgPool(SpatialMaxPool):
-    def forward(self, x):
+    """One formulation (``F.avg_pool2d`` per plane) serves both paths."""
+
+    def forward_fast(self, x):
         return spatial_avg_pool(x, self.kernel_size, self.stride, self.padding)
+
+    forward_reference = forward_fast
 
 
 class GroupPool(nn.Module):

@@ -5,11 +5,18 @@ full alpha attention materialises the whole un-summed response tensor
 ``[B, O, n, C, n_in, X, Y]`` in the original's layout. The fast path of every layer is tested
 against this one, and ``eval/bench.py`` measures speed-ups against it.
 
-Switch it on for a block of code with ``with reference_path(): ...``.
+Switch it on for a block of code with ``with reference_path(): ...`` (``base.dispatch`` is the
+only reader of the switch).
+
+Independence from the fast path: the output factors are derived here from their definitions
+(``haar_measure``, ``full_alpha_factor``), never read from ``layer.scale``, and the group-axis
+permutations from the group's defining relations (``axis_permutation``), not from the group's
+tables, so a wrong constant or table in the fast path shows up as a fast-vs-reference difference.
 """
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 
 import torch
@@ -33,6 +40,50 @@ def reference_path(on: bool = True):
         _state.on = previous
 
 
+# ----------------------------------------------------------- constants, from their definitions
+def haar_measure(group) -> float:
+    """The original ``ConvGG``'s factor: the measure of its grid on the circle, 2 pi / 4 for
+    the four rotations, twice that with mirrors (SPEC 1.1-1.2): pi/2 (p4), pi (p4m)."""
+    mirrors = 1 + max(a for a, _ in group.elements)
+    return mirrors * (2 * math.pi / 4)
+
+
+def full_alpha_factor(group, lifting: bool) -> float:
+    """The original ``AttConvGG``'s factor ``2 pi / N_h`` (pi/2 for p4, pi/4 for p4m; SPEC
+    3.6); ``AttConvRnG`` has none (SPEC 3.5)."""
+    return 1.0 if lifting else 2 * math.pi / len(group.elements)
+
+
+def group_conv_factor(layer) -> float:
+    return haar_measure(layer.group) if layer.scale_argument is None else layer.scale_argument
+
+
+def _element_matrix(a: int, r: int):
+    """``F^a R^r`` as an integer 2x2 matrix (R the quarter turn, F a reflection): any faithful
+    pair with ``F R F = R^-1`` gives the same group structure as the plane action."""
+    m = [[1, 0], [0, 1]]
+    for _ in range(r % 4):
+        m = [[-m[1][0], -m[1][1]], [m[0][0], m[0][1]]]           # R @ m, R = [[0, -1], [1, 0]]
+    if a:
+        m = [m[0], [-m[1][0], -m[1][1]]]                          # F @ m, F = diag(1, -1)
+    return m
+
+
+def axis_permutation(group, i: int):
+    """``[index(g_i^-1 g_j) for j]`` from matrices of the elements (not the group's tables)."""
+    mats = [_element_matrix(a, r) for a, r in group.elements]
+
+    def mul(p, q):
+        return [[sum(p[x][k] * q[k][y] for k in range(2)) for y in range(2)] for x in range(2)]
+    inv = mats.index(next(m for m in mats if mul(m, mats[i]) == [[1, 0], [0, 1]]))
+    return torch.tensor([mats.index(mul(mats[inv], mats[j])) for j in range(len(mats))])
+
+
+def act_on_group_map(f: torch.Tensor, group, i: int, group_dim: int) -> torch.Tensor:
+    """``(g_i . f)[..., j, ...] = L_i f[..., index(g_i^-1 g_j), ...]`` on the axis ``group_dim``."""
+    return group.act_on_plane(f.index_select(group_dim, axis_permutation(group, i).to(f.device)), i)
+
+
 def _stack_split(y: torch.Tensor, out_channels: int) -> torch.Tensor:
     # the original orders output channels (element i, channel o) and stacks the n chunks on dim 2
     return torch.stack(torch.split(y, out_channels, dim=1), dim=2)
@@ -43,7 +94,7 @@ def lifting_filters(weight, group):
 
 
 def group_filters(weight, group):
-    return torch.stack([group.act_on_group_map(weight, i, group_dim=2)
+    return torch.stack([act_on_group_map(weight, group, i, group_dim=2)
                         for i in range(group.order)])                                 # [n, O, C, J, k, k]
 
 
@@ -57,12 +108,12 @@ def group_conv(layer, x):
     n, o, c, j, k, _ = (w := group_filters(layer.weight, layer.group)).shape
     y = F.conv2d(x.reshape(x.shape[0], c * j, *x.shape[-2:]), w.reshape(n * o, c * j, k, k), None,
                  layer.stride, layer.padding, layer.dilation)
-    return _stack_split(y, o) * layer.scale
+    return _stack_split(y, o) * group_conv_factor(layer)
 
 
 def group_channel_attention_matrices(module):
-    perm = module.group.axis_permutations
     n = module.group.order
+    perm = [axis_permutation(module.group, i) for i in range(n)]
 
     def expand(w):  # F[out, i, in, j] = w[out, in, perm[i, j]]
         return torch.stack([w[:, :, perm[i]] for i in range(n)], dim=1)
@@ -104,8 +155,8 @@ def full_alpha_terms(layer, x5):
             f1 = torch.stack([w1] * n, dim=1).unsqueeze(-1)                              # [O, n, q, C, 1]
             f2 = torch.stack([w2] * n, dim=1).unsqueeze(-1)
         else:
-            f1 = torch.stack([w1[..., g.axis_permutations[i]] for i in range(n)], dim=1)
-            f2 = torch.stack([w2[..., g.axis_permutations[i]] for i in range(n)], dim=1)
+            f1 = torch.stack([w1[..., axis_permutation(g, i)] for i in range(n)], dim=1)
+            f2 = torch.stack([w2[..., axis_permutation(g, i)] for i in range(n)], dim=1)
         z = 0
         for s in (resp.mean(dim=(-2, -1)), resp.amax(dim=-2).amax(dim=-1)):           # [B, O, n, C, J]
             h = F.relu(torch.einsum("oiqcj,boicj->boiqj", f1, s))
@@ -129,9 +180,10 @@ def full_alpha_terms(layer, x5):
 def att_conv(layer, x5):
     """Full alpha attentive conv, materialising ``Y[B, O, n, C, J, X', Y']`` at once."""
     resp, alpha, beta = full_alpha_terms(layer, x5)
+    factor = full_alpha_factor(layer.group, layer.lifting)
     if alpha is None and beta is None:
-        return resp.sum(dim=(3, 4)) * layer.scale
+        return resp.sum(dim=(3, 4)) * factor
     att = resp if alpha is None else alpha[..., None, None] * resp
     if beta is not None:
         att = beta.unsqueeze(3) * att
-    return (resp - att).sum(dim=(3, 4)) * layer.scale
+    return (resp - att).sum(dim=(3, 4)) * factor

@@ -1,0 +1,77 @@
+"""The layer contract: what every layer of ``agcnn_zoo.nn`` promises.
+
+* ``forward(x)`` validates the input (``check_input``) and then runs ``forward_fast(x)`` or,
+  inside ``with reference_path():``, ``forward_reference(x)``. That choice is made HERE and
+  nowhere else (``dispatch``), so a new fast path cannot forget it: a layer only supplies the
+  two formulations. The fast-vs-reference tests rely on this (a forgotten check would make
+  them compare the fast path with itself), and ``tests/test_layer_contract.py`` runs every
+  layer kind under ``reference_path()`` with every fast formulation made to raise.
+* ``export()`` returns the layer's deployment form built from plain PyTorch modules (see
+  ``agcnn_zoo.export``), or raises ``ExportError`` saying why there is none.
+* ``check_equivariance(x)`` measures ``max |f(g.x) - g.f(x)|`` for every element of the
+  layer's group (the public ``agcnn_zoo.check_equivariance`` with the layer's own group).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from torch import nn
+
+from . import reference as _reference
+
+__all__ = ["Layer", "ExportError", "dispatch"]
+
+
+class ExportError(ValueError):
+    """The model holds a layer that has no plain-convolution equivalent (full alpha attention)."""
+
+
+def dispatch(fast: Callable, reference: Callable, *args, **kwargs):
+    """The one fast/reference switch: ``reference(*args)`` inside ``reference_path()``, else
+    ``fast(*args)``. Layers reach it through ``Layer.forward``; functional forms (pooling) call
+    it directly."""
+    return (reference if _reference.enabled() else fast)(*args, **kwargs)
+
+
+class Layer(nn.Module):
+    """Base class of the zoo's layers (no parameters of its own: state dicts are unchanged).
+
+    Subclasses define ``forward_fast`` and ``forward_reference`` (same signature, same result
+    to float rounding), optionally ``check_input`` and ``export``. They must not override
+    ``forward``. Put ``Layer`` first among the bases when mixing with a torch module
+    (``class GroupBatchNorm(Layer, nn.BatchNorm3d)``) so that this ``forward`` wins, and call
+    the torch module's forward by its class name (``nn.BatchNorm3d.forward(self, x)``), not
+    ``super().forward``, which would come back here.
+    """
+
+    #: the symmetry group the layer is equivariant to (a ``groups.Group``), None if it has none
+    group = None
+
+    def forward(self, x):
+        self.check_input(x)
+        return dispatch(self.forward_fast, self.forward_reference, x)
+
+    def check_input(self, x) -> None:
+        """Raise a ValueError that says the expected shape; default: accept anything."""
+
+    def forward_fast(self, x):
+        raise NotImplementedError(f"{type(self).__name__} must define forward_fast(x)")
+
+    def forward_reference(self, x):
+        raise NotImplementedError(
+            f"{type(self).__name__} must define forward_reference(x): the readable formulation "
+            "the fast path is tested against (see agcnn_zoo/nn/reference.py)")
+
+    def export(self) -> nn.Module:
+        """The deployment form of this layer (plain PyTorch modules, same eval output)."""
+        raise ExportError(f"{type(self).__name__} has no plain-module form: define export() "
+                          "returning one (see agcnn_zoo/nn/plain.py)")
+
+    def check_equivariance(self, x, group=None, **kwargs):
+        """``[(i, max |f(g_i . x) - g_i . f(x)|)]`` for the layer's group (or ``group``);
+        keyword arguments as ``agcnn_zoo.check_equivariance``. Call ``.eval()`` first."""
+        from ..equivariance import check_equivariance
+        group = self.group if group is None else group
+        if group is None:
+            raise ValueError(f"{type(self).__name__} has no group; pass group='p4' or 'p4m'")
+        return check_equivariance(self, x, group=group, **kwargs)
