@@ -195,7 +195,7 @@ def test_exact_equivariance(original):
     group = P4M if model.group_name == "p4m" else P4
     elements = _checked_elements(group)
     torch.manual_seed(1)
-    x = torch.randn(1, 3, *model.input_size, dtype=dtype)
+    x = torch.randn(1, *model.input_size, dtype=dtype)
     # one batch holding g.x for every checked g (eval mode: samples are independent)
     batch = torch.cat([group.act_on_plane(x, g) for g in elements])
 
@@ -266,7 +266,7 @@ def test_one_training_step(name):
     torch.manual_seed(0)
     model = _trainable_model(name)
     keys_before = list(model.state_dict())
-    x = torch.randn(2, 3, *model.input_size)
+    x = torch.randn(2, *model.input_size)
     y = torch.tensor([0, 1])
     before = {k: p.detach().clone() for k, p in model.named_parameters()}
     opt = torch.optim.SGD(model.parameters(), lr=0.05)

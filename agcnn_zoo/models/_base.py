@@ -15,16 +15,30 @@ from torch import nn
 
 
 class ZooModel(nn.Module):
-    """Base class: ``in_chans``, ``input_size`` (H, W), ``num_classes``, ``group`` (or None)."""
+    """Base class: ``dataset``, ``in_chans``, ``image_size`` (H, W), ``input_size`` (C, H, W),
+    ``num_classes``, ``group_name`` (or None).
 
+    ``input_size`` means (C, H, W) everywhere in the zoo (timm's meaning: models, registry,
+    ``pretrained_cfg``, datasets); ``image_size`` is its (H, W) part, a family constant.
+    """
+
+    #: the registry's dataset key (registry.DATASETS): preprocessing and input size
+    dataset: str | None = None
     in_chans: int = 3
-    input_size: Tuple[int, int] = (32, 32)
+    image_size: Tuple[int, int] = (32, 32)
     num_classes: int = 10
+    #: the symmetry group of the family's variant ("p4", "p4m"; None: plain CNN); every
+    #: equivariant layer of the model is built with it
     group_name: str | None = None
     #: module names of the classifier (state-dict prefixes that depend on num_classes)
     classifier_names: Tuple[str, ...] = ()
     #: module name of the first convolution (timm's ``first_conv``)
     first_conv_name: str = "c1"
+
+    @property
+    def input_size(self) -> Tuple[int, int, int]:
+        """(C, H, W) of one input image (``in_chans`` may differ from the dataset's)."""
+        return (self.in_chans, *self.image_size)
 
     def _set_in_chans(self, in_chans) -> None:
         if in_chans is None:
@@ -49,7 +63,7 @@ class ZooModel(nn.Module):
         the same clear ValueError as uint8 ("convert with x.float()", or convert the model
         with ``model.to(dtype)`` to run it in that dtype). Under ``torch.autocast`` the input
         stays float32 and is accepted."""
-        c, (h, w) = self.in_chans, self.input_size
+        c, h, w = self.input_size
         expected = f"[B, {c}, {h}, {w}]"
         name = type(self).__name__
         if not isinstance(x, torch.Tensor):

@@ -27,13 +27,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import nn as gnn
-from ..registry import register_model_class
+from . import factory as make
 from ._base import ZooModel, reset_group_conv_parameters
+from .registration import original_classes, register_class
 
 
 class _AllCNNCNet(ZooModel):
+    dataset = "cifar10"
     in_chans = 3
-    input_size = (32, 32)
+    image_size = (32, 32)
     base_channels: int = 96
     classifier_names = ("c9", "bn9")
     drop_rate_arg = "p"   # timm's drop_rate sets the dropout after the two pooling stages
@@ -45,7 +47,7 @@ class _AllCNNCNet(ZooModel):
         requested = self._check_num_classes(num_classes)
         self.num_classes = num_classes = requested or 10
         c1, c2 = self.base_channels, 2 * self.base_channels
-        self.c1 = self.first_conv(self.in_chans, c1)
+        self.c1 = self.stem(self.in_chans, c1)
         self.c2 = self.conv(c1, c1, 3)
         self.c3 = self.conv(c1, c1, 3)
         self.c4 = self.conv(c1, c2, 3)
@@ -53,25 +55,29 @@ class _AllCNNCNet(ZooModel):
         self.c6 = self.conv(c2, c2, 3)
         self.c7 = self.conv(c2, c2, 3)
         self.c8 = self.conv(c2, c2, 1)
-        self.c9 = self.conv(c2, num_classes, 1)
+        self.c9 = self.head_conv(c2, num_classes)
         self.dp_init = gnn.Dropout(p_init)
         self.dp = gnn.Dropout(p)
         widths = [c1] * 3 + [c2] * 5 + [num_classes]
         for i, w in enumerate(widths, start=1):
-            setattr(self, f"bn{i}", self.batch_norm(w))
+            setattr(self, f"bn{i}", self.norm(w))
         self.init_weights()
         if requested == 0:
             self.reset_classifier(0)
 
     # hooks the variants override
-    def first_conv(self, cin, cout):
+    def stem(self, cin, cout):
         raise NotImplementedError
 
     def conv(self, cin, cout, k):
         raise NotImplementedError
 
-    def batch_norm(self, c):
-        raise NotImplementedError
+    def head_conv(self, cin, cout):
+        """c9: a 1x1 convolution to one map per class, the same kind as ``conv``."""
+        return self.conv(cin, cout, 1)
+
+    def norm(self, c):
+        return make.norm(c, self.group_name)
 
     def pool(self, h):
         raise NotImplementedError
@@ -81,9 +87,9 @@ class _AllCNNCNet(ZooModel):
         raise NotImplementedError
 
     def build_classifier(self, num_classes):
-        c9 = self.conv(2 * self.base_channels, num_classes, 1)
+        c9 = self.head_conv(2 * self.base_channels, num_classes)
         self.init_weights(c9)
-        return {"c9": c9, "bn9": self.batch_norm(num_classes)}
+        return {"c9": c9, "bn9": self.norm(num_classes)}
 
     def forward_features(self, x):
         """Everything up to relu(bn8(c8(.))): ``[B, 2 C1, 8, 8]`` (``[B, 2 C1, n, 8, 8]``)."""
@@ -103,18 +109,16 @@ class _AllCNNCNet(ZooModel):
         return h.mean(dim=tuple(range(2, h.dim())))
 
 
+@register_class("allcnnc_cifar", original_class="AllCNNC")
 class AllCNNC(_AllCNNCNet):
     """All-CNN-C on Z2 (plain convolutions, 96/192 channels; 1,370,996 parameters)."""
     base_channels = 96
 
-    def first_conv(self, cin, cout):
+    def stem(self, cin, cout):
         return self.conv(cin, cout, 3)
 
     def conv(self, cin, cout, k):
-        return nn.Conv2d(cin, cout, k, padding=k // 2, bias=False)
-
-    def batch_norm(self, c):
-        return gnn.plane_batch_norm(c)
+        return make.z2_conv(cin, cout, k, padding=k // 2)
 
     def pool(self, h):
         return F.max_pool2d(h, 2, 2)
@@ -126,20 +130,18 @@ class AllCNNC(_AllCNNCNet):
                 nn.init.normal_(m.weight, 0.0, 0.05)
 
 
+@register_class("p4_allcnnc_cifar", original_class="P4AllCNNC")
 class P4AllCNNC(_AllCNNCNet):
     """p4-All-CNN-C: lifting + p4 group convolutions, 48/96 channels (1,370,372 parameters)."""
     group_name = "p4"
     base_channels = 48
     wscale = 0.035  # the original's init U(-s, s), s = 0.035 / sqrt(C_in k^2)
 
-    def first_conv(self, cin, cout):
-        return gnn.LiftingConv(cin, cout, 3, self.group_name, padding=1)
+    def stem(self, cin, cout):
+        return make.lifting(cin, cout, 3, self.group_name, padding=1)
 
     def conv(self, cin, cout, k):
-        return gnn.GroupConv(cin, cout, k, self.group_name, padding=k // 2)
-
-    def batch_norm(self, c):
-        return gnn.GroupBatchNorm(c)
+        return make.group_conv(cin, cout, k, self.group_name, padding=k // 2)
 
     def pool(self, h):
         return gnn.spatial_max_pool(h, 2, 2)
@@ -154,32 +156,28 @@ class _FeatureAttentionMixin:
     channel_ratio = 16
     spatial_kernel = 7
 
-    def first_conv(self, cin, cout):
-        g = self.group_name
-        return gnn.FAttLiftingConv(cin, cout, 3, g,
-                                   channel_attention=gnn.FeatureChannelAttention(cin, 1),
-                                   spatial_attention=gnn.FeatureSpatialAttention(self.spatial_kernel, g),
-                                   padding=1)
+    def stem(self, cin, cout):
+        return make.alpha_f_lifting(cin, cout, 3, self.group_name, self.spatial_kernel, padding=1)
 
     def conv(self, cin, cout, k):
-        g = self.group_name
-        return gnn.FAttGroupConv(cin, cout, k, g,
-                                 channel_attention=gnn.GroupChannelAttention(cin, g, self.channel_ratio),
-                                 spatial_attention=gnn.GroupSpatialAttention(self.spatial_kernel, g),
-                                 padding=k // 2)
+        return make.alpha_f_group(cin, cout, k, self.group_name, self.channel_ratio,
+                                  self.spatial_kernel, padding=k // 2)
 
 
+@register_class("af_p4_allcnnc_cifar", original_class="fA_P4AllCNNC")
 class FAP4AllCNNC(_FeatureAttentionMixin, P4AllCNNC):
     """alpha_F-p4-All-CNN-C (original ``fA_P4AllCNNC``): attention on the input feature maps of
     every layer; channel-attention hidden sizes 3 (48 channels) and 6 (96) (1,400,120 parameters)."""
 
 
+@register_class("p4m_allcnnc_cifar", original_class="P4MAllCNNC")
 class P4MAllCNNC(P4AllCNNC):
     """p4m-All-CNN-C: lifting + p4m group convolutions, 32/64 channels (1,219,252 parameters)."""
     group_name = "p4m"
     base_channels = 32
 
 
+@register_class("af_p4m_allcnnc_cifar", original_class="fA_P4MAllCNNC")
 class FAP4MAllCNNC(_FeatureAttentionMixin, P4MAllCNNC):
     """alpha_F-p4m-All-CNN-C (original ``fA_P4MAllCNNC``): channel attention permuted along the
     p4m group axis, hidden sizes 2 (32 channels) and 4 (64) (1,249,192 parameters). The authors'
@@ -187,19 +185,4 @@ class FAP4MAllCNNC(_FeatureAttentionMixin, P4MAllCNNC):
 
 
 #: the original's class name -> ours, for the converter and the golden files
-ORIGINAL_CLASSES = {
-    "AllCNNC": AllCNNC, "P4AllCNNC": P4AllCNNC, "fA_P4AllCNNC": FAP4AllCNNC,
-    "P4MAllCNNC": P4MAllCNNC, "fA_P4MAllCNNC": FAP4MAllCNNC,
-}
-
-
-# ----------------------------------------------------------------------------- registrations
-def _register(name, cls, original):
-    return register_model_class(name, cls, dataset="cifar10", original_class=original)
-
-
-allcnnc_cifar = _register("allcnnc_cifar", AllCNNC, "AllCNNC")
-p4_allcnnc_cifar = _register("p4_allcnnc_cifar", P4AllCNNC, "P4AllCNNC")
-af_p4_allcnnc_cifar = _register("af_p4_allcnnc_cifar", FAP4AllCNNC, "fA_P4AllCNNC")
-p4m_allcnnc_cifar = _register("p4m_allcnnc_cifar", P4MAllCNNC, "P4MAllCNNC")
-af_p4m_allcnnc_cifar = _register("af_p4m_allcnnc_cifar", FAP4MAllCNNC, "fA_P4MAllCNNC")
+ORIGINAL_CLASSES = original_classes(__name__)

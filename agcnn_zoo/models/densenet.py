@@ -27,8 +27,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import nn as gnn
-from ..registry import register_model_class
+from . import factory as make
 from ._base import ZooModel, reset_group_conv_parameters
+from .registration import original_classes, register_class
 
 _HE_WSCALE = math.sqrt(2.0)  # the original's wscale: He initialisation
 
@@ -66,10 +67,12 @@ class TransitionBlock(nn.Module):
         return _avg_pool2(self.conv(F.relu(self.bn(x))))
 
 
+@register_class("densenet_pcam", original_class="DenseNet")
 class DenseNet(ZooModel):
     """DenseNet on Z2 (plain convolutions, growth 26; 130,598 parameters)."""
+    dataset = "pcam"
     in_chans = 3
-    input_size = (96, 96)
+    image_size = (96, 96)
     num_blocks = 5
     num_classes = 2
     classifier_names = ("c_out",)
@@ -80,40 +83,41 @@ class DenseNet(ZooModel):
         requested = self._check_num_classes(num_classes)
         self.num_classes = num_classes = requested or 2
         growth = width = n_channels
-        self.c1 = self.first_conv(self.in_chans, width)
+        self.c1 = self.stem(self.in_chans, width)
         blocks, transitions = [], []
         for i in range(self.num_blocks - 1):
-            blocks.append(DenseBlock(self.batch_norm(width), self.block_conv(width, growth, 3, i)))
+            blocks.append(DenseBlock(self.norm(width), self.conv(width, growth, 3, i)))
             width += growth
-            transitions.append(TransitionBlock(self.batch_norm(width),
+            transitions.append(TransitionBlock(self.norm(width),
                                                self.transition_conv(width, i)))
-        blocks.append(DenseBlock(self.batch_norm(width),
-                                 self.block_conv(width, growth, 3, self.num_blocks - 1)))
+        blocks.append(DenseBlock(self.norm(width),
+                                 self.conv(width, growth, 3, self.num_blocks - 1)))
         width += growth
         self.block_layers = nn.Sequential(*blocks)
         self.trans_layers = nn.Sequential(*transitions)
-        self.bn_out = self.batch_norm(width)
+        self.bn_out = self.norm(width)
         self.head_width = width
         self.c_out = self.head_conv(width, num_classes)
         self.init_weights()
         if requested == 0:
             self.reset_classifier(0)
 
-    # hooks the variants override (i: index of the dense block / transition)
-    def first_conv(self, cin, cout):
-        return nn.Conv2d(cin, cout, 3, bias=False)
+    # hooks the variants override (i: index of the dense block / transition; the
+    # transition's 1x1 conv is this family's one extra hook)
+    def stem(self, cin, cout):
+        return make.z2_conv(cin, cout, 3)
 
-    def block_conv(self, cin, cout, k, i):
-        return nn.Conv2d(cin, cout, k, bias=False)
+    def conv(self, cin, cout, k, i):
+        return make.z2_conv(cin, cout, k)
 
     def transition_conv(self, c, i):
-        return self.block_conv(c, c, 1, i)
+        return self.conv(c, c, 1, i)
 
     def head_conv(self, cin, cout):
-        return nn.Conv2d(cin, cout, 1, bias=False)
+        return make.z2_conv(cin, cout, 1)
 
-    def batch_norm(self, c):
-        return gnn.plane_batch_norm(c)
+    def norm(self, c):
+        return make.norm(c, self.group_name)
 
     def init_weights(self, module=None):
         # the original: N(0, sqrt(2) / sqrt(fan_in)) for every convolution
@@ -145,6 +149,7 @@ class DenseNet(ZooModel):
         return h.flatten(1)   # [B, num_classes, 1, 1] -> [B, num_classes]
 
 
+@register_class("p4_densenet_pcam", original_class="P4DenseNet")
 class P4DenseNet(DenseNet):
     """p4-DenseNet: lifting + p4 group convolutions, growth 13 (129,649 parameters)."""
     group_name = "p4"
@@ -152,22 +157,20 @@ class P4DenseNet(DenseNet):
     def __init__(self, n_channels: int = 13, num_classes: int = 2, in_chans: int | None = None):
         super().__init__(n_channels, num_classes, in_chans)
 
-    def first_conv(self, cin, cout):
-        return gnn.LiftingConv(cin, cout, 3, self.group_name)
+    def stem(self, cin, cout):
+        return make.lifting(cin, cout, 3, self.group_name)
 
-    def block_conv(self, cin, cout, k, i):
-        return gnn.GroupConv(cin, cout, k, self.group_name)
+    def conv(self, cin, cout, k, i):
+        return make.group_conv(cin, cout, k, self.group_name)
 
     def head_conv(self, cin, cout):
-        return gnn.GroupConv(cin, cout, 1, self.group_name)
-
-    def batch_norm(self, c):
-        return gnn.GroupBatchNorm(c)
+        return make.group_conv(cin, cout, 1, self.group_name)
 
     def init_weights(self, module=None):
         reset_group_conv_parameters(self if module is None else module, _HE_WSCALE)
 
 
+@register_class("p4m_densenet_pcam", original_class="P4MDenseNet")
 class P4MDenseNet(P4DenseNet):
     """p4m-DenseNet: lifting + p4m group convolutions, growth 9 (124,209 parameters).
 
@@ -191,19 +194,13 @@ class _FeatureAttentionMixin:
     3x3 spatial attention."""
 
     def _fatt_group_conv(self, cin, cout, k, spatial_kernel, dilation):
-        g = self.group_name
-        return gnn.FAttGroupConv(
-            cin, cout, k, g,
-            channel_attention=gnn.GroupChannelAttention(cin, g, max(1, cin // 2)),
-            spatial_attention=gnn.GroupSpatialAttention(spatial_kernel, g, dilation=dilation))
+        return make.alpha_f_group(cin, cout, k, self.group_name, max(1, cin // 2),
+                                  spatial_kernel, dilation)
 
-    def first_conv(self, cin, cout):
-        g = self.group_name
-        return gnn.FAttLiftingConv(cin, cout, 3, g,
-                                   channel_attention=gnn.FeatureChannelAttention(cin, 1),
-                                   spatial_attention=gnn.FeatureSpatialAttention(7, g, dilation=4))
+    def stem(self, cin, cout):
+        return make.alpha_f_lifting(cin, cout, 3, self.group_name, 7, dilation=4)
 
-    def block_conv(self, cin, cout, k, i):
+    def conv(self, cin, cout, k, i):
         return self._fatt_group_conv(cin, cout, k, *_BLOCK_SPATIAL[i])
 
     def transition_conv(self, c, i):
@@ -213,11 +210,13 @@ class _FeatureAttentionMixin:
         return self._fatt_group_conv(cin, cout, 1, 3, 1)
 
 
+@register_class("af_p4_densenet_pcam", original_class="fA_P4DenseNet")
 class FAP4DenseNet(_FeatureAttentionMixin, P4DenseNet):
     """alpha_F-p4-DenseNet (original ``fA_P4DenseNet``), growth 13, with dilated spatial
     attention (140,453 parameters)."""
 
 
+@register_class("af_p4m_densenet_pcam", original_class="fA_P4MDenseNet")
 class FAP4MDenseNet(_FeatureAttentionMixin, P4MDenseNet):
     """alpha_F-p4m-DenseNet (original ``fA_P4MDenseNet``), growth 9, with dilated spatial
     attention (141,221 parameters). The original defines this class but its experiment script
@@ -226,19 +225,4 @@ class FAP4MDenseNet(_FeatureAttentionMixin, P4MDenseNet):
 
 
 #: the original's class name -> ours, for the converter and the golden files
-ORIGINAL_CLASSES = {
-    "DenseNet": DenseNet, "P4DenseNet": P4DenseNet, "fA_P4DenseNet": FAP4DenseNet,
-    "P4MDenseNet": P4MDenseNet, "fA_P4MDenseNet": FAP4MDenseNet,
-}
-
-
-# ----------------------------------------------------------------------------- registrations
-def _register(name, cls, original):
-    return register_model_class(name, cls, dataset="pcam", original_class=original)
-
-
-densenet_pcam = _register("densenet_pcam", DenseNet, "DenseNet")
-p4_densenet_pcam = _register("p4_densenet_pcam", P4DenseNet, "P4DenseNet")
-af_p4_densenet_pcam = _register("af_p4_densenet_pcam", FAP4DenseNet, "fA_P4DenseNet")
-p4m_densenet_pcam = _register("p4m_densenet_pcam", P4MDenseNet, "P4MDenseNet")
-af_p4m_densenet_pcam = _register("af_p4m_densenet_pcam", FAP4MDenseNet, "fA_P4MDenseNet")
+ORIGINAL_CLASSES = original_classes(__name__)

@@ -31,8 +31,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import nn as gnn
-from ..registry import register_model_class
+from . import factory as make
 from ._base import ZooModel, reset_group_conv_parameters
+from .registration import original_classes, register_class
 
 _HE_WSCALE = math.sqrt(2.0)  # the original's wscale: He initialisation
 
@@ -51,11 +52,11 @@ class ResBlock(nn.Module):
             raise ValueError("an identity fiber map needs in_channels == out_channels, got "
                              f"{in_channels} and {out_channels}")
         self.downsample = downsample
-        self.bn1 = net.batch_norm(in_channels)
-        self.c1 = net.block_conv(in_channels, out_channels, 3)
-        self.bn2 = net.batch_norm(out_channels)
-        self.c2 = net.block_conv(out_channels, out_channels, 3)
-        self.fiber_map = (net.block_conv(in_channels, out_channels, 1) if linear_fiber_map
+        self.bn1 = net.norm(in_channels)
+        self.c1 = net.conv(in_channels, out_channels, 3)
+        self.bn2 = net.norm(out_channels)
+        self.c2 = net.conv(out_channels, out_channels, 3)
+        self.fiber_map = (net.conv(in_channels, out_channels, 1) if linear_fiber_map
                           else nn.Sequential())
 
     def forward(self, x):
@@ -69,10 +70,12 @@ class ResBlock(nn.Module):
         return s + h
 
 
+@register_class("resnet44_cifar", original_class="ResNet")
 class ResNet(ZooModel):
     """ResNet44 on Z2 (plain convolutions, 32/64/128 channels; 2,636,064 parameters)."""
+    dataset = "cifar10"
     in_chans = 3
-    input_size = (32, 32)
+    image_size = (32, 32)
     classifier_names = ("c_out",)
 
     def __init__(self, num_blocks: int = 7, nc32: int = 32, nc16: int = 64, nc8: int = 128,
@@ -84,11 +87,11 @@ class ResNet(ZooModel):
         requested = self._check_num_classes(num_classes)
         self.num_classes = num_classes = requested or 10
         self.head_width = nc8
-        self.c1 = self.first_conv(self.in_chans, nc32)
+        self.c1 = self.stem(self.in_chans, nc32)
         self.layers_nc32 = self._stage(nc32, nc32, num_blocks, first_downsamples=False)
         self.layers_nc16 = self._stage(nc32, nc16, num_blocks, first_downsamples=True)
         self.layers_nc8 = self._stage(nc16, nc8, num_blocks, first_downsamples=True)
-        self.bn_out = self.batch_norm(nc8)
+        self.bn_out = self.norm(nc8)
         self.c_out = self.head_conv(nc8, num_classes)
         self.init_weights()
         if requested == 0:
@@ -102,17 +105,17 @@ class ResNet(ZooModel):
         return nn.Sequential(*blocks)
 
     # hooks the variants override
-    def first_conv(self, cin, cout):
-        return nn.Conv2d(cin, cout, 3, padding=1, bias=False)
+    def stem(self, cin, cout):
+        return make.z2_conv(cin, cout, 3, padding=1)
 
-    def block_conv(self, cin, cout, k):
-        return nn.Conv2d(cin, cout, k, padding=k // 2, bias=False)
+    def conv(self, cin, cout, k):
+        return make.z2_conv(cin, cout, k, padding=k // 2)
 
     def head_conv(self, cin, cout):
-        return nn.Conv2d(cin, cout, 1, bias=False)
+        return make.z2_conv(cin, cout, 1)
 
-    def batch_norm(self, c):
-        return gnn.plane_batch_norm(c)
+    def norm(self, c):
+        return make.norm(c, self.group_name)
 
     def init_weights(self, module=None):
         # the original: N(0, sqrt(2) / sqrt(fan_in)) for every convolution
@@ -148,6 +151,7 @@ class ResNet(ZooModel):
         return h.flatten(1)   # [B, num_classes, 1, 1] -> [B, num_classes]
 
 
+@register_class("p4m_resnet44_cifar", original_class="P4MResNet")
 class P4MResNet(ResNet):
     """p4m-ResNet44: lifting + p4m group convolutions, 11/23/45 channels (2,621,683 parameters)."""
     group_name = "p4m"
@@ -156,17 +160,14 @@ class P4MResNet(ResNet):
                  num_classes: int = 10, in_chans: int | None = None):
         super().__init__(num_blocks, nc32, nc16, nc8, num_classes, in_chans)
 
-    def first_conv(self, cin, cout):
-        return gnn.LiftingConv(cin, cout, 3, self.group_name, padding=1)
+    def stem(self, cin, cout):
+        return make.lifting(cin, cout, 3, self.group_name, padding=1)
 
-    def block_conv(self, cin, cout, k):
-        return gnn.GroupConv(cin, cout, k, self.group_name, padding=k // 2)
+    def conv(self, cin, cout, k):
+        return make.group_conv(cin, cout, k, self.group_name, padding=k // 2)
 
     def head_conv(self, cin, cout):
-        return gnn.GroupConv(cin, cout, 1, self.group_name)
-
-    def batch_norm(self, c):
-        return gnn.GroupBatchNorm(c)
+        return make.group_conv(cin, cout, 1, self.group_name)
 
     def init_weights(self, module=None):
         reset_group_conv_parameters(self if module is None else module, _HE_WSCALE)
@@ -175,6 +176,7 @@ class P4MResNet(ResNet):
         return gnn.spatial_avg_pool(h, h.shape[-1], 1, 0)
 
 
+@register_class("af_p4m_resnet44_cifar", original_class="fA_P4MResNet")
 class FAP4MResNet(P4MResNet):
     """alpha_F-p4m-ResNet44 (original ``fA_P4MResNet``; 2,693,911 parameters).
 
@@ -191,24 +193,18 @@ class FAP4MResNet(P4MResNet):
     def prepare_input(self, x):
         return torch.flip(x, dims=[-1])
 
-    def first_conv(self, cin, cout):
-        g = self.group_name
-        return gnn.FAttLiftingConv(cin, cout, 3, g,
-                                   channel_attention=gnn.FeatureChannelAttention(cin, 1),
-                                   spatial_attention=gnn.FeatureSpatialAttention(self.spatial_kernel, g),
-                                   padding=1)
+    def stem(self, cin, cout):
+        return make.alpha_f_lifting(cin, cout, 3, self.group_name, self.spatial_kernel, padding=1)
 
-    def block_conv(self, cin, cout, k):
-        g = self.group_name
-        return gnn.FAttGroupConv(cin, cout, k, g,
-                                 channel_attention=gnn.GroupChannelAttention(cin, g, max(1, cin // 2)),
-                                 spatial_attention=gnn.GroupSpatialAttention(self.spatial_kernel, g),
-                                 padding=k // 2)
+    def conv(self, cin, cout, k):
+        return make.alpha_f_group(cin, cout, k, self.group_name, max(1, cin // 2),
+                                  self.spatial_kernel, padding=k // 2)
 
     def head_conv(self, cin, cout):
-        return self.block_conv(cin, cout, 1)
+        return self.conv(cin, cout, 1)
 
 
+@register_class("a_p4m_resnet44_cifar", original_class=None)
 class AP4MResNet(P4MResNet):
     """alpha-p4m-ResNet44: full alpha attention in every convolution (new in this zoo, not in
     the paper; no original class, no published weights).
@@ -255,39 +251,18 @@ class AP4MResNet(P4MResNet):
         self.spatial_kernel = spatial_kernel
         super().__init__(num_blocks, nc32, nc16, nc8, num_classes, in_chans)
 
-    def first_conv(self, cin, cout):
-        g = self.group_name
-        return gnn.AttLiftingConv(
-            cin, cout, 3, g,
-            channel_attention=gnn.ResponseChannelAttention(cout, cin, g, 1, lifting=True),
-            spatial_attention=gnn.ResponseSpatialAttention(cout, self.spatial_kernel, g, lifting=True),
-            padding=1)
+    def stem(self, cin, cout):
+        return make.full_alpha_lifting(cin, cout, 3, self.group_name,
+                                       spatial_kernel=self.spatial_kernel, padding=1)
 
-    def block_conv(self, cin, cout, k):
-        g = self.group_name
-        return gnn.AttGroupConv(
-            cin, cout, k, g,
-            channel_attention=gnn.ResponseChannelAttention(cout, cin, g, max(1, cin // 2)),
-            spatial_attention=gnn.ResponseSpatialAttention(cout, self.spatial_kernel, g),
-            padding=k // 2)
+    def conv(self, cin, cout, k):
+        return make.full_alpha_group(cin, cout, k, self.group_name, max(1, cin // 2),
+                                     spatial_kernel=self.spatial_kernel, padding=k // 2)
 
     def head_conv(self, cin, cout):
-        g = self.group_name
-        return gnn.AttGroupConv(
-            cin, cout, 1, g,
-            channel_attention=gnn.ResponseChannelAttention(cout, cin, g, max(1, cin // 2)))
+        return make.full_alpha_group(cin, cout, 1, self.group_name, max(1, cin // 2),
+                                     spatial=False)
 
 
 #: the original's class name -> ours, for the converter and the golden files
-ORIGINAL_CLASSES = {"ResNet": ResNet, "P4MResNet": P4MResNet, "fA_P4MResNet": FAP4MResNet}
-
-
-# ----------------------------------------------------------------------------- registrations
-def _register(name, cls, original):
-    return register_model_class(name, cls, dataset="cifar10", original_class=original)
-
-
-resnet44_cifar = _register("resnet44_cifar", ResNet, "ResNet")
-p4m_resnet44_cifar = _register("p4m_resnet44_cifar", P4MResNet, "P4MResNet")
-af_p4m_resnet44_cifar = _register("af_p4m_resnet44_cifar", FAP4MResNet, "fA_P4MResNet")
-a_p4m_resnet44_cifar = _register("a_p4m_resnet44_cifar", AP4MResNet, None)
+ORIGINAL_CLASSES = original_classes(__name__)

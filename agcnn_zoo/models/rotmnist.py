@@ -3,25 +3,27 @@
 
 Skeleton (28x28 input): c1 -> bn1 -> relu -> dropout, c2 -> bn2 -> relu, 2x2 max pool,
 c3..c6 each -> bn -> relu -> dropout, c7 (4x4 filters, 10 outputs) -> max over the group axis.
-Module names are the original's, so checkpoints load key for key.
+Module names are the original's, so checkpoints load key for key. Hooks (the family
+vocabulary, see ``_base.py``): ``stem`` (c1), ``conv`` (c2..c6), ``head_conv`` (c7), ``norm``,
+``pool``; every layer is built with the class's ``group_name``.
 """
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
-from torch import nn
 
 from .. import nn as gnn
-from ..registry import register_model_class
+from . import factory as make
 from ._base import ZooModel
+from .registration import original_classes, register_class
 
 #: original key -> our key (identity: modules keep the original names)
 KEY_MAP: dict = {}
 
 
 class _RotMNISTNet(ZooModel):
+    dataset = "rotmnist"
     in_chans = 1
-    input_size = (28, 28)
+    image_size = (28, 28)
     classifier_names = ("c7",)
     drop_rate_arg = "dropout"   # timm's drop_rate sets the dropout after c1 and c3..c6
 
@@ -31,25 +33,29 @@ class _RotMNISTNet(ZooModel):
         self._set_in_chans(in_chans)
         self.num_classes = self._check_num_classes(num_classes) or 10
         self.channels = c = channels
-        self.c1 = self.first_conv(self.in_chans, c)
+        self.c1 = self.stem(self.in_chans, c)
         for i in range(2, 7):
-            setattr(self, f"c{i}", self.group_conv(c, c, 3))
-        self.c7 = self.group_conv(c, self.num_classes, 4)
+            setattr(self, f"c{i}", self.conv(c, c, 3))
+        self.c7 = self.head_conv(c, self.num_classes)
         for i in range(1, 7):
-            setattr(self, f"bn{i}", self.batch_norm(c))
+            setattr(self, f"bn{i}", self.norm(c))
         self.dropout = gnn.Dropout(dropout)
         if num_classes == 0:
             self.reset_classifier(0)
 
     # hooks the variants override
-    def first_conv(self, cin, cout):
+    def stem(self, cin, cout):
         raise NotImplementedError
 
-    def group_conv(self, cin, cout, k):
+    def conv(self, cin, cout, k):
         raise NotImplementedError
 
-    def batch_norm(self, c):
-        return gnn.GroupBatchNorm(c)
+    def head_conv(self, cin, cout):
+        """c7: a 4x4 convolution to one output per class, the same kind as ``conv``."""
+        return self.conv(cin, cout, 4)
+
+    def norm(self, c):
+        return make.norm(c, self.group_name)
 
     def pool(self, h):
         return gnn.spatial_max_pool(h, 2, 2)
@@ -58,7 +64,7 @@ class _RotMNISTNet(ZooModel):
         return h.amax(dim=2).flatten(1)
 
     def build_classifier(self, num_classes):
-        return {"c7": self.group_conv(self.channels, num_classes, 4)}
+        return {"c7": self.head_conv(self.channels, num_classes)}
 
     def forward_features(self, x):
         """c1..c6 with their batch norms, ReLUs, dropout and the pooling: ``[B, C, n, 4, 4]``
@@ -79,20 +85,18 @@ class _RotMNISTNet(ZooModel):
         return self.c7(self.forward_features(x))
 
 
+@register_class("z2cnn_rotmnist", original_class="Z2CNN")
 class Z2CNN(_RotMNISTNet):
     """Plain CNN baseline (21,620 parameters)."""
 
     def __init__(self, num_classes=10, dropout=0.3, in_chans=None):
         super().__init__(20, num_classes, dropout, in_chans)
 
-    def first_conv(self, cin, cout):
-        return nn.Conv2d(cin, cout, 3, bias=False)
+    def stem(self, cin, cout):
+        return make.z2_conv(cin, cout, 3)
 
-    def group_conv(self, cin, cout, k):
-        return nn.Conv2d(cin, cout, k, bias=False)
-
-    def batch_norm(self, c):
-        return gnn.plane_batch_norm(c)
+    def conv(self, cin, cout, k):
+        return make.z2_conv(cin, cout, k)
 
     def pool(self, h):
         return F.max_pool2d(h, 2, 2)
@@ -101,6 +105,7 @@ class Z2CNN(_RotMNISTNet):
         return h.flatten(1)
 
 
+@register_class("p4cnn_rotmnist", original_class="P4CNN")
 class P4CNN(_RotMNISTNet):
     """p4 G-CNN (Cohen & Welling 2016) as in the paper (24,610 parameters)."""
     group_name = "p4"
@@ -108,84 +113,60 @@ class P4CNN(_RotMNISTNet):
     def __init__(self, num_classes=10, dropout=0.3, in_chans=None):
         super().__init__(10, num_classes, dropout, in_chans)
 
-    def first_conv(self, cin, cout):
-        return gnn.LiftingConv(cin, cout, 3, "p4")
+    def stem(self, cin, cout):
+        return make.lifting(cin, cout, 3, self.group_name)
 
-    def group_conv(self, cin, cout, k):
-        return gnn.GroupConv(cin, cout, k, "p4")
+    def conv(self, cin, cout, k):
+        return make.group_conv(cin, cout, k, self.group_name)
 
 
+@register_class("a_p4cnn_rotmnist", original_class="A_P4CNN")
 class AP4CNN(P4CNN):
     """alpha-P4CNN: full alpha attention (channel + spatial) in every layer (73,130 parameters)."""
     channel, spatial = True, True
 
-    def first_conv(self, cin, cout):
-        return gnn.AttLiftingConv(
-            cin, cout, 3, "p4",
-            channel_attention=gnn.ResponseChannelAttention(cout, cin, "p4", 1, lifting=True)
-            if self.channel else None,
-            spatial_attention=gnn.ResponseSpatialAttention(cout, 7, "p4", lifting=True)
-            if self.spatial else None)
+    def stem(self, cin, cout):
+        return make.full_alpha_lifting(cin, cout, 3, self.group_name, self.channel, self.spatial)
 
-    def group_conv(self, cin, cout, k):
-        return gnn.AttGroupConv(
-            cin, cout, k, "p4",
-            channel_attention=gnn.ResponseChannelAttention(cout, cin, "p4", 2) if self.channel else None,
-            spatial_attention=gnn.ResponseSpatialAttention(cout, 7, "p4") if self.spatial else None)
+    def conv(self, cin, cout, k):
+        return make.full_alpha_group(cin, cout, k, self.group_name, 2, self.channel, self.spatial)
 
 
+@register_class("ach_p4cnn_rotmnist", original_class="A_Ch_P4CNN")
 class AChP4CNN(AP4CNN):
     """alpha_Ch-P4CNN: full alpha, channel attention only (48,630 parameters)."""
     channel, spatial = True, False
 
 
+@register_class("asp_p4cnn_rotmnist", original_class="A_Sp_P4CNN")
 class ASpP4CNN(AP4CNN):
     """alpha_Sp-P4CNN: full alpha, spatial attention only (49,110 parameters)."""
     channel, spatial = False, True
 
 
+@register_class("af_p4cnn_rotmnist", original_class="fA_P4CNN")
 class FAP4CNN(P4CNN):
     """alpha_F-P4CNN: attention on the input feature maps of every layer (29,462 parameters).
     The first layer's spatial attention is dilated (7x7, dilation 4), as in the original."""
 
-    def first_conv(self, cin, cout):
-        return gnn.FAttLiftingConv(cin, cout, 3, "p4",
-                                   channel_attention=gnn.FeatureChannelAttention(cin, 1),
-                                   spatial_attention=gnn.FeatureSpatialAttention(7, "p4", dilation=4))
+    def stem(self, cin, cout):
+        return make.alpha_f_lifting(cin, cout, 3, self.group_name, 7, dilation=4)
 
-    def group_conv(self, cin, cout, k):
-        return gnn.FAttGroupConv(cin, cout, k, "p4",
-                                 channel_attention=gnn.GroupChannelAttention(cin, "p4", 2),
-                                 spatial_attention=gnn.GroupSpatialAttention(7, "p4"))
+    def conv(self, cin, cout, k):
+        return make.alpha_f_group(cin, cout, k, self.group_name, 2, 7)
 
 
+@register_class("coa_p4cnn_rotmnist", original_class="RomHog_fA_P4CNN")
 class CoAP4CNN(P4CNN):
     """Co-attentive P4CNN (Romero & Hoogendoorn 2019's comparison layer; ``RomHog_fA_P4CNN``):
     a sigmoid 1x1 lifting / group convolution of the input gates it (24,851 parameters)."""
 
-    def first_conv(self, cin, cout):
-        return gnn.FAttLiftingConv(cin, cout, 3, "p4", spatial_attention=gnn.CoAttention(cin, "p4"))
+    def stem(self, cin, cout):
+        return make.co_attentive_lifting(cin, cout, 3, self.group_name)
 
-    def group_conv(self, cin, cout, k):
-        return gnn.FAttGroupConv(cin, cout, k, "p4", spatial_attention=gnn.GroupCoAttention(cin, "p4"))
+    def conv(self, cin, cout, k):
+        return make.co_attentive_group(cin, cout, k, self.group_name)
 
 
 #: the original's class name -> ours, for the converter and the golden files
-ORIGINAL_CLASSES = {
-    "Z2CNN": Z2CNN, "P4CNN": P4CNN, "A_P4CNN": AP4CNN, "A_Ch_P4CNN": AChP4CNN,
-    "A_Sp_P4CNN": ASpP4CNN, "fA_P4CNN": FAP4CNN, "RomHog_fA_P4CNN": CoAP4CNN,
-}
-
-
-# ----------------------------------------------------------------------------- registrations
-def _register(name, cls, original):
-    return register_model_class(name, cls, dataset="rotmnist", original_class=original)
-
-
-z2cnn_rotmnist = _register("z2cnn_rotmnist", Z2CNN, "Z2CNN")
-p4cnn_rotmnist = _register("p4cnn_rotmnist", P4CNN, "P4CNN")
-a_p4cnn_rotmnist = _register("a_p4cnn_rotmnist", AP4CNN, "A_P4CNN")
-ach_p4cnn_rotmnist = _register("ach_p4cnn_rotmnist", AChP4CNN, "A_Ch_P4CNN")
-asp_p4cnn_rotmnist = _register("asp_p4cnn_rotmnist", ASpP4CNN, "A_Sp_P4CNN")
-af_p4cnn_rotmnist = _register("af_p4cnn_rotmnist", FAP4CNN, "fA_P4CNN")
-coa_p4cnn_rotmnist = _register("coa_p4cnn_rotmnist", CoAP4CNN, "RomHog_fA_P4CNN")
+ORIGINAL_CLASSES = original_classes(__name__)
