@@ -5,6 +5,12 @@ Each family splits its forward pass in two, without changing a single operation:
 ``forward(x) == forward_head(forward_features(x))``. The classifier (``classifier_names``) is
 the last learned layer that depends on the number of classes; ``reset_classifier(n)`` rebuilds
 exactly those modules with the family's own constructor and initialisation.
+
+The family vocabulary: a family's base class builds its network from the hooks ``stem(cin,
+cout)`` (the first convolution), ``conv(cin, cout, k, ...)`` (every inner convolution),
+``head_conv(cin, cout)`` (the classifier convolution), ``norm(c)`` and ``pool(h)``; each variant
+overrides them with a constructor of ``factory.py`` and its own numbers, built with the
+class's ``group_name``. See docs/ARCHITECTURE.md.
 """
 from __future__ import annotations
 
