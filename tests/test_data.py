@@ -468,6 +468,7 @@ def test_an_existing_zip_that_is_an_html_page_is_named(tmp_path):
 
 
 @pytest.mark.parametrize("bad", ["nan", "inf", "-inf"])
+@pytest.mark.filterwarnings("ignore:.*rows, the published file has")  # a 6-row file on purpose
 def test_rotmnist_refuses_nan_and_inf_pixels(tmp_path, rotmnist_arrays, bad):
     make_rotmnist(tmp_path, *rotmnist_arrays, as_zip=False)
     row = "0.5 " * 400 + f"{bad} " + "0.5 " * 383 + "3"
