@@ -403,7 +403,8 @@ def test_mnist_aux_layouts_and_checksums(mnist_dir, tmp_path):
 
 
 def test_load_eval_set_names():
-    assert set(data.EVAL_SETS) == {"rotmnist", "cifar10", "pcam", "mnist-rot-aux", "cifar10-jpeg"}
+    assert set(data.EVAL_SETS) == {"rotmnist", "cifar10", "pcam", "mnist-rot-aux", "cifar10-jpeg",
+                                   "mnist-rot-sample"}
     assert all(data.EVAL_SETS[c].canonical for c in data.CANONICAL_SET.values())
     with pytest.raises(ValueError, match="unknown dataset 'mnist'"):
         data.load_eval_set("mnist")
