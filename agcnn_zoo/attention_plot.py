@@ -134,7 +134,8 @@ def _cmd_attention(args) -> int:
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        print("error: drawing needs matplotlib: pip install matplotlib (or pip install -e '.[plot]' in a clone)", file=sys.stderr)
+        print("error: drawing needs matplotlib: pip install matplotlib (in a clone: "
+              "pip install -e '.[plot]')", file=sys.stderr)
         return 2
     from PIL import Image
 
