@@ -1,6 +1,10 @@
 """torch.hub entry points: one per registered model.
 
-    torch.hub.load('<this repo or its folder>', 'a_p4cnn_rotmnist', pretrained=True)
+    torch.hub.load("path/to/this/folder", "a_p4cnn_rotmnist", source="local", pretrained=True)
+    torch.hub.load("OWNER/REPO", "a_p4cnn_rotmnist", pretrained=True)  # OWNER/REPO: a placeholder
+                                                                        # until it is published
+
+A folder needs ``source="local"`` (torch.hub otherwise reads the string as a GitHub owner/name).
 """
 dependencies = ["torch", "torchvision", "safetensors", "huggingface_hub"]
 

@@ -1,5 +1,5 @@
-"""Command line: ``python -m agcnn_zoo list | info NAME | download NAME | verify | convert | publish |
-train | attention``."""
+"""Command line (``agcnn-zoo`` once installed, or ``python -m agcnn_zoo``): ``list | info NAME |
+download NAME | verify | convert | publish | results | reproduce | train | attention``."""
 from __future__ import annotations
 
 import argparse
@@ -28,6 +28,31 @@ def _cmd_info(args) -> int:
     return 0
 
 
+def _unknown(name: str) -> Optional[str]:
+    """None when ``name`` is a registered model or a weight id, else an error line with the
+    nearest names."""
+    import difflib
+    from .api import list_pretrained, split_weight_id
+    from .registry import list_registered
+    known = set(list_registered()) | set(list_pretrained())
+    if name in known or (split_weight_id(name)[1] is None and name in list_registered()):
+        return None
+    close = difflib.get_close_matches(name, sorted(known), n=3, cutoff=0.6)
+    hint = f"did you mean {', '.join(close)}?" if close else "see `list --pretrained`"
+    return f"{name}: unknown model or weight id; {hint}"
+
+
+def _not_hosted(name: str, error: Exception) -> Optional[str]:
+    """One line for a weight that no configured host can deliver while the network is off (a
+    mirror without its file, or offline): not a failure of that weight."""
+    from .hub import WeightsUnavailableError
+    from .io import env
+    if not (isinstance(error, WeightsUnavailableError) and error.not_hosted_here):
+        return None
+    where = f"the mirror {env.mirror()}" if env.mirror() is not None else "offline mode"
+    return f"{name:28s} NOT AVAILABLE from the configured hosts ({where} has no copy)"
+
+
 def _cmd_download(args) -> int:
     from . import hub
     from .api import list_pretrained, resolve_weight
@@ -37,11 +62,23 @@ def _cmd_download(args) -> int:
         return 2
     failed = 0
     for name in names:
+        unknown = _unknown(name)
+        if unknown:
+            failed += 1
+            print(unknown, file=sys.stderr)
+            continue
         try:
             weight_id, record = resolve_weight(name)
+            if record is None:
+                raise hub.NoRecordError(f"{name!r} has no published weights (list them: "
+                                        f"`list --pretrained`)")
             path = hub.fetch_weights(weight_id, record, progress=not args.quiet)
             print(f"{name}: {path}")
         except Exception as e:  # report every model, then fail
+            line = _not_hosted(name, e)
+            if line:
+                print(line)
+                continue
             failed += 1
             print(f"{name}: FAILED: {e}", file=sys.stderr)
     return 1 if failed else 0
@@ -56,6 +93,11 @@ def _cmd_verify(args) -> int:
     names = args.names or list_pretrained()
     bad = 0
     for name in names:
+        unknown = _unknown(name)
+        if unknown:
+            print(unknown, file=sys.stderr)
+            bad += 1
+            continue
         name, rec = resolve_weight(name)
         if rec is None:
             print(f"{name:28s} NO WEIGHTS")
@@ -68,6 +110,10 @@ def _cmd_verify(args) -> int:
         try:
             hub.load_state_dict(name, rec)
         except Exception as e:
+            line = _not_hosted(name, e)
+            if line and not problems:
+                print(line)
+                continue
             problems.append(str(e))
         print(f"{name:28s} {'OK' if not problems else 'FAIL: ' + '; '.join(problems)}")
         bad += bool(problems)
@@ -102,9 +148,25 @@ def _cmd_results(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m agcnn_zoo",
+def _cmd_reproduce(args) -> int:
+    from .reproduce import run
+    return run(args, args.argv, prog=f"{args.prog} reproduce")
+
+
+def program_name(argv0: Optional[str] = None) -> str:
+    """What the user typed: the console script's name, else ``python -m agcnn_zoo``."""
+    from pathlib import Path
+    name = Path(argv0 if argv0 is not None else (sys.argv[0] if sys.argv else "")).name
+    return "agcnn-zoo" if name in ("agcnn-zoo", "agcnn-zoo.exe") else "python -m agcnn_zoo"
+
+
+def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
+    from . import __version__
+    prog = prog or program_name()
+    p = argparse.ArgumentParser(prog=prog,
                                 description="Attentive group-equivariant CNNs with verified weights.")
+    p.add_argument("--version", action="version", version=f"agcnn-zoo {__version__}")
+    p.set_defaults(prog=prog)
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("list", help="list registered models")
     s.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern, e.g. '*p4cnn*'")
@@ -141,6 +203,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: mnist-rot-aux for rotmnist, else the canonical set)")
     s.add_argument("--write-readme", metavar="README", help="rewrite the table block of this README")
     s.set_defaults(fn=_cmd_results)
+    s = sub.add_parser("reproduce", help="re-measure every published weight on its test set "
+                       "(the main job; eval/reproduce.py)",
+                       description="Re-measure the published weights; verdict rules: "
+                                   "python -c 'import agcnn_zoo.reproduce as r; help(r)'")
+    from .reproduce import add_arguments as _add_reproduce
+    _add_reproduce(s)
+    s.set_defaults(fn=_cmd_reproduce)
     from .train.cli import add_parser as _add_train
     _add_train(sub)
     from .attention_plot import add_parser as _add_attention
@@ -149,7 +218,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "reproduce":
+        from .reproduce.run import check_arguments
+        check_arguments(parser, args)
+        args.argv = argv[argv.index("reproduce") + 1:]
     try:
         return args.fn(args)
     except (ValueError, KeyError, FileNotFoundError, RuntimeError, OSError) as e:

@@ -164,9 +164,13 @@ def _load_backbone(model: nn.Module, state: dict, weight_id: str, published_clas
                  ", ".join(model.classifier_names), what, published_classes)
 
 
-def create_model(name: str, pretrained: bool = False, **kwargs) -> nn.Module:
+def create_model(name: str, pretrained: bool = False, *, manifest=None, **kwargs) -> nn.Module:
     """Build a registered model; ``pretrained=True`` loads its verified default weight (or the
     weight ``NAME.TAG`` names) and returns it in eval mode.
+
+    ``manifest``: the weight records to use instead of the package's manifest, as a dict of the
+    manifest's layout or the path of a manifest file (the evaluation harness passes the one it
+    reads, so a run never changes the process environment).
 
     Keyword arguments go to the model's constructor, timm's generic ones included:
     ``num_classes`` (with ``pretrained=True`` and another number of classes everything but the
@@ -177,13 +181,15 @@ def create_model(name: str, pretrained: bool = False, **kwargs) -> nn.Module:
     The model carries ``pretrained_cfg``, a flat timm-style configuration (see
     ``agcnn_zoo.pretrained_cfg``)."""
     from .pretrained_cfg import build_pretrained_cfg
+    if manifest is not None and not isinstance(manifest, dict):
+        manifest = load_manifest(manifest)
     model_name, tag = split_weight_id(name)
     entry = get_entry(model_name)
     record, weight_id = None, None
     if pretrained:
-        weight_id, record = resolve_weight(name)
+        weight_id, record = resolve_weight(name, manifest)
         if record is None:
-            own = list(_weights_of(model_name, _published()))
+            own = list(_weights_of(model_name, _published(manifest)))
             if own:
                 hint = f"weights of {model_name}: {', '.join(sorted(own))}"
             else:
@@ -200,7 +206,7 @@ def create_model(name: str, pretrained: bool = False, **kwargs) -> nn.Module:
     else:
         # timm's convention: a randomly initialised model carries its default weight's
         # configuration (input size, mean, std), with no weights loaded
-        default_id, default_rec = resolve_weight(model_name)
+        default_id, default_rec = resolve_weight(model_name, manifest)
         cfg = build_pretrained_cfg(model_name, default_rec, default_id if default_rec else None)
         cfg["weights"] = None
     if pretrained and kwargs.get("in_chans") not in (None, cfg["input_size"][0]):

@@ -1,5 +1,5 @@
 """``python -m agcnn_zoo attention NAME --image FILE --out maps.png``: draw an image beside the
-attention maps a model applied to it (needs matplotlib: ``pip install 'agcnn-zoo[plot]'``).
+attention maps a model applied to it (needs matplotlib: ``pip install matplotlib``).
 
 One row per attentive layer. Spatial attention is drawn once per group element ``g`` of the
 map it acts on (the original's ``[B, C, n, X, Y]`` layout; for full alpha layers averaged over
@@ -134,7 +134,8 @@ def _cmd_attention(args) -> int:
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        print("error: drawing needs matplotlib: pip install 'agcnn-zoo[plot]'", file=sys.stderr)
+        print("error: drawing needs matplotlib: pip install matplotlib (in a clone: "
+              "pip install -e '.[plot]')", file=sys.stderr)
         return 2
     from PIL import Image
 

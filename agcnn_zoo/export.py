@@ -93,8 +93,21 @@ def to_onnx(model: nn.Module, path, input_size=None, opset: int = 17, dynamic_ba
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     axes = {"input": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
-    with torch.no_grad():
-        torch.onnx.export(exported, (x,), str(path), input_names=["input"],
+    import io
+    import warnings
+    from .io.files import atomic_write_bytes
+    buffer = io.BytesIO()
+    with torch.no_grad(), warnings.catch_warnings():
+        # the TorchScript exporter (kept: the dynamo one needs onnxscript and changes the graph)
+        # announces its own deprecation; and tracing turns the input-shape checks into
+        # constants, which is what a fixed C x H x W network wants (batch stays dynamic)
+        warnings.filterwarnings("ignore", message="You are using the legacy TorchScript-based "
+                                "ONNX export", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message="The feature will be removed",
+                                category=DeprecationWarning, module=r"torch\.onnx")
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        torch.onnx.export(exported, (x,), buffer, input_names=["input"],
                           output_names=["logits"], dynamic_axes=axes, opset_version=opset,
                           dynamo=False)
+    atomic_write_bytes(path, buffer.getvalue(), what="ONNX file")  # nothing half-written
     return path

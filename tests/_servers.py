@@ -46,7 +46,7 @@ def isolate_env(tmp_path: Path, monkeypatch) -> Path:
     """Every cache in ``tmp_path``, no mirror / endpoint / offline flag from the caller's
     environment, and no telemetry request of huggingface_hub to the real Hub (it fetches an
     agent registry from its import-time endpoint once per process unless told not to).
-    Returns our cache folder."""
+    Returns our weights cache folder (``weights`` in the cache root)."""
     for var in ("AGCNN_ZOO_MIRROR", "HF_ENDPOINT", "HF_HUB_OFFLINE", "HF_HUB_CACHE",
                 "AGCNN_ZOO_TIMEOUT", "AGCNN_ZOO_DEADLINE", "AGCNN_ZOO_OFFLINE", "HF_TOKEN"):
         monkeypatch.delenv(var, raising=False)
@@ -58,7 +58,7 @@ def isolate_env(tmp_path: Path, monkeypatch) -> Path:
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")  # for spawned children
     from huggingface_hub import constants
     monkeypatch.setattr(constants, "HF_HUB_DISABLE_TELEMETRY", True)
-    return cache
+    return cache / "weights"
 
 
 def trust_localhost(monkeypatch) -> None:

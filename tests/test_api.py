@@ -110,7 +110,7 @@ def offline_mirror(monkeypatch, tmp_path, mirror_dir):
     monkeypatch.setenv("AGCNN_ZOO_MIRROR", str(mirror_dir))
     monkeypatch.setenv("AGCNN_ZOO_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    return tmp_path / "cache"
+    return tmp_path / "cache" / "weights"
 
 
 def _golden_error(model, name):
@@ -126,7 +126,7 @@ def test_create_model_pretrained_reproduces_golden(offline_mirror):
     assert not model.training
     assert model.pretrained_cfg["weights"]["sha256"] == zoo.model_info("af_p4cnn_rotmnist")["weights"]["sha256"]
     assert _golden_error(model, "af_p4cnn_rotmnist") <= 1e-4
-    assert list(offline_mirror.glob("af_p4cnn_rotmnist-*.safetensors"))
+    assert not list(offline_mirror.rglob("*.safetensors"))  # served from the package, not cached
 
 
 def test_torch_hub_load_local_pretrained(offline_mirror):
@@ -151,8 +151,16 @@ def test_pretrained_weights_refuse_a_changed_backbone(offline_mirror):
         zoo.create_model("p4m_densenet_pcam", pretrained=True, n_channels=8, num_classes=3)
 
 
-def test_cli_download_and_verify(offline_mirror, capsys):
+def test_cli_download_and_verify(offline_mirror, capsys, tmp_path, monkeypatch):
     from agcnn_zoo.__main__ import main
+    from agcnn_zoo.hub.manifest import load_manifest, save_manifest
+    assert main(["download", "z2cnn_rotmnist", "--quiet"]) == 0
+    assert "weights/z2cnn_rotmnist.safetensors" in capsys.readouterr().out  # the embedded copy
+    # a manifest listing only the authors' URL: fetched from the mirror, converted and cached
+    manifest = load_manifest()
+    rec = manifest["weights"]["z2cnn_rotmnist"]
+    rec["hosts"] = [h for h in rec["hosts"] if h["type"] != "package"]
+    monkeypatch.setenv("AGCNN_ZOO_MANIFEST", str(save_manifest(manifest, tmp_path / "m.json")))
     assert main(["download", "z2cnn_rotmnist", "--quiet"]) == 0
     assert "z2cnn_rotmnist-" in capsys.readouterr().out
     assert main(["verify", "z2cnn_rotmnist"]) == 0

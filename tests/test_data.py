@@ -22,7 +22,7 @@ from torchvision.transforms import functional as TF
 
 from agcnn_zoo import data
 from agcnn_zoo.data import rotmnist
-from conftest import DATA
+from conftest import DATA, shared
 
 TRAIN, TEST = data.ROTMNIST_FILES["train"], data.ROTMNIST_FILES["test"]
 
@@ -331,7 +331,7 @@ def test_cifar10_missing_names_folder_and_url(tmp_path):
 
 
 def test_cifar10_jpeg_order_labels_and_pixels():
-    ds = data.CIFAR10JPEG(DATA)
+    ds = data.CIFAR10JPEG(shared(DATA))
     assert len(ds) == 10000 and ds.name == "cifar10-jpeg" and not ds.canonical
     assert torch.bincount(ds.labels).tolist() == [1000] * 10
     assert ds.labels[:1000].eq(0).all() and ds.labels[-1000:].eq(9).all()
@@ -341,7 +341,7 @@ def test_cifar10_jpeg_order_labels_and_pixels():
     mean = torch.tensor(data.IMAGENET_MEAN).view(3, 1, 1)
     std = torch.tensor(data.IMAGENET_STD).view(3, 1, 1)
     for png, index in (("cifar10_03_0.png", 0), ("cifar10_00_3.png", 3000)):
-        ref = torch.from_numpy(np.array(Image.open(DATA / "cifar10" / "first20_png" / png)
+        ref = torch.from_numpy(np.array(Image.open(shared(DATA) / "cifar10" / "first20_png" / png)
                                           .convert("RGB"))).permute(2, 0, 1).float() / 255
         x, label = ds[index]
         assert label == int(png[-5])
@@ -403,11 +403,12 @@ def test_mnist_aux_layouts_and_checksums(mnist_dir, tmp_path):
 
 
 def test_load_eval_set_names():
-    assert set(data.EVAL_SETS) == {"rotmnist", "cifar10", "pcam", "mnist-rot-aux", "cifar10-jpeg"}
+    assert set(data.EVAL_SETS) == {"rotmnist", "cifar10", "pcam", "mnist-rot-aux", "cifar10-jpeg",
+                                   "mnist-rot-sample"}
     assert all(data.EVAL_SETS[c].canonical for c in data.CANONICAL_SET.values())
     with pytest.raises(ValueError, match="unknown dataset 'mnist'"):
         data.load_eval_set("mnist")
-    assert isinstance(data.load_eval_set("cifar10-jpeg", DATA, progress=False), data.CIFAR10JPEG)
+    assert isinstance(data.load_eval_set("cifar10-jpeg", shared(DATA), progress=False), data.CIFAR10JPEG)
 
 
 # ----------------------------------------------------------------------------- hardening
@@ -468,6 +469,7 @@ def test_an_existing_zip_that_is_an_html_page_is_named(tmp_path):
 
 
 @pytest.mark.parametrize("bad", ["nan", "inf", "-inf"])
+@pytest.mark.filterwarnings("ignore:.*rows, the published file has")  # a 6-row file on purpose
 def test_rotmnist_refuses_nan_and_inf_pixels(tmp_path, rotmnist_arrays, bad):
     make_rotmnist(tmp_path, *rotmnist_arrays, as_zip=False)
     row = "0.5 " * 400 + f"{bad} " + "0.5 " * 383 + "3"

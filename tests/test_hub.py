@@ -17,14 +17,18 @@ from agcnn_zoo import hub
 from agcnn_zoo.hub.convert import convert_checkpoint
 from agcnn_zoo.hub.manifest import load_manifest
 from agcnn_zoo.registry import get_entry
-from conftest import MIRROR, checkpoint_path, golden_path
+from conftest import MIRROR, checkpoint_path, golden_path, shared
 
 NAME = "p4cnn_rotmnist"  # small and fast; af_p4cnn_rotmnist (alpha_F) for the HF path
 REPO_ID = "agcnn-test/zoo"
 
 
 def manifest_record(name: str) -> dict:
-    return copy.deepcopy(load_manifest()["weights"][name])
+    """The manifest record without its embedded copy (these tests exercise the download hosts;
+    the embedded host is tested in test_hub_safety.py and test_manifest.py)."""
+    rec = copy.deepcopy(load_manifest()["weights"][name])
+    rec["hosts"] = [h for h in rec["hosts"] if h["type"] != "package"]
+    return rec
 
 
 def via(server: StaticHost, name: str) -> dict:
@@ -86,7 +90,7 @@ def test_huggingface_download_is_verified_cached_and_reproduces_golden(cache, tm
         state = hub.load_state_dict(name, rec, progress=False)
         assert_reproduces_golden(name, state)
         path = hub.fetch_weights(name, rec, progress=False)
-        assert str(path).startswith(str(cache / "huggingface"))
+        assert str(path).startswith(str(cache.parent / "huggingface"))
         assert f"snapshots/{oid}/{rec['file']}" in str(path)
         assert fake.count("GET", "/resolve/") == 1
         before = len(fake.requests)
@@ -98,8 +102,9 @@ def test_mirror_needs_no_server_and_no_network(cache, monkeypatch):
     def no_network(*args, **kwargs):
         raise AssertionError("the network was used although AGCNN_ZOO_MIRROR is set")
     monkeypatch.setattr(urllib.request, "urlopen", no_network)
-    monkeypatch.setenv("AGCNN_ZOO_MIRROR", str(MIRROR))
-    state = hub.load_state_dict("z2cnn_rotmnist", progress=False)  # the manifest's own record
+    monkeypatch.setenv("AGCNN_ZOO_MIRROR", str(shared(MIRROR)))
+    # the manifest's own record, less the embedded copy (which would need no mirror at all)
+    state = hub.load_state_dict("z2cnn_rotmnist", manifest_record("z2cnn_rotmnist"), progress=False)
     assert_reproduces_golden("z2cnn_rotmnist", state)
     # a file the mirror lacks fails that host without falling back to the network
     rec = manifest_record(NAME)
@@ -125,10 +130,28 @@ def test_mirror_also_serves_huggingface_files(cache, tmp_path, monkeypatch):
     assert hub.fetch_weights(NAME, rec, progress=False) == hub.cached_weights_path(NAME, rec)
 
 
-def test_default_cache_locations_follow_torch_and_hf_homes(tmp_path, monkeypatch):
+def test_one_cache_root_follows_xdg_and_agcnn_zoo_cache(tmp_path, monkeypatch):
+    from agcnn_zoo import data
     isolate_env(tmp_path, monkeypatch)
     monkeypatch.delenv("AGCNN_ZOO_CACHE")
-    assert hub.cache_dir() == tmp_path / "torch_home" / "hub" / "agcnn_zoo"
+    monkeypatch.delenv(data.DATA_ENV, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    assert hub.cache_dir() == tmp_path / "home" / ".cache" / "agcnn_zoo" / "weights"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert hub.cache_dir() == tmp_path / "xdg" / "agcnn_zoo" / "weights"
+    assert data.default_data_dir() == tmp_path / "xdg" / "agcnn_zoo" / "data"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/dir")  # ignored, as the XDG rule says
+    assert hub.cache_dir() == tmp_path / "home" / ".cache" / "agcnn_zoo" / "weights"
+    # AGCNN_ZOO_CACHE moves the whole root; AGCNN_ZOO_DATA the data alone
+    monkeypatch.setenv("AGCNN_ZOO_CACHE", str(tmp_path / "mine"))
+    assert hub.cache_dir() == tmp_path / "mine" / "weights"
+    assert data.default_data_dir() == tmp_path / "mine" / "data"
+    monkeypatch.setenv(data.DATA_ENV, str(tmp_path / "sets"))
+    assert data.default_data_dir() == tmp_path / "sets"
+    # the Hugging Face host keeps huggingface_hub's own cache unless the root is moved
+    assert hub.hf_cache_dir() == str(tmp_path / "mine" / "huggingface")
+    monkeypatch.delenv("AGCNN_ZOO_CACHE")
     assert hub.hf_cache_dir() == str(tmp_path / "hf_home" / "hub")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "elsewhere"))
     assert hub.hf_cache_dir() == str(tmp_path / "elsewhere")
@@ -343,7 +366,7 @@ def _load_in_child(name, record, barrier, queue):
 
 
 def test_four_processes_loading_at_once_share_one_download(cache):
-    with StaticHost(MIRROR, delay=1.0) as server:  # a slow link: the four overlap
+    with StaticHost(shared(MIRROR), delay=1.0) as server:  # a slow link: the four overlap
         rec = via(server, NAME)
         ctx = multiprocessing.get_context("spawn")
         barrier, queue = ctx.Barrier(4), ctx.Queue()

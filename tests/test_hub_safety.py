@@ -24,13 +24,16 @@ from agcnn_zoo.hub.convert import convert_checkpoint
 from agcnn_zoo.hub.hosts import package as package_host
 from agcnn_zoo.hub.manifest import load_manifest, save_manifest, validate_manifest
 from agcnn_zoo.registry import get_entry
-from conftest import MIRROR, REPO, checkpoint_path, golden_path
+from conftest import MIRROR, REPO, checkpoint_path, golden_path, shared
 
 NAME = "p4cnn_rotmnist"
 
 
 def record(name: str = NAME) -> dict:
-    return copy.deepcopy(load_manifest(REPO / "weights_manifest.json")["weights"][name])
+    """The manifest record without its embedded copy: these tests exercise the download hosts."""
+    rec = copy.deepcopy(load_manifest(REPO / "weights_manifest.json")["weights"][name])
+    rec["hosts"] = [h for h in rec["hosts"] if h["type"] != "package"]
+    return rec
 
 
 def via(server: StaticHost, name: str = NAME) -> dict:
@@ -150,7 +153,7 @@ def test_records_with_unsafe_urls_are_refused(cache, url, match):
 
 
 def test_a_killed_download_leaves_no_stray_files_after_the_next_load(cache, tmp_path):
-    with StaticHost(MIRROR, delay=60) as slow:  # a body that takes a minute: killed midway
+    with StaticHost(shared(MIRROR), delay=60) as slow:  # a body that takes a minute: killed midway
         rec = via(slow)
         ctx = multiprocessing.get_context("spawn")
         child = ctx.Process(target=_fetch_in_child, args=(NAME, rec))
@@ -167,7 +170,7 @@ def test_a_killed_download_leaves_no_stray_files_after_the_next_load(cache, tmp_
             child.join(timeout=30)
     assert child.exitcode == -signal.SIGKILL
     assert any(f.endswith(".part") for f in files_under(cache))  # what a killed process leaves
-    with StaticHost(MIRROR) as server:
+    with StaticHost(shared(MIRROR)) as server:
         rec = via(server)
         assert_golden(NAME, hub.load_state_dict(NAME, rec, progress=False))
     assert files_under(cache) == [hub.cached_weights_path(NAME, rec).name]

@@ -11,7 +11,7 @@ import agcnn_zoo as zoo
 from agcnn_zoo.hub.convert import convert_checkpoint, sha256_file
 from agcnn_zoo.hub.manifest import load_manifest, save_manifest, validate_manifest
 from agcnn_zoo.registry import get_entry
-from conftest import MIRROR, REPO
+from conftest import MIRROR, REPO, shared
 
 MANIFEST = load_manifest(REPO / "weights_manifest.json")
 RECORDS = MANIFEST["weights"]
@@ -26,7 +26,7 @@ AUTHORS_LOGS = {"z2cnn_rotmnist": 95.192, "p4cnn_rotmnist": 97.862, "a_p4cnn_rot
 
 
 def _mirror_path(url: str) -> Path:
-    return MIRROR / url.split("://", 1)[1]
+    return shared(MIRROR) / url.split("://", 1)[1]
 
 
 def test_manifest_is_valid():
@@ -73,6 +73,30 @@ def test_trained_weights_ship_embedded_and_their_hashes_recompute(name):
     assert meta["agcnn_zoo.trained"] == "agcnn-zoo" and meta["agcnn_zoo.model"] == name.split(".")[0]
     entry = get_entry(name.split(".", 1)[0])
     entry.fn().load_state_dict(tensors, strict=True)
+
+
+# the authors' checkpoints small enough to embed (<= 512 KB converted): all but CIFAR-10's
+EMBEDDED_AUTHORS = ["a_p4cnn_rotmnist", "af_p4cnn_rotmnist", "p4cnn_rotmnist",
+                    "p4m_densenet_pcam", "z2cnn_rotmnist"]
+
+
+@pytest.mark.parametrize("name", EMBEDDED_AUTHORS)
+def test_small_authors_weights_ship_embedded_as_the_first_host(name):
+    rec = RECORDS[name]
+    assert rec["hosts"][0] == {"type": "package", "path": rec["file"]}
+    assert rec["hosts"][1]["type"] == "original"  # the authors' file stays the fallback
+    f = EMBEDDED / rec["file"]
+    assert f.stat().st_size == rec["size"] <= 512 * 1024
+    assert sha256_file(f) == rec["sha256"]
+    licence = (EMBEDDED / "LICENSE-att_gconvs").read_text()
+    assert licence.startswith("MIT License") and "Erik J Bekkers" in licence
+
+
+def test_every_weight_that_fits_is_embedded():
+    fits = sorted(k for k, r in RECORDS.items() if r["size"] and r["size"] <= 512 * 1024)
+    assert fits == sorted(EMBEDDED_AUTHORS + TRAINED)
+    shipped = sorted(p.name for p in EMBEDDED.glob("*.safetensors"))
+    assert shipped == sorted(RECORDS[k]["file"] for k in fits)
 
 
 @pytest.mark.parametrize("name", AUTHORS)

@@ -13,10 +13,11 @@ from safetensors.torch import load_file
 
 from _servers import FakeHFHub, isolate_env, tampered
 from agcnn_zoo import hub
+from agcnn_zoo.hub.hosts import package
 from agcnn_zoo.hub.manifest import load_manifest, validate_manifest
 from agcnn_zoo.hub.publish import model_card, publish
 from agcnn_zoo.registry import get_entry
-from conftest import MIRROR, REPO, checkpoint_path, golden_path
+from conftest import MIRROR, REPO, checkpoint_path, golden_path, shared
 
 REPO_ID = "agcnn-test/zoo"
 
@@ -24,7 +25,7 @@ REPO_ID = "agcnn-test/zoo"
 @pytest.fixture
 def env(tmp_path, monkeypatch):
     isolate_env(tmp_path, monkeypatch)
-    monkeypatch.setenv("AGCNN_ZOO_MIRROR", str(MIRROR))  # build from the authors' files, offline
+    monkeypatch.setenv("AGCNN_ZOO_MIRROR", str(shared(MIRROR)))  # build from the authors' files, offline
 
     def no_network(*args, **kwargs):
         raise AssertionError("no request may leave 127.0.0.1")
@@ -42,6 +43,8 @@ def unpin(manifest, name):
     blob = hashlib.sha1(b"blob %d\0" % len(pth) + pth).hexdigest()
     pinned = rec["sha256"], rec["size"]
     rec.update(sha256=None, size=None, git_blob_sha1=blob)
+    # a weight known only by its source cannot be embedded: its package host goes too
+    rec["hosts"] = [h for h in rec["hosts"] if h["type"] != "package"]
     rec["hosts"][0].pop("sha256")
     rec["hosts"][0]["git_blob_sha1"] = blob
     manifest.write_text(json.dumps(data, indent=2))
@@ -70,9 +73,14 @@ def test_publish_pins_the_revision_and_the_hub_fetches_the_same_bytes(env, tmp_p
             assert set(after["weights"]) == set(before)
             for name in names:
                 rec = after["weights"][name]
-                assert rec["hosts"][0] == {"type": "huggingface", "repo_id": REPO_ID,
-                                           "revision": revision, "filename": rec["file"]}
-                assert rec["hosts"][1] == before[name]["hosts"][0] or name == "z2cnn_rotmnist"
+                # the embedded file stays first (no network), the hub before the other hosts
+                hosts = [h for h in rec["hosts"] if h["type"] != "package"]
+                if name != "z2cnn_rotmnist":
+                    assert rec["hosts"][0] == {"type": "package", "path": rec["file"]}
+                assert hosts[0] == {"type": "huggingface", "repo_id": REPO_ID,
+                                    "revision": revision, "filename": rec["file"]}
+                assert hosts[1:] == [h for h in before[name]["hosts"] if h["type"] != "package"] \
+                    or name == "z2cnn_rotmnist"
                 assert hashlib.sha256(uploaded[rec["file"]]).hexdigest() == rec["sha256"]
                 assert len(uploaded[rec["file"]]) == rec["size"]
                 card = uploaded[f"cards/{name}.md"].decode()
@@ -89,6 +97,7 @@ def test_publish_pins_the_revision_and_the_hub_fetches_the_same_bytes(env, tmp_p
             monkeypatch.setenv("AGCNN_ZOO_CACHE", str(tmp_path / "fresh_cache"))
             monkeypatch.delenv("AGCNN_ZOO_MIRROR")
             monkeypatch.setenv("HF_ENDPOINT", fake.endpoint)
+            monkeypatch.setattr(package, "WEIGHTS_DIR", tmp_path / "empty")  # not embedded
             name = "af_p4cnn_rotmnist"
             rec = after["weights"][name]
             path = hub.fetch_weights(name, rec, progress=False)
@@ -106,7 +115,7 @@ def test_republishing_replaces_the_host_of_that_repo_only(env, monkeypatch):
     data = json.loads(manifest.read_text())
     other = {"type": "huggingface", "repo_id": "someone/else", "revision": "ef" * 20,
              "filename": "p4cnn_rotmnist.safetensors"}
-    data["weights"]["p4cnn_rotmnist"]["hosts"].insert(0, other)
+    data["weights"]["p4cnn_rotmnist"]["hosts"].insert(1, other)
     manifest.write_text(json.dumps(data, indent=2))
     with FakeHFHub() as fake:
         first = publish(REPO_ID, manifest_path=manifest, endpoint=fake.endpoint,
@@ -117,10 +126,12 @@ def test_republishing_replaces_the_host_of_that_repo_only(env, monkeypatch):
     assert first != second
     weights = load_manifest(manifest)["weights"]
     hosts = weights["p4cnn_rotmnist"]["hosts"]
-    assert [h.get("repo_id") for h in hosts] == [REPO_ID, "someone/else", None]
-    assert hosts[0]["revision"] == second
-    assert weights["z2cnn_rotmnist"]["hosts"][0]["revision"] == first
-    assert all(h["type"] == "original" for h in weights["a_p4cnn_rotmnist"]["hosts"])
+    assert [(h["type"], h.get("repo_id")) for h in hosts] == [
+        ("package", None), ("huggingface", REPO_ID), ("huggingface", "someone/else"),
+        ("original", None)]
+    assert hosts[1]["revision"] == second
+    assert weights["z2cnn_rotmnist"]["hosts"][1]["revision"] == first
+    assert [h["type"] for h in weights["a_p4cnn_rotmnist"]["hosts"]] == ["package", "original"]
 
 
 def test_a_bad_file_stops_publishing_before_any_upload(env, tmp_path):
@@ -181,7 +192,7 @@ def test_a_weight_trained_here_publishes_like_any_other(env, tmp_path, monkeypat
                            progress=False, log=lambda s: None)
         uploaded = fake.files(REPO_ID, revision)
         rec = load_manifest(manifest)["weights"][wid]
-        assert [h["type"] for h in rec["hosts"]] == ["huggingface", "package"]
+        assert [h["type"] for h in rec["hosts"]] == ["package", "huggingface"]
         card = uploaded[f"cards/{wid}.md"].decode()
         assert rec["sha256"] in card and "Trained by agcnn-zoo (not the authors' weights)" in card
         assert "no retraining" not in card

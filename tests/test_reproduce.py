@@ -1,4 +1,4 @@
-"""eval/reproduce.py end to end, offline: the published rot-MNIST weights (through
+"""The main job (agcnn_zoo.reproduce, run as eval/reproduce.py) end to end, offline: the published rot-MNIST weights (through
 ``zoo.create_model(pretrained=True)`` and the shared mirror) on rotated MNIST test digits, the
 verdict rules, the reports, the manifest update and the missing-data exit code.
 
@@ -7,7 +7,6 @@ it sees 200 digits and the three other weights 2,000 (the full 10,000-digit runs
 hand, not here)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -28,18 +27,15 @@ ROTMNIST_WEIGHTS = ["a_p4cnn_rotmnist", "af_p4cnn_rotmnist", "p4cnn_rotmnist", "
 
 @pytest.fixture(scope="module")
 def reproduce():
-    spec = importlib.util.spec_from_file_location("reproduce", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["reproduce"] = module  # dataclasses look their module up while it loads
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop("reproduce", None)
+    from agcnn_zoo import reproduce
+    return reproduce
 
 
 @pytest.fixture(autouse=True)
-def offline_weights(mirror_dir, tmp_path, monkeypatch):
-    # weights come from the shared mirror of the authors' files, into a private cache
-    monkeypatch.setenv("AGCNN_ZOO_MIRROR", str(mirror_dir))
+def offline_weights(tmp_path, monkeypatch):
+    # the rot-MNIST weights ship in the package: no mirror, no network, a private cache
+    monkeypatch.delenv("AGCNN_ZOO_MIRROR", raising=False)
+    monkeypatch.delenv(data.DATA_ENV, raising=False)
     monkeypatch.setenv("AGCNN_ZOO_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv(data.OFFLINE_ENV, "1")
@@ -211,6 +207,74 @@ def test_missing_data_offline_exits_2_naming_files_and_url(tmp_path):
                    "http://www.iro.umontreal.ca/~lisa/icml2007data/mnist_rotation_new.zip"):
         assert needed in proc.stderr
     assert "MISSING" in proc.stdout
+
+
+def offline_env(tmp_path: Path) -> dict:
+    """A fresh machine with no network and no data: empty cache root, no mirror."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("AGCNN_ZOO_MIRROR", data.DATA_ENV, "AGCNN_ZOO_MANIFEST")}
+    return {**env, "AGCNN_ZOO_OFFLINE": "1", "HF_HUB_OFFLINE": "1",
+            "AGCNN_ZOO_CACHE": str(tmp_path / "fresh_cache"), "PYTHONPATH": str(REPO)}
+
+
+def test_zero_config_offline_run_smoke_checks_the_shipped_weights_and_exits_0(tmp_path):
+    # the fast shipped weights (every one is covered by test_smoke_plan_is_every_shipped_...)
+    models = "p4cnn_rotmnist*,z2cnn_rotmnist,p4m_densenet_pcam"
+    js = tmp_path / "r.json"
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--models", models, "--quiet",
+                           "--json", str(js)], capture_output=True, text=True, timeout=600,
+                          cwd=tmp_path, env=offline_env(tmp_path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    # what the full run takes comes first, before anything is evaluated
+    assert out.index("rotmnist ") < out.index("SMOKE CHECK") and "pcam " in out.split("SMOKE")[0]
+    assert "MB" in out.split("SMOKE")[0] and "min on 2 CPU cores" in out.split("SMOKE")[0]
+    res = json.loads(js.read_text())["results"]
+    smoke = {r["model"]: r for r in res if r["dataset"] == "mnist-rot-sample"}
+    assert sorted(smoke) == ["p4cnn_rotmnist", "p4cnn_rotmnist.zoo_rotgen_s0", "z2cnn_rotmnist"]
+    for r in smoke.values():
+        assert r["verdict"] == "OK" and r["images"] == data.SAMPLE_SIZE and r["measured"] >= 94
+    full = [r for r in res if r["dataset"] != "mnist-rot-sample"]
+    assert {r["dataset"] for r in full} == {"rotmnist", "pcam"}
+    assert all(r["verdict"] == "NOT DOWNLOADED" for r in full)
+    assert "Verdicts: PASS/FAIL" in out and "(rec)" in out and "* not confirmed" in out
+    last = out.strip().splitlines()
+    assert last[-2].startswith("summary: full test sets: 4 NOT DOWNLOADED; smoke check on the "
+                               "embedded sample: 3 of 3 weights OK")
+    assert last[-1].startswith("offline: AGCNN_ZOO_OFFLINE=1 AGCNN_ZOO_MIRROR=MIRROR python "
+                               "eval/reproduce.py --dataset mnist-rot-aux --data-dir MNIST_DIR")
+    assert "mnist_rotation_new.zip" in out and "h5.gz" in out  # what the full run downloads
+    assert not (tmp_path / "fresh_cache").exists() or not any((tmp_path / "fresh_cache").rglob("*.*"))
+
+
+def test_an_explicit_data_dir_without_data_is_still_missing(reproduce, tmp_path):
+    # naming a folder is asking for that data: its absence is exit 2, with no smoke check
+    assert run(reproduce, "--models", "z2cnn_rotmnist", "--data-dir", tmp_path, "--no-download",
+               "--json", tmp_path / "r.json") == 2
+    assert [r["dataset"] for r in json.loads((tmp_path / "r.json").read_text())["results"]] == ["rotmnist"]
+
+
+def test_smoke_plan_is_every_shipped_rotmnist_weight(reproduce):
+    weights = load_manifest()["weights"]
+    pairs = reproduce.smoke_plan(weights, reproduce.plan(weights, "*", None))
+    shipped = sorted(k for k, r in weights.items()
+                     if r["dataset"] == "rotmnist" and r["hosts"][0]["type"] == "package")
+    assert [n for n, _ in pairs] == shipped and len(shipped) == 8
+    assert {s for _, s in pairs} == {"mnist-rot-sample"}
+
+
+def test_the_cli_subcommand_is_the_same_job(tmp_path, capsys):
+    from agcnn_zoo.__main__ import main
+    js = tmp_path / "r.json"
+    code = main(["reproduce", "--models", "z2cnn_rotmnist", "--dataset", "mnist-rot-sample",
+                 "--quiet", "--json", str(js)])
+    assert code == 0
+    r = json.loads(js.read_text())
+    assert r["command"].startswith("python -m agcnn_zoo reproduce --models z2cnn_rotmnist")
+    assert r["results"][0]["verdict"] == "OK"
+    with pytest.raises(SystemExit):
+        main(["reproduce", "--limit", "0"])
+    assert "--limit must be >= 1" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------- pieces

@@ -13,7 +13,7 @@ from agcnn_zoo.hub.convert import CheckpointError, convert_state_dict
 from agcnn_zoo.models.rotmnist import (ORIGINAL_CLASSES, AChP4CNN, AP4CNN, ASpP4CNN, CoAP4CNN,
                                        FAP4CNN, P4CNN, Z2CNN)
 from agcnn_zoo.registry import get_entry
-from conftest import CHECKPOINTS, GOLDEN, checkpoint_path, golden_path, random_golden_path
+from conftest import CHECKPOINTS, GOLDEN, checkpoint_path, golden_path, random_golden_path, shared
 
 #: registry name -> our class, for the four published checkpoints
 PUBLISHED = {"z2cnn_rotmnist": Z2CNN, "p4cnn_rotmnist": P4CNN, "a_p4cnn_rotmnist": AP4CNN,
@@ -65,7 +65,7 @@ def test_random_goldens_of_the_other_classes(original):
 def test_every_layer_matches_the_original(name):
     """Outputs of c1..c7 (before batch norm) and bn1..bn6 for the first 2 golden inputs."""
     exp, folder = CHECKPOINTS[name]
-    ref = load_file(GOLDEN / "intermediates" / f"{exp}__{folder}.safetensors")
+    ref = load_file(shared(GOLDEN) / "intermediates" / f"{exp}__{folder}.safetensors")
     model = pretrained(name)
     seen = {}
     layers = [f"c{i}" for i in range(1, 8)] + [f"bn{i}" for i in range(1, 7)]

@@ -16,7 +16,7 @@ import torch
 from agcnn_zoo.train import ResumeError, recipe_for, train
 from agcnn_zoo.train.splits import load_training_data
 
-from conftest import DATA, REPO
+from conftest import DATA, REPO, shared
 
 SMALL = dict(dataset="mnist-rot-gen", limit_train=256, limit_val=128, limit_test=128, threads=1,
              progress=False)
@@ -81,7 +81,7 @@ def test_info_shows_the_recipe():
 # ----------------------------------------------------------------------------- data
 
 def test_mnist_rot_gen_splits_are_disjoint_and_from_training_digits():
-    d = load_training_data("mnist-rot-gen", "rotmnist", DATA, progress=False)
+    d = load_training_data("mnist-rot-gen", "rotmnist", shared(DATA), progress=False)
     assert (len(d.train), len(d.val)) == (10000, 2000)
     train_ids, val_ids = set(d.train.ids), set(d.val.ids)
     assert len(train_ids) == 10000 and len(val_ids) == 2000 and not train_ids & val_ids
@@ -101,15 +101,15 @@ def test_mnist_rot_gen_splits_are_disjoint_and_from_training_digits():
 
 def test_a_model_for_other_data_is_refused():
     with pytest.raises(ValueError, match="use one of cifar10"):
-        load_training_data("mnist-rot-gen", "cifar10", DATA)
+        load_training_data("mnist-rot-gen", "cifar10", shared(DATA))
 
 
 # ----------------------------------------------------------------------------- engine
 
 def test_same_seed_same_weights_other_seed_other_weights(tmp_path):
-    a = train("p4cnn_rotmnist", out=tmp_path / "a", epochs=1, seed=3, data_dir=DATA, **SMALL)
-    b = train("p4cnn_rotmnist", out=tmp_path / "b", epochs=1, seed=3, data_dir=DATA, **SMALL)
-    c = train("p4cnn_rotmnist", out=tmp_path / "c", epochs=1, seed=4, data_dir=DATA, **SMALL)
+    a = train("p4cnn_rotmnist", out=tmp_path / "a", epochs=1, seed=3, data_dir=shared(DATA), **SMALL)
+    b = train("p4cnn_rotmnist", out=tmp_path / "b", epochs=1, seed=3, data_dir=shared(DATA), **SMALL)
+    c = train("p4cnn_rotmnist", out=tmp_path / "c", epochs=1, seed=4, data_dir=shared(DATA), **SMALL)
     assert _weights(a) == _weights(b)
     assert _weights(a) != _weights(c)
     rec = a.record
@@ -124,13 +124,13 @@ def test_same_seed_same_weights_other_seed_other_weights(tmp_path):
 
 
 def test_one_epoch_then_resume_to_two_equals_two_epochs(tmp_path):
-    two = train("p4cnn_rotmnist", out=tmp_path / "two", epochs=2, data_dir=DATA, **SMALL)
-    train("p4cnn_rotmnist", out=tmp_path / "r", epochs=1, data_dir=DATA, **SMALL)
-    resumed = train("p4cnn_rotmnist", out=tmp_path / "r", epochs=2, resume=True, data_dir=DATA, **SMALL)
+    two = train("p4cnn_rotmnist", out=tmp_path / "two", epochs=2, data_dir=shared(DATA), **SMALL)
+    train("p4cnn_rotmnist", out=tmp_path / "r", epochs=1, data_dir=shared(DATA), **SMALL)
+    resumed = train("p4cnn_rotmnist", out=tmp_path / "r", epochs=2, resume=True, data_dir=shared(DATA), **SMALL)
     assert _weights(resumed) == _weights(two)
     assert resumed.record["training"]["epochs_run"] == 2
     with pytest.raises(ResumeError, match="has 2 epochs already"):
-        train("p4cnn_rotmnist", out=tmp_path / "r", epochs=1, resume=True, data_dir=DATA, **SMALL)
+        train("p4cnn_rotmnist", out=tmp_path / "r", epochs=1, resume=True, data_dir=shared(DATA), **SMALL)
     last = torch.load(tmp_path / "r" / "checkpoint.pt", weights_only=False)
     ref = torch.load(tmp_path / "two" / "checkpoint.pt", weights_only=False)
     for k, v in ref["model"].items():
@@ -144,18 +144,18 @@ def test_one_epoch_then_resume_to_two_equals_two_epochs(tmp_path):
 
 
 def test_an_existing_run_is_never_overwritten_and_resume_checks_the_settings(tmp_path):
-    train("p4cnn_rotmnist", out=tmp_path / "r", epochs=1, data_dir=DATA, **SMALL)
+    train("p4cnn_rotmnist", out=tmp_path / "r", epochs=1, data_dir=shared(DATA), **SMALL)
     with pytest.raises(ResumeError, match="pass --resume"):
-        train("p4cnn_rotmnist", out=tmp_path / "r", epochs=1, data_dir=DATA, **SMALL)
+        train("p4cnn_rotmnist", out=tmp_path / "r", epochs=1, data_dir=shared(DATA), **SMALL)
     with pytest.raises(ResumeError, match="settings"):
-        train("p4cnn_rotmnist", out=tmp_path / "r", epochs=2, resume=True, data_dir=DATA,
+        train("p4cnn_rotmnist", out=tmp_path / "r", epochs=2, resume=True, data_dir=shared(DATA),
               **{**SMALL, "limit_train": 128})
     with pytest.raises(ResumeError, match="recipe"):
-        train("p4cnn_rotmnist", out=tmp_path / "r", epochs=2, resume=True, lr=0.01, data_dir=DATA, **SMALL)
+        train("p4cnn_rotmnist", out=tmp_path / "r", epochs=2, resume=True, lr=0.01, data_dir=shared(DATA), **SMALL)
 
 
 def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path):
-    args = ["train", "p4cnn_rotmnist", "--dataset", "mnist-rot-gen", "--data-dir", str(DATA),
+    args = ["train", "p4cnn_rotmnist", "--dataset", "mnist-rot-gen", "--data-dir", str(shared(DATA)),
             "--epochs", "3", "--limit-train", "2048", "--limit-val", "128", "--limit-test", "128",
             "--threads", "1", "--no-progress"]
     full = _cli(*args, "--out", str(tmp_path / "full"))
@@ -163,7 +163,7 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path):
     out = tmp_path / "killed"
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.Popen([sys.executable, "-m", "agcnn_zoo", *args, "--out", str(out)],
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     while not (out / "checkpoint.pt").exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.02)
@@ -190,7 +190,7 @@ def test_torchrun_two_processes_agree(tmp_path):
     out = tmp_path / "ddp"
     p = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "agcnn_zoo",
                         "train", "p4cnn_rotmnist", "--dataset", "mnist-rot-gen", "--data-dir",
-                        str(DATA), "--out", str(out), "--epochs", "1", "--limit-train", "256",
+                        str(shared(DATA)), "--out", str(out), "--epochs", "1", "--limit-train", "256",
                         "--limit-val", "128", "--limit-test", "128", "--threads", "1",
                         "--no-progress"], capture_output=True, text=True, timeout=300, env=env,
                        cwd=REPO)
@@ -245,11 +245,11 @@ def test_a_trained_weight_ships_and_loads_through_the_verified_path(tmp_path, mo
     monkeypatch.setenv("AGCNN_ZOO_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(package, "WEIGHTS_DIR", tmp_path / "embedded")
     # a limited run is a smoke test, never a zoo weight
-    small = train("coa_p4cnn_rotmnist", out=tmp_path / "small", epochs=1, tag="t", data_dir=DATA, **SMALL)
+    small = train("coa_p4cnn_rotmnist", out=tmp_path / "small", epochs=1, tag="t", data_dir=shared(DATA), **SMALL)
     with pytest.raises(ValueError, match="smoke test"):
         install(small.out / "record.json", manifest)
     # one whole epoch on the whole split (the weight's record is what --update-manifest adds)
-    run = train("coa_p4cnn_rotmnist", out=tmp_path / "run", epochs=1, tag="t", data_dir=DATA,
+    run = train("coa_p4cnn_rotmnist", out=tmp_path / "run", epochs=1, tag="t", data_dir=shared(DATA),
                 dataset="mnist-rot-gen", threads=2, progress=False)
     assert install(run.out / "record.json", manifest, default=True) == "coa_p4cnn_rotmnist.t"
     assert (tmp_path / "embedded" / "coa_p4cnn_rotmnist.t.safetensors").stat().st_mode & 0o777 == 0o644

@@ -245,16 +245,7 @@ def test_transforms_on_real_digits_reproduce_the_evaluation_path(offline, mnist_
 
 
 def test_reproduce_reports_the_exact_rotmnist_statistics():
-    import importlib.util
-    import sys
-    from conftest import REPO
-    spec = importlib.util.spec_from_file_location("reproduce_for_note", REPO / "eval" / "reproduce.py")
-    reproduce = importlib.util.module_from_spec(spec)
-    sys.modules["reproduce_for_note"] = reproduce  # dataclasses look their module up while it loads
-    try:
-        spec.loader.exec_module(reproduce)
-    finally:
-        sys.modules.pop("reproduce_for_note", None)
+    from agcnn_zoo import reproduce
     record = load_manifest()["weights"]["p4cnn_rotmnist"]
     data = {"name": "rotmnist", "canonical": True,
             "normalize": {"mean": 0.1305, "std": 0.2975, "of": "the 12,000 training images"}}

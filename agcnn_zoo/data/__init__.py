@@ -8,6 +8,7 @@ training code fed them to the models. One module per dataset:
 * :mod:`.mnist`     MNIST IDX files (:func:`read_idx`) and ``mnist-rot-aux`` (auxiliary)
 * :mod:`.cifar10`   ``cifar10`` (pickle batch, canonical) and ``cifar10-jpeg`` (auxiliary)
 * :mod:`.pcam`      ``pcam``: PatchCamelyon h5 files, canonical
+* :mod:`.sample`    ``mnist-rot-sample``: 300 mnist-rot-aux digits shipped in the package
 * :mod:`._common`   the :class:`EvalSet` base, errors, the data folder, downloads
 * :mod:`.registry`  :data:`EVAL_SETS`, :data:`CANONICAL_SET`, :func:`load_eval_set`
 
@@ -27,9 +28,10 @@ from .cifar10 import (CIFAR10_CLASSES, CIFAR10_FOLDER, CIFAR10_REMOTE, CIFAR10_T
 from .mnist import MNIST_REMOTES, MNIST_ROT_AUX_SEED, MNISTRotAux, read_idx, rotate_digits
 from .pcam import PCAM_MEAN, PCAM_REMOTES, PCAM_STD, PCamTest
 from .registry import CANONICAL_SET, EVAL_SETS, load_eval_set
+from .sample import SAMPLE_DIR, SAMPLE_SIZE, MNISTRotSample
 from .rotmnist import ROTMNIST_FILES, ROTMNIST_REMOTE, ROTMNIST_SIZES, ROTMNIST_STATS, RotMNIST
 
-__all__ = ["EvalSet", "RotMNIST", "MNISTRotAux", "CIFAR10Test", "CIFAR10JPEG", "PCamTest",
+__all__ = ["EvalSet", "RotMNIST", "MNISTRotAux", "MNISTRotSample", "SAMPLE_DIR", "SAMPLE_SIZE", "CIFAR10Test", "CIFAR10JPEG", "PCamTest",
            "Remote", "DataNotFoundError", "ChecksumError", "DataFormatError", "DownloadError",
            "EVAL_SETS", "CANONICAL_SET", "load_eval_set", "default_data_dir", "download_url",
            "fetch_remote", "md5_file", "rotate_digits", "read_idx", "MNIST_ROT_AUX_SEED",

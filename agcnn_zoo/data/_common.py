@@ -71,7 +71,9 @@ class DataFormatError(IntegrityError, ValueError):
 
 
 def default_data_dir() -> Path:
-    return Path(os.environ.get(DATA_ENV) or Path.home() / ".cache" / "agcnn_zoo" / "data")
+    """``$AGCNN_ZOO_DATA``, else ``data`` in the one cache root (beside the weights)."""
+    raw = os.environ.get(DATA_ENV)
+    return Path(raw).expanduser() if raw else _env.cache_root() / "data"
 
 
 def _offline() -> bool:

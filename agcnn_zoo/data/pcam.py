@@ -146,8 +146,8 @@ def _require_h5py():
     try:
         import h5py
     except ImportError as e:
-        raise ImportError("reading PCam needs h5py: pip install h5py "
-                          "(or pip install agcnn-zoo[pcam])") from e
+        raise ImportError("reading PCam needs h5py (part of the default install): "
+                          "pip install h5py, or reinstall with pip install -e .") from e
     return h5py
 
 

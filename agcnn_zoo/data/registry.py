@@ -8,12 +8,14 @@ from .cifar10 import CIFAR10JPEG, CIFAR10Test
 from .mnist import MNISTRotAux
 from .pcam import PCamTest
 from .rotmnist import RotMNIST
+from .sample import MNISTRotSample
 
 __all__ = ["EVAL_SETS", "CANONICAL_SET", "load_eval_set"]
 
 #: evaluation set name -> reader
 EVAL_SETS = {"rotmnist": RotMNIST, "cifar10": CIFAR10Test, "pcam": PCamTest,
-             "mnist-rot-aux": MNISTRotAux, "cifar10-jpeg": CIFAR10JPEG}
+             "mnist-rot-aux": MNISTRotAux, "cifar10-jpeg": CIFAR10JPEG,
+             "mnist-rot-sample": MNISTRotSample}
 #: a model's training dataset -> its canonical test set
 CANONICAL_SET = {"rotmnist": "rotmnist", "cifar10": "cifar10", "pcam": "pcam"}
 

@@ -21,6 +21,7 @@ from typing import Iterator, List, Optional, Tuple
 import numpy as np
 import torch
 
+from ..io.env import show_progress
 from ..io.errors import CacheError
 from ..io.files import atomic_write_bytes, md5_file
 from ._common import (DataFormatError, DataNotFoundError, EvalSet, PathLike, Remote,
@@ -70,7 +71,7 @@ def _parse_amat(lines: Iterator[str], expected: Optional[int], desc: str, progre
 
     images, labels = [], []
     buf: List[str] = []
-    with tqdm(total=expected, unit="row", desc=f"reading {desc}", disable=not progress) as bar:
+    with tqdm(total=expected, unit="row", desc=f"reading {desc}", disable=not show_progress(progress)) as bar:
         def flush():
             rows = np.loadtxt(buf, dtype=np.float64, ndmin=2)
             if rows.shape[1] != 785:

@@ -1,6 +1,7 @@
 """Where verified weights are kept, and the only code that deletes anything there.
 
-``AGCNN_ZOO_CACHE`` (default ``torch.hub.get_dir()/agcnn_zoo``) holds our safetensors files
+``<cache root>/weights`` (the root is ``AGCNN_ZOO_CACHE``, default ``$XDG_CACHE_HOME/agcnn_zoo``,
+see :func:`agcnn_zoo.io.env.cache_root`) holds our safetensors files
 (``<stem>-<sha256[:10]>.safetensors``) and, for a weight pinned only by its source's git blob
 id, that verified source (``<stem>-blob<id[:10]>.source.pth``). The Hugging Face cache moves to
 ``$AGCNN_ZOO_CACHE/huggingface`` when the variable is set.
@@ -17,25 +18,21 @@ import stat
 from pathlib import Path
 from typing import Optional
 
+from ..io.env import CACHE_ENV, cache_root
 from ..io.errors import UnsafeFileError
 from ..io.files import as_cache_error, is_within, safe_remove
 from .records import OriginalHost, WeightRecord
 
 
 def cache_dir() -> Path:
-    """Our cache of converted / verified safetensors files."""
-    env = os.environ.get("AGCNN_ZOO_CACHE")
-    if env:
-        return Path(env).expanduser()
-    import torch.hub
-    return Path(torch.hub.get_dir()) / "agcnn_zoo"
+    """Our cache of converted / verified safetensors files: ``<cache root>/weights``."""
+    return cache_root() / "weights"
 
 
 def hf_cache_dir() -> str:
     """Where Hugging Face files are cached (huggingface_hub's layout)."""
-    env = os.environ.get("AGCNN_ZOO_CACHE")
-    if env:
-        return str(Path(env).expanduser() / "huggingface")
+    if os.environ.get(CACHE_ENV):
+        return str(cache_root() / "huggingface")
     if os.environ.get("HF_HUB_CACHE"):
         return os.path.expanduser(os.environ["HF_HUB_CACHE"])
     if os.environ.get("HF_HOME"):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 from typing import Dict, Mapping, Optional, Union
@@ -43,7 +44,12 @@ class CheckpointError(ValueError):
 def load_original_checkpoint(path: Union[str, Path]) -> Dict[str, torch.Tensor]:
     """The authors' ``model.pth`` (a pickled state dict) as a flat dict of tensors."""
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # torch's weights_only unpickler notes any protocol newer than 2 "might" hold
+            # instructions it lacks; it then refuses such a file itself (a CheckpointError here)
+            warnings.filterwarnings("ignore", message=r"Detected pickle protocol \d+ in the "
+                                    r"checkpoint", category=UserWarning)
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # UnpicklingError, RuntimeError (not a zip/pickle), EOFError...
         raise CheckpointError(f"{path}: not a readable state-dict checkpoint "
                               f"(loaded with weights_only=True): {e}") from e

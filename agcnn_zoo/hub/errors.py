@@ -34,6 +34,17 @@ class WeightsUnavailableError(WeightsError):
         super().__init__("\n".join(lines), hint="")
         self.hint = hint  # already part of the message
 
+    @property
+    def not_hosted_here(self) -> bool:
+        """True when every host failed only because the network is off (offline, or a mirror
+        without this file): the weight lives elsewhere, nothing is broken."""
+        return bool(self.failures) and all(isinstance(f.error, (OfflineError, MirrorError))
+                                           for f in self.failures)
+
+    def short_reason(self) -> str:
+        """One line: why the configured hosts could not deliver."""
+        return "; ".join(f"{f.host}: {type(f.error).__name__}" for f in self.failures)
+
 
 def _without_url(error: Exception, host: str) -> str:
     """The error's message without the URL the host line already shows."""

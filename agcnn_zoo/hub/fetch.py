@@ -71,14 +71,21 @@ def verify_file(path: Union[str, Path], sha256: str, size: Optional[int] = None)
 
 
 def _hint(record: WeightRecord, target: Path) -> str:
-    lines = [f"Nothing was cached (cache: {target.parent}). To fix: check the network, or"]
+    mirror = env.mirror()
+    if mirror is not None:  # the network is never used: checking it would not help
+        first = f"Nothing was cached (cache: {target.parent}; mirror: {mirror}). To fix:"
+    elif env.offline(huggingface=True):
+        first = f"Nothing was cached (cache: {target.parent}; offline). To fix:"
+    else:
+        first = f"Nothing was cached (cache: {target.parent}). To fix: check the network, or"
+    lines = [first]
     for host in record.hosts:
         line = getattr(module_for(host), "hint_line", lambda r, h: None)(record, host)
         if line:
             lines.append(line)
     if record.sha256:
         lines.append(f"  put the verified {record.file} (sha256 {record.sha256}) at {target}.")
-    else:
+    elif lines[-1].endswith(", or"):
         lines[-1] = lines[-1][:-len(", or")] + "."
     return "\n".join(lines)
 

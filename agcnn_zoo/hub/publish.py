@@ -5,8 +5,9 @@ One repo holds every weight, flat: ``<file>.safetensors`` per model, ``cards/<na
 model card each) and a ``README.md`` index. Every file is checked against the manifest (sha256,
 size) and loaded strictly into its model before anything is uploaded; after the commit each
 published record gets ``{"type": "huggingface", "repo_id", "revision": <commit oid>,
-"filename"}`` as its FIRST host (an older host on the same repo is replaced; hosts on other
-repos and the original URL stay behind it as fallbacks), and the manifest is saved.
+"filename"}`` as its first download host, behind the files shipped in the package (which
+need no network, so they stay first); an older host on the same repo is replaced, hosts on other
+repos and the original URL stay behind it as fallbacks, and the manifest is saved.
 
     python -m agcnn_zoo publish --repo-id ORG/NAME [--manifest PATH] [--endpoint URL]
 """
@@ -239,7 +240,9 @@ def publish(repo_id: str, manifest_path: Optional[Union[str, Path]] = None,
         record = records[name]
         others = [h for h in record["hosts"]
                   if not (h.get("type") == "huggingface" and h.get("repo_id") == repo_id)]
-        record["hosts"] = [huggingface_host(repo_id, revision, record["file"])] + others
+        embedded = [h for h in others if h.get("type") == "package"]
+        others = [h for h in others if h.get("type") != "package"]
+        record["hosts"] = embedded + [huggingface_host(repo_id, revision, record["file"])] + others
     saved = save_manifest(data, path)
     log(f"published {repo_id}@{revision}; manifest updated: {saved}")
     return revision

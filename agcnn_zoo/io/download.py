@@ -69,7 +69,7 @@ def mirror_path(mirror: Path, url: str) -> Path:
 def _bar(total: Optional[int], desc: str, progress: bool):
     from tqdm.auto import tqdm
     return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc,
-                disable=not progress, leave=False)
+                disable=not env.show_progress(progress), leave=False)
 
 
 class _Sink:

@@ -10,6 +10,10 @@
     seconds a silent connection is waited for (per read; default 30).
 ``AGCNN_ZOO_DEADLINE``
     seconds a whole transfer may take (default 3600): a server trickling bytes is cut off.
+``AGCNN_ZOO_CACHE``
+    the one cache folder (:func:`cache_root`): weights in ``<root>/weights``, downloaded test data
+    in ``<root>/data`` (``AGCNN_ZOO_DATA`` moves the data elsewhere). Default
+    ``$XDG_CACHE_HOME/agcnn_zoo``, else ``~/.cache/agcnn_zoo``.
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ from .errors import ConfigError
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_DEADLINE = 3600.0
 OFFLINE_ENV = "AGCNN_ZOO_OFFLINE"
+CACHE_ENV = "AGCNN_ZOO_CACHE"
 
 
 def env_true(name: str) -> bool:
@@ -64,3 +69,28 @@ def deadline() -> float:
 def mirror() -> Optional[Path]:
     raw = os.environ.get("AGCNN_ZOO_MIRROR")
     return Path(raw).expanduser() if raw else None
+
+
+def cache_root() -> Path:
+    """The one folder agcnn-zoo caches into: ``$AGCNN_ZOO_CACHE``, else
+    ``$XDG_CACHE_HOME/agcnn_zoo``, else ``~/.cache/agcnn_zoo`` (the XDG base directory rule:
+    a relative ``XDG_CACHE_HOME`` is ignored)."""
+    raw = os.environ.get(CACHE_ENV)
+    if raw:
+        return Path(raw).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    base = Path(xdg).expanduser() if xdg and Path(xdg).expanduser().is_absolute() \
+        else Path.home() / ".cache"
+    return base / "agcnn_zoo"
+
+
+def show_progress(progress: bool) -> bool:
+    """Whether to draw a progress bar: asked for, and stderr is a terminal (in a log file or a
+    CI transcript every redraw would stay behind as a stale line)."""
+    import sys
+    if not progress:
+        return False
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # replaced or closed stderr
+        return False

@@ -120,7 +120,7 @@ def build_record(*, entry, recipe, settings, data, weight: Path, sha256: str, nu
 
 def plot_curves(metrics: List[dict], path: Path, title: str = "") -> Optional[Path]:
     """Loss and accuracy per epoch (train and validation), the selected epoch marked; None when
-    matplotlib is not installed (``pip install agcnn-zoo[plot]``)."""
+    matplotlib is not installed (``pip install matplotlib``)."""
     try:
         import matplotlib
         matplotlib.use("Agg")

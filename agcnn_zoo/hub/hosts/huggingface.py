@@ -99,7 +99,7 @@ def fetch(record: WeightRecord, host: HuggingFaceHost, target: Path, *,
         path = Path(hf_hub_download(host.repo_id, name, revision=host.revision,
                                     endpoint=hf_endpoint(), cache_dir=hf_cache_dir(),
                                     etag_timeout=env.timeout(),
-                                    tqdm_class=None if progress else _QuietBar))
+                                    tqdm_class=None if env.show_progress(progress) else _QuietBar))
     except Exception as e:  # huggingface_hub / httpx errors of every kind
         raise DownloadError(where, f"{type(e).__name__}: {e}") from None
     try:

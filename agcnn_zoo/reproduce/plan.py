@@ -1,0 +1,87 @@
+"""Which weight runs on which set, which weights ship in the package, and what the full run costs
+(shown before anything is downloaded)."""
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from .. import data as zdata
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What evaluating a set takes: the download (bytes of the published files) and the wall
+    time of the published weights on it, measured on 2 CPU cores (the project's CI machine);
+    a GPU takes a small fraction of it."""
+    download_bytes: int
+    minutes_2cpu: float
+    files: str
+
+
+#: per evaluation set; 0 bytes: nothing to download (shipped, or read from a local folder only)
+COSTS: Dict[str, Cost] = {
+    "rotmnist": Cost(60 << 20, 8, "mnist_rotation_new.zip (about 60 MB)"),
+    "cifar10": Cost(170_498_071, 4, "cifar-10-python.tar.gz (163 MB)"),
+    "pcam": Cost(800 << 20, 33, "camelyonpatch_level_2_split_test_{x,y}.h5.gz (about 0.8 GB)"),
+    "mnist-rot-aux": Cost(1_653_419, 3, "MNIST t10k-{images,labels} IDX (1.6 MB)"),
+    "cifar10-jpeg": Cost(0, 4, "no public download: a local folder of JPEGs"),
+    "mnist-rot-sample": Cost(0, 1, "shipped in the package"),
+}
+
+
+def plan(weights: Dict[str, dict], pattern: str, dataset: Optional[str]) -> List[Tuple[str, str]]:
+    """``(weight id, eval set)`` pairs: published weights matching ``pattern`` (fnmatch
+    patterns, comma-separated; sorted), each on ``dataset`` if given (weights trained on other
+    data are left out), else on its canonical set."""
+    todo = []
+    for name in sorted(weights):
+        if not any(fnmatch.fnmatchcase(name, pat.strip()) for pat in pattern.split(",")):
+            continue
+        trained_on = weights[name].get("dataset")
+        if dataset is None:
+            if trained_on in zdata.CANONICAL_SET:
+                todo.append((name, zdata.CANONICAL_SET[trained_on]))
+        elif zdata.EVAL_SETS[dataset].serves == trained_on:
+            todo.append((name, dataset))
+    return todo
+
+
+def shipped(record: dict) -> bool:
+    """Whether the weight is embedded in the package (its first host is of kind ``package``)."""
+    hosts = record.get("hosts") or []
+    return bool(hosts) and hosts[0].get("type") == "package"
+
+
+def smoke_plan(weights: Dict[str, dict], todo: Sequence[Tuple[str, str]]) -> List[Tuple[str, str]]:
+    """The shipped rot-MNIST weights of ``todo`` on the embedded sample."""
+    names = sorted({n for n, _ in todo})
+    return [(n, "mnist-rot-sample") for n in names
+            if weights[n].get("dataset") == "rotmnist" and shipped(weights[n])]
+
+
+def _size(n: int) -> str:
+    return f"{n / (1 << 30):.1f} GB" if n >= 1 << 30 else f"{n / (1 << 20):.0f} MB"
+
+
+def describe_costs(todo: Sequence[Tuple[str, str]]) -> List[str]:
+    """One line per evaluation set of the plan: weights, download, expected time."""
+    per_set: Dict[str, int] = {}
+    for _, set_name in todo:
+        per_set[set_name] = per_set.get(set_name, 0) + 1
+    lines = []
+    total_bytes = total_min = 0.0
+    for set_name, n in per_set.items():
+        cost = COSTS.get(set_name)
+        if cost is None:
+            lines.append(f"  {set_name:16s} {n} weight(s)")
+            continue
+        total_bytes += cost.download_bytes
+        total_min += cost.minutes_2cpu
+        dl = f"download {cost.files}" if cost.download_bytes else cost.files
+        lines.append(f"  {set_name:16s} {n} weight(s); {dl}; about {cost.minutes_2cpu:g} min "
+                     f"on 2 CPU cores")
+    if len(per_set) > 1:
+        lines.append(f"  {'total':16s} download about {_size(int(total_bytes))} (once, then "
+                     f"cached); about {total_min:g} min on 2 CPU cores (a GPU is much faster)")
+    return lines
