@@ -26,7 +26,7 @@ def fresh_offline(tmp_path, monkeypatch):
 
 
 def test_shipped_weights_are_the_rotmnist_and_pcam_ones():
-    assert len(SHIPPED) == 9
+    assert len(SHIPPED) == 11
     assert {WEIGHTS[k]["dataset"] for k in SHIPPED} == {"rotmnist", "pcam"}
 
 

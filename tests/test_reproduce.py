@@ -231,7 +231,9 @@ def test_zero_config_offline_run_smoke_checks_the_shipped_weights_and_exits_0(tm
     assert "MB" in out.split("SMOKE")[0] and "min on 2 CPU cores" in out.split("SMOKE")[0]
     res = json.loads(js.read_text())["results"]
     smoke = {r["model"]: r for r in res if r["dataset"] == "mnist-rot-sample"}
-    assert sorted(smoke) == ["p4cnn_rotmnist", "p4cnn_rotmnist.zoo_rotgen_s0", "z2cnn_rotmnist"]
+    assert sorted(smoke) == ["p4cnn_rotmnist", "p4cnn_rotmnist.zoo_rotgen_s0",
+                             "p4cnn_rotmnist.zoo_rotgen_s1", "p4cnn_rotmnist.zoo_rotgen_s2",
+                             "z2cnn_rotmnist"]
     for r in smoke.values():
         assert r["verdict"] == "OK" and r["images"] == data.SAMPLE_SIZE and r["measured"] >= 94
     full = [r for r in res if r["dataset"] != "mnist-rot-sample"]
@@ -239,8 +241,8 @@ def test_zero_config_offline_run_smoke_checks_the_shipped_weights_and_exits_0(tm
     assert all(r["verdict"] == "NOT DOWNLOADED" for r in full)
     assert "Verdicts: PASS/FAIL" in out and "(rec)" in out and "* not confirmed" in out
     last = out.strip().splitlines()
-    assert last[-2].startswith("summary: full test sets: 4 NOT DOWNLOADED; smoke check on the "
-                               "embedded sample: 3 of 3 weights OK")
+    assert last[-2].startswith(f"summary: full test sets: {len(full)} NOT DOWNLOADED; smoke check "
+                               f"on the embedded sample: {len(smoke)} of {len(smoke)} weights OK")
     assert last[-1].startswith("offline: AGCNN_ZOO_OFFLINE=1 AGCNN_ZOO_MIRROR=MIRROR python "
                                "eval/reproduce.py --dataset mnist-rot-aux --data-dir MNIST_DIR")
     assert "mnist_rotation_new.zip" in out and "h5.gz" in out  # what the full run downloads
@@ -259,7 +261,7 @@ def test_smoke_plan_is_every_shipped_rotmnist_weight(reproduce):
     pairs = reproduce.smoke_plan(weights, reproduce.plan(weights, "*", None))
     shipped = sorted(k for k, r in weights.items()
                      if r["dataset"] == "rotmnist" and r["hosts"][0]["type"] == "package")
-    assert [n for n, _ in pairs] == shipped and len(shipped) == 8
+    assert [n for n, _ in pairs] == shipped and len(shipped) == 10
     assert {s for _, s in pairs} == {"mnist-rot-sample"}
 
 

@@ -255,6 +255,9 @@ def test_a_trained_weight_ships_and_loads_through_the_verified_path(tmp_path, mo
     assert (tmp_path / "embedded" / "coa_p4cnn_rotmnist.t.safetensors").stat().st_mode & 0o777 == 0o644
     assert "coa_p4cnn_rotmnist" in zoo.list_models(pretrained=True)
     assert zoo.model_info("coa_p4cnn_rotmnist")["weight_id"] == "coa_p4cnn_rotmnist.t"
+    # the same id installed again (a resumed, longer run) stays the name's default
+    install(run.out / "record.json", manifest)
+    assert zoo.model_info("coa_p4cnn_rotmnist")["weight_id"] == "coa_p4cnn_rotmnist.t"
     model = zoo.create_model("coa_p4cnn_rotmnist", pretrained=True)  # the default: ours
     for k, v in torch.load(run.out / "checkpoint.pt", weights_only=False)["best"]["state"].items():
         assert torch.equal(model.state_dict()[k], v), k

@@ -185,7 +185,8 @@ def install(record_path: Union[str, Path], manifest_path: Optional[Union[str, Pa
         for key, r in manifest["weights"].items():
             if key.split(".", 1)[0] == model and key != weight_id:
                 r["default"] = False
-    rec["default"] = bool(default)
+    # a re-trained weight under the same id keeps the role its predecessor had for the name
+    rec["default"] = bool(default) or bool(old is not None and old.get("default"))
     folder = Path(package_host.WEIGHTS_DIR)  # read now: tests point it elsewhere
     folder.mkdir(exist_ok=True)
     target = folder / rec["file"]
