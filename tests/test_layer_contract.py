@@ -28,7 +28,7 @@ from agcnn_zoo.nn import full_alpha, pooling
 from agcnn_zoo.nn import reference as ref
 from agcnn_zoo.nn.cache import CachedBanks
 from agcnn_zoo.registry import get_entry
-from conftest import CHECKPOINTS, GOLDEN, checkpoint_path
+from conftest import CHECKPOINTS, GOLDEN, checkpoint_path, shared
 
 GROUPS = [P4, P4M]
 
@@ -229,7 +229,7 @@ def test_p4m_densenet_reproduces_every_layer_of_the_original(use_reference):
     original's inputs: every block, transition and the classifier match its outputs."""
     name = "p4m_densenet_pcam"
     exp, folder = CHECKPOINTS[name]
-    golden = load_file(GOLDEN / "intermediates" / f"{exp}__{folder}.safetensors")
+    golden = load_file(shared(GOLDEN / "intermediates" / f"{exp}__{folder}.safetensors"))
     model = get_entry(name).fn()
     model.load_state_dict(convert_state_dict(load_original_checkpoint(checkpoint_path(name)), model))
     model.eval()
