@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 from ..io import env as _env
 from ..io.download import download
 from ..io.errors import DownloadError, IntegrityError, ZooIOError
-from ..io.files import atomic_writer, md5_file
+from ..io.files import atomic_writer, file_digest, md5_file
 from ..io.locks import file_lock
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -164,13 +164,7 @@ def fetch_remote(remote: Remote, folder: Path, *, dataset: str, needed: Sequence
 def content_md5(path: Path) -> str:
     """md5 of a file's content, gunzipped first when it is a .gz file."""
     import gzip
-    if path.suffix != ".gz":
-        return md5_file(path)
-    h = hashlib.md5()
-    with gzip.open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
+    return file_digest(path, "md5", opener=gzip.open if path.suffix == ".gz" else open)
 
 
 def check_md5(path: Path, md5: Optional[str], verified: bool, gunzipped: bool = False) -> None:

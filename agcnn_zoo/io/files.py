@@ -34,20 +34,22 @@ _KIND = re.compile(r"^[a-z0-9_]+$")
 
 # ----------------------------------------------------------------------------- hashing
 
-def sha256_file(path: PathLike, chunk: int = _CHUNK) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
+def file_digest(path: PathLike, algorithm: str, chunk: int = _CHUNK, opener=open) -> str:
+    """Hex digest of a file read in chunks (``opener=gzip.open`` hashes the gunzipped content);
+    hashlib.file_digest needs Python 3.11."""
+    h = hashlib.new(algorithm)
+    with opener(path, "rb") as f:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def sha256_file(path: PathLike, chunk: int = _CHUNK) -> str:
+    return file_digest(path, "sha256", chunk)
 
 
 def md5_file(path: PathLike, chunk: int = _CHUNK) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+    return file_digest(path, "md5", chunk)
 
 
 def git_blob_sha1_bytes(data: bytes) -> str:
