@@ -1,19 +1,27 @@
 #!/usr/bin/env python
-"""Speed and memory of the zoo's models, as ratios against the naive reference path and the
-exported plain-convolution network.
+"""Speed and memory of the zoo's models, as ratios against the naive reference path, the
+exported plain-convolution network and (optionally) an older checkout of the zoo.
 
     python eval/bench.py [--models PATTERN] [--batch-sizes 128] [--threads 2] [--repeats 3]
-                         [--modes eval,train] [--device auto|cpu|cuda] [--json PATH]
+                         [--rounds 1] [--modes eval,train] [--paths fast,compiled,reference,export]
+                         [--baseline PATH] [--device auto|cpu|cuda] [--json PATH]
 
 For every model, mode (eval forward under no_grad; train step = forward, backward, SGD step)
-and path -- ``fast`` (the library), ``reference`` (``agcnn_zoo.nn.reference_path()``: filters
-rebuilt by Python loops every call, full response tensors materialised, i.e. the original's
-formulation) and ``export`` (``agcnn_zoo.export.export``: plain nn.Conv2d / BatchNorm, eval only,
-the limit) -- it reports images/s (median of ``--repeats`` timed calls after two warm-up calls) and
-peak memory: on CUDA ``torch.cuda.max_memory_allocated``; on CPU each measurement runs in a
-fresh process and the peak is its maximum resident set size minus the resident size just before
-the first call (model, input and optimizer already built). Ratios: fast / reference speed,
-reference / fast memory, fast / export speed. Random weights: speed does not depend on them.
+and path -- ``fast`` (the library, full-alpha layers on the eager kernel), ``compiled`` (the same
+with ``set_full_alpha_backend(model, "compiled")``: torch.compile of the full-alpha chunk
+kernel), ``reference`` (``agcnn_zoo.nn.reference_path()``: filters rebuilt by Python loops every
+call, full response tensors materialised, i.e. the original's formulation), ``export``
+(``agcnn_zoo.export.export``: plain nn.Conv2d / BatchNorm, eval only, the limit) and, with
+``--baseline PATH``, ``baseline`` (the fast path of the agcnn_zoo package found in PATH, e.g. a
+``git worktree`` of an older commit: the speed before a change, measured in the same run) -- it
+reports images/s (median of ``--repeats`` timed calls after two warm-up calls; the first call,
+which includes compiling, is reported apart; with ``--rounds N`` every path is measured N times,
+interleaved, and the medians are reported) and peak memory: on CUDA
+``torch.cuda.max_memory_allocated``; on CPU each measurement runs in a fresh process and the
+peak is its maximum resident set size minus the resident size just before the first call
+(model, input and optimizer already built). Ratios: fast (and compiled) / reference speed,
+reference / fast memory, fast / export speed, fast (and compiled) / baseline speed. Random
+weights: speed does not depend on them.
 """
 from __future__ import annotations
 
@@ -56,13 +64,24 @@ def time_calls(step, repeats: int, sync=None) -> float:
 
 
 def measure(name: str, batch: int, mode: str, path: str, repeats: int, device: str,
-            threads: int) -> dict:
-    """One measurement, in this process."""
+            threads: int, baseline: str = None) -> dict:
+    """One measurement, in this process (for ``path == "baseline"``, a fresh process: the
+    package is imported from ``baseline``)."""
+    if path == "baseline":
+        if "agcnn_zoo" in sys.modules:
+            raise RuntimeError("the baseline must be measured in a fresh process")
+        sys.path.insert(0, str(Path(baseline).resolve()))
     import agcnn_zoo as zoo
     from agcnn_zoo.nn import reference_path
+    if path == "baseline" and not Path(zoo.__file__).resolve().is_relative_to(
+            Path(baseline).resolve()):
+        raise RuntimeError(f"imported agcnn_zoo from {zoo.__file__}, not from {baseline}")
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = zoo.create_model(name).to(device)
+    if path == "compiled":
+        from agcnn_zoo.nn import set_full_alpha_backend
+        set_full_alpha_backend(model, "compiled")
     c, h, w = zoo.model_info(name)["input_size"]
     x = torch.randn(batch, c, h, w, device=device)
     y = torch.randint(0, model.num_classes, (batch,), device=device)
@@ -87,12 +106,15 @@ def measure(name: str, batch: int, mode: str, path: str, repeats: int, device: s
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     base = torch.cuda.memory_allocated() if cuda else rss_bytes()
+    sync = torch.cuda.synchronize if cuda else None
     with ctx:
-        sec = time_calls(step, repeats, torch.cuda.synchronize if cuda else None)
+        first = time_calls(step, 0, sync)          # compiling, allocator warm-up
+        sec = time_calls(step, repeats, sync)
     peak = torch.cuda.max_memory_allocated() if cuda else peak_rss_bytes()
     return {"model": name, "batch": batch, "mode": mode, "path": path, "seconds": sec,
-            "images_per_s": batch / sec, "peak_bytes": max(0, peak - base), "device": device,
-            "threads": threads}
+            "images_per_s": batch / sec, "first_call_s": first,
+            "peak_bytes": max(0, peak - base), "device": device, "threads": threads,
+            "package": str(Path(zoo.__file__).parent)}
 
 
 class _null:
@@ -138,18 +160,61 @@ def format_cell(label: str, r: dict, error_width: int = 40) -> str:
     return f" | {label} {r.get('error', '-')[:error_width]}" if r else ""
 
 
+def combine(results: list) -> dict:
+    """Rounds of one measurement: the median speed and peak memory, the first round's first
+    call (the cold compile), or the first error."""
+    ok = [r for r in results if "images_per_s" in r]
+    if not ok:
+        return results[0]
+    return {**ok[0], "images_per_s": statistics.median(r["images_per_s"] for r in ok),
+            "peak_bytes": statistics.median(r["peak_bytes"] for r in ok), "rounds": len(ok)}
+
+
+def format_row(name: str, batch: int, mode: str, res: dict) -> str:
+    """One line: every path's cell, then the ratios between them."""
+    line = f"{name:24s} b={batch:<4d} {mode:5s}"
+    for label, path in (("fast", "fast"), ("compiled", "compiled"), ("ref", "reference"),
+                        ("export", "export"), ("baseline", "baseline")):
+        line += format_cell(label, res.get(path, {}))
+    ok = {p for p, r in res.items() if "images_per_s" in r}
+    for new in ("fast", "compiled"):
+        if new in ok and "reference" in ok:
+            speed, memory = ratios(res[new], res["reference"])
+            line += f" | {new} x{speed:.1f} vs ref, memory 1/{memory:.1f}"
+        if new in ok and "baseline" in ok:
+            line += f" | {new} x{ratios(res[new], res['baseline'])[0]:.2f} vs baseline"
+    if "fast" in ok and "export" in ok:
+        line += f" | {res['fast']['images_per_s'] / res['export']['images_per_s']:.2f} of export speed"
+    if "compiled" in ok:
+        line += f" | compiled first call {res['compiled']['first_call_s']:.0f} s"
+    return line
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", default="p4cnn_rotmnist,af_p4cnn_rotmnist,a_p4cnn_rotmnist",
-                   help="comma-separated names or fnmatch patterns")
+    p.add_argument("--models", default="a_p4cnn_rotmnist,ach_p4cnn_rotmnist,asp_p4cnn_rotmnist",
+                   help="comma-separated names or fnmatch patterns (default: the three full-alpha "
+                        "kinds alpha, alpha_Ch, alpha_Sp)")
     p.add_argument("--batch-sizes", default="128")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=1,
+                   help="measure every path this many times, interleaved, and report medians "
+                        "(a shared or throttled CPU drifts by tens of percent within minutes)")
     p.add_argument("--modes", default="eval,train")
-    p.add_argument("--paths", default="fast,reference,export")
+    p.add_argument("--paths", default="fast,compiled,reference,export")
+    p.add_argument("--baseline", default=None, metavar="PATH",
+                   help="also measure the fast path of the agcnn_zoo package in PATH (e.g. "
+                        "`git worktree add /tmp/before <commit>`), in the same run")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
+    paths = args.paths.split(",")
+    if args.baseline:
+        if not (Path(args.baseline) / "agcnn_zoo" / "__init__.py").is_file():
+            p.error(f"--baseline {args.baseline}: no agcnn_zoo package in it (give the root of a "
+                    "checkout, e.g. made by `git worktree add /tmp/before <commit>`)")
+        paths.append("baseline")
     import agcnn_zoo as zoo
     names = []
     for pat in args.models.split(","):
@@ -159,24 +224,18 @@ def main(argv=None) -> int:
     for name in names:
         for batch in [int(b) for b in args.batch_sizes.split(",")]:
             for mode in args.modes.split(","):
-                res = {}
-                for path in args.paths.split(","):
-                    if path == "export" and mode == "train":
-                        continue
-                    r = (measure_isolated if device == "cpu" else measure)(
-                        name, batch, mode, path, args.repeats, device, args.threads)
-                    res[path] = r
-                    rows.append({**r, "model": name, "batch": batch, "mode": mode, "path": path})
-                f, rf, ex = res.get("fast", {}), res.get("reference", {}), res.get("export", {})
-                line = f"{name:24s} b={batch:<4d} {mode:5s}"
-                for label, r in (("fast", f), ("ref", rf), ("export", ex)):
-                    line += format_cell(label, r)
-                if "images_per_s" in f and "images_per_s" in rf:
-                    speed, memory = ratios(f, rf)
-                    line += f" | speed x{speed:.1f} vs ref, memory 1/{memory:.1f}"
-                if "images_per_s" in f and "images_per_s" in ex:
-                    line += f" | {f['images_per_s'] / ex['images_per_s']:.2f} of export speed"
-                print(line, flush=True)
+                runs = {path: [] for path in paths if not (path == "export" and mode == "train")}
+                for _ in range(args.rounds):      # paths interleaved: drift hits all alike
+                    for path, got in runs.items():
+                        isolated = device == "cpu" or path == "baseline"
+                        r = (measure_isolated if isolated else measure)(
+                            name, batch, mode, path, args.repeats, device, args.threads,
+                            args.baseline)
+                        got.append(r)
+                        rows.append({**r, "model": name, "batch": batch, "mode": mode,
+                                     "path": path})
+                print(format_row(name, batch, mode, {p: combine(rs) for p, rs in runs.items()}),
+                      flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
     return 0

@@ -8,9 +8,12 @@ For every model it builds the original class (``experiments.<dataset>.models``, 
 registry's ``original_class``) and the zoo model, gives both the same random weights (the zoo
 keeps the original's parameter names), checks that their eval logits agree, then times an eval
 forward (no_grad) and a training step (forward, backward, SGD step) of each, every measurement
-in a fresh process (``bench.py``'s helpers): images/s (median of ``--repeats`` calls after two
-warm-up calls) and peak resident memory above the process's size before the first call. It
-prints the zoo / original ratios. Nothing of the original is copied into this repository: it is
+in a fresh process (``bench.py``'s helpers): images/s (median of ``--repeats`` calls after
+warm-up calls; the first call, which includes compiling, is reported apart) and peak resident
+memory above the process's size before the first call (with ``--rounds N``: the medians of N
+interleaved measurements). The zoo runs with each full-alpha
+backend of ``--zoo`` (``zoo``: eager kernel; ``zoo-compiled``: torch.compile of its chunk
+functions). It prints the zoo / original ratios. Nothing of the original is copied into this repository: it is
 imported from the path given.
 """
 from __future__ import annotations
@@ -24,8 +27,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench import (format_cell, peak_rss_bytes, ratios, rss_bytes, run_isolated,  # noqa: E402
-                   time_calls)
+from bench import (combine, format_cell, peak_rss_bytes, ratios, rss_bytes,  # noqa: E402
+                   run_isolated, time_calls)
 
 #: the original repository's model package for each of the zoo's datasets
 ORIGINAL_PACKAGES = {"rotmnist": "experiments.rot_mnist.models",
@@ -61,6 +64,9 @@ def measure(name: str, impl: str, original: str, batch: int, mode: str, repeats:
         with torch.no_grad():
             a, b = orig.eval()(x[:8]), ours.eval()(x[:8])
         check = (a.reshape(b.shape) - b).abs().max().item() / max(1.0, a.abs().max().item())
+    if impl == "zoo-compiled":
+        from agcnn_zoo.nn import set_full_alpha_backend
+        set_full_alpha_backend(ours, "compiled")
     model = orig if impl == "original" else ours
     del orig, ours
     model.train(mode == "train")
@@ -76,9 +82,11 @@ def measure(name: str, impl: str, original: str, batch: int, mode: str, repeats:
             opt.step()
 
     base = rss_bytes()
+    first = time_calls(step, 0)                    # compiling, allocator warm-up
     sec = time_calls(step, repeats)
     return {"model": name, "impl": impl, "batch": batch, "mode": mode, "seconds": sec,
-            "images_per_s": batch / sec, "peak_bytes": max(0, peak_rss_bytes() - base),
+            "images_per_s": batch / sec, "first_call_s": first,
+            "peak_bytes": max(0, peak_rss_bytes() - base),
             "relative_logit_difference": check, "threads": threads}
 
 
@@ -86,32 +94,47 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--original", required=True,
                    help="a checkout of github.com/dwromero/att_gconvs")
-    p.add_argument("--models", default="p4cnn_rotmnist,af_p4cnn_rotmnist,a_p4cnn_rotmnist")
+    p.add_argument("--models", default="a_p4cnn_rotmnist,ach_p4cnn_rotmnist,asp_p4cnn_rotmnist",
+                   help="comma-separated names (default: the three full-alpha kinds)")
+    p.add_argument("--zoo", default="eager,compiled",
+                   help="the zoo's full-alpha backends to measure: eager, compiled or both")
     p.add_argument("--batch-sizes", default="128")
     p.add_argument("--modes", default="eval,train")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--rounds", type=int, default=1,
+                   help="measure every implementation this many times, interleaved, and report "
+                        "medians")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     original = str(Path(args.original).resolve())
     if not (Path(original) / "attgconv").is_dir():
         p.error(f"{original} is not a checkout of dwromero/att_gconvs (no attgconv/ in it); "
                 "git clone https://github.com/dwromero/att_gconvs")
+    backends = args.zoo.split(",")
+    if not backends or set(backends) - {"eager", "compiled"}:
+        p.error(f"--zoo {args.zoo}: give eager, compiled or eager,compiled")
+    impls = ["original"] + [{"eager": "zoo", "compiled": "zoo-compiled"}[b] for b in backends]
     rows = []
     for name in args.models.split(","):
         for batch in [int(b) for b in args.batch_sizes.split(",")]:
             for mode in args.modes.split(","):
-                res = {impl: run_isolated("bench_original", name, impl, original, batch, mode,
-                                          args.repeats, args.threads)
-                       for impl in ("original", "zoo")}
-                rows += list(res.values())
-                o, z = res["original"], res["zoo"]
+                runs = {impl: [] for impl in impls}
+                for _ in range(args.rounds):      # interleaved: drift hits all alike
+                    for impl, got in runs.items():
+                        got.append(run_isolated("bench_original", name, impl, original, batch,
+                                                mode, args.repeats, args.threads))
+                        rows.append(got[-1])
+                res = {impl: combine(rs) for impl, rs in runs.items()}
+                o = res["original"]
                 line = f"{name:22s} b={batch:<4d} {mode:5s}"
-                for label, r in (("original", o), ("zoo", z)):
-                    line += format_cell(label, r, 60)
-                if "images_per_s" in o and "images_per_s" in z:
+                for impl, r in res.items():
+                    line += format_cell(impl, r, 60)
+                for impl, z in res.items():
+                    if impl == "original" or "images_per_s" not in o or "images_per_s" not in z:
+                        continue
                     speed, memory = ratios(z, o)
-                    line += f" | zoo x{speed:.2f} speed, memory 1/{memory:.1f}"
+                    line += f" | {impl} x{speed:.2f} speed, memory 1/{memory:.1f}"
                     if z.get("relative_logit_difference") is not None:
                         line += f", logits differ by {z['relative_logit_difference']:.1e} (rel.)"
                 print(line, flush=True)

@@ -12,12 +12,36 @@ def test_bench_reports_fast_reference_and_export(tmp_path):
     out_json = tmp_path / "bench.json"
     out = subprocess.run([sys.executable, str(REPO / "eval" / "bench.py"), "--models", "p4cnn_rotmnist",
                           "--batch-sizes", "2", "--repeats", "0", "--modes", "eval",
-                          "--json", str(out_json)], capture_output=True, text=True, cwd=REPO)
+                          "--paths", "fast,reference,export", "--json", str(out_json)],
+                         capture_output=True, text=True, cwd=REPO)
     assert out.returncode == 0, out.stderr
     rows = json.loads(out_json.read_text())
     assert sorted(r["path"] for r in rows) == ["export", "fast", "reference"]
     assert all(r["images_per_s"] > 0 and r["peak_bytes"] >= 0 for r in rows)
     assert "vs ref" in out.stdout and "of export speed" in out.stdout
+
+
+def test_bench_measures_a_baseline_checkout_interleaved_in_rounds(tmp_path):
+    """``--baseline`` imports the package of another checkout (here the repository itself, as
+    a stand-in for a worktree of an older commit) in its own processes."""
+    out_json = tmp_path / "bench.json"
+    out = subprocess.run([sys.executable, str(REPO / "eval" / "bench.py"), "--models", "ach_p4cnn_rotmnist",
+                          "--batch-sizes", "2", "--repeats", "0", "--modes", "train", "--rounds", "2",
+                          "--paths", "fast", "--baseline", str(REPO), "--json", str(out_json)],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out_json.read_text())
+    assert [r["path"] for r in rows] == ["fast", "baseline"] * 2
+    assert {r["package"] for r in rows} == {str(REPO / "agcnn_zoo")}
+    assert all(r["images_per_s"] > 0 and r["first_call_s"] > 0 for r in rows)
+    assert "fast x" in out.stdout and "vs baseline" in out.stdout
+
+
+def test_bench_refuses_a_baseline_without_the_package(tmp_path):
+    out = subprocess.run([sys.executable, str(REPO / "eval" / "bench.py"), "--baseline", str(tmp_path)],
+                         capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 2
+    assert "no agcnn_zoo package in it" in out.stderr and "git worktree add" in out.stderr
 
 
 def _fake_original(root):
@@ -41,10 +65,11 @@ def test_bench_original_times_both_implementations(tmp_path):
     assert out.returncode == 0, out.stderr
     rows = json.loads(out_json.read_text())
     assert sorted((r["impl"], r["mode"]) for r in rows) == [
-        ("original", "eval"), ("original", "train"), ("zoo", "eval"), ("zoo", "train")]
+        ("original", "eval"), ("original", "train"), ("zoo", "eval"), ("zoo", "train"),
+        ("zoo-compiled", "eval"), ("zoo-compiled", "train")]
     assert all(r["images_per_s"] > 0 for r in rows)
-    assert [r["relative_logit_difference"] for r in rows if r["mode"] == "eval"] == [0.0, 0.0]
-    assert "zoo x" in out.stdout
+    assert [r["relative_logit_difference"] for r in rows if r["mode"] == "eval"] == [0.0] * 3
+    assert "zoo x" in out.stdout and "zoo-compiled x" in out.stdout
 
 
 def test_bench_original_refuses_a_folder_that_is_not_the_original(tmp_path):

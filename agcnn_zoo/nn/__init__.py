@@ -9,7 +9,7 @@ from .attention import (CoAttention, FeatureChannelAttention, FeatureSpatialAtte
                         ResponseChannelAttention, ResponseSpatialAttention)
 from .attentive_conv import (DEFAULT_MAX_CHUNK_ELEMENTS, AttGroupConv, AttLiftingConv,
                              FAttGroupConv, FAttLiftingConv, FullAlphaConv,
-                             set_max_chunk_elements)
+                             set_full_alpha_backend, set_max_chunk_elements)
 from .base import ExportError, Layer
 from .cache import CachedBanks
 from .dropout import Dropout

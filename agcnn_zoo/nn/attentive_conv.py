@@ -24,11 +24,13 @@ from . import full_alpha as kernel
 from . import reference as ref
 from .attention import ResponseChannelAttention, ResponseSpatialAttention
 from .base import ExportError
+from .cache_budget import default_chunk_elements
 from .conv import GroupConv, LiftingConv, group_bank, lifting_bank
 from .plain import FeatureAttentiveConv, modulate
 
-#: default bound (in tensor elements) on one chunk of un-summed responses (4 MiB of float32)
-DEFAULT_MAX_CHUNK_ELEMENTS = 1 << 20
+#: default bound (in tensor elements) on one chunk of un-summed responses, from the CPU's
+#: largest cache (``cache_budget.py``; 2^20, 4 MiB of float32, for a 32 MiB L3)
+DEFAULT_MAX_CHUNK_ELEMENTS = default_chunk_elements()
 
 
 def _export_attention(mod):
@@ -84,6 +86,19 @@ def set_max_chunk_elements(module: nn.Module, elements: int) -> nn.Module:
     return module
 
 
+def set_full_alpha_backend(module: nn.Module, backend: str) -> nn.Module:
+    """Choose how every full-alpha layer in ``module`` computes its attention term:
+    ``"eager"`` (the default: PyTorch ops, chunk by chunk) or ``"compiled"`` (the same chunk
+    functions through ``torch.compile``: the first call of each layer shape compiles for
+    seconds, later calls run the fused code; on CPU it needs a C++ compiler). Both give the
+    same results to float rounding. Returns ``module``."""
+    kernel.chunk_forward(backend)   # validates the name (and builds the compiled function)
+    for m in module.modules():
+        if isinstance(m, FullAlphaConv):
+            m.full_alpha_backend = backend
+    return module
+
+
 class FullAlphaConv:
     """Shared machinery of the full-alpha attentive convolutions (a mixin before
     ``LiftingConv`` / ``GroupConv``, which supply the plain convolution and its banks)."""
@@ -104,6 +119,7 @@ class FullAlphaConv:
         self.channel_attention = channel_attention
         self.spatial_attention = spatial_attention
         self.max_chunk_elements = DEFAULT_MAX_CHUNK_ELEMENTS
+        self.full_alpha_backend = "eager"
 
     def has_attention(self) -> bool:
         return self.channel_attention is not None or self.spatial_attention is not None
@@ -160,7 +176,8 @@ class FullAlphaConv:
             wsp, sp_padding = kernel.crop_spatial(wsp, sp_padding, sp_dilation, out_hw)
         geo = kernel.Geometry(self.kernel_size, self.stride, self.padding, self.dilation,
                               sp_padding, sp_dilation, out_hw)
-        att = kernel.attention_term(x5.transpose(1, 2), kr, f1, f2, wsp, geo, plan, needs_grad)
+        att = kernel.attention_term(x5.transpose(1, 2), kr, f1, f2, wsp, geo, plan, needs_grad,
+                                    self.full_alpha_backend)
         return plain - self.scale * att.unflatten(1, (o, n))
 
     def forward_fast(self, x):

@@ -25,33 +25,67 @@ Without gradients a chunk holds ``Y`` (alpha is applied in place), its channel r
 (``2/C`` of it) and the unfolded input (``k^2 C J X'Y'`` per sample), so the live extra memory
 is below ``(1 + 2/C) E + k^2 C J X'Y' b_c + O(E / X'Y')`` floats for ``E`` = chunk elements,
 whatever the batch size. With gradients each chunk runs under activation checkpointing: in
-forward nothing of a chunk is kept but its inputs (views) and its ``[b_c, O_c |H|, X', Y']``
-output; in backward one chunk at a time is recomputed and differentiated, holding at most
+forward nothing of a chunk is kept but its inputs (views), its ``[b_c, O_c |H|, X', Y']``
+output and, with channel attention, its ``MaxRecord`` (three ``[b_c, J, C, Q_c]`` tensors and
+the masks of tied rows); in backward one chunk at a time is recomputed and differentiated, holding at most
 about ``6 E`` floats (``Y``, ``A`` and their gradients, masks of the max reductions), and its
 gradients are added into the layer's input and bank gradients. The layer output, the plain
 convolution, its saved input and the input gradient are the only whole-batch tensors.
-The default ``E`` (``DEFAULT_MAX_CHUNK_ELEMENTS``, 2^20, 4 MiB of float32) keeps a chunk in
-the CPU caches; on GPUs set ``layer.max_chunk_elements`` (or :func:`set_max_chunk_elements`)
-to a larger budget, e.g. 2^26.
+The default ``E`` (``DEFAULT_MAX_CHUNK_ELEMENTS``: ``cache_budget.py``, the largest CPU cache
+divided by those 6 floats; 2^20 for a 32 MiB L3) keeps a chunk in the CPU caches; on GPUs set
+``layer.max_chunk_elements`` (or ``set_max_chunk_elements``) to a larger budget, e.g. 2^26.
+
+The spatial max (channel attention) is located once, in the training forward: a
+``MaxRecord`` per chunk (value, first position, tie count, and the masks of the rows with
+ties) lets the backward route its gradient by gathers and scatters of the unfolded input, so
+alpha_Ch layers recompute no response at all in backward and alpha layers skip the
+response-sized mask passes of the spatial max.
+
+Backends. Without gradients the chunk function runs op by op (``"eager"``) or through
+``torch.compile`` (``"compiled"``, :func:`chunk_forward`): inductor fuses a chunk's
+element-wise passes and reductions over the cache-resident ``Y`` (statistics, attention,
+weighted sum) into a few loops and drops the per-op overhead. Training always runs eagerly:
+compiling the training chunks as well measured no faster (ach_p4cnn, batch 128: 179 vs
+230 img/s; a_p4cnn 128 vs 125) and took minutes to compile.
 """
 from __future__ import annotations
 
-from typing import List, NamedTuple, Tuple
+from typing import Callable, List, NamedTuple, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-__all__ = ["Geometry", "attention_term", "chunk_plan", "crop_spatial", "run_recomputed_chunk"]
+__all__ = ["BACKENDS", "Geometry", "MaxRecord", "attention_term", "chunk_forward", "chunk_plan",
+           "crop_spatial", "run_recomputed_chunk"]
+
+
+def _mlp_input(mu, mx):
+    """The statistics ``[b, J, C, Q]`` as the MLP's batched input ``[J, Q, C, 2b]``."""
+    return torch.stack([mu, mx]).permute(2, 4, 3, 0, 1).flatten(3)
 
 
 def _channel_alpha(mu, mx, f1, f2):
     """alpha ``[b, J, C, Q]`` from the response statistics (same shape) and the MLP banks
     ``f1 [J, Q, h, C]``, ``f2 [J, Q, C, h]``: one MLP per (j, Q) over the input channels."""
-    s = torch.stack([mu, mx]).permute(2, 4, 3, 0, 1).flatten(3)               # [J, Q, C, 2b]
-    h = torch.relu(torch.matmul(f1, s))                                      # [J, Q, h, 2b]
+    h = torch.relu(torch.matmul(f1, _mlp_input(mu, mx)))                     # [J, Q, h, 2b]
     z = torch.matmul(f2, h).unflatten(3, (2, mu.shape[0]))                   # [J, Q, C, 2, b]
     return torch.sigmoid(z[:, :, :, 0] + z[:, :, :, 1]).permute(3, 0, 2, 1)  # [b, J, C, Q]
+
+
+def _channel_alpha_backward(d_alpha, alpha, mu, mx, f1, f2):
+    """``(d_mu, d_mx, d_f1, d_f2)`` of ``_channel_alpha`` by hand (no autograd inside the
+    kernel: it runs per chunk, and compiled)."""
+    s = _mlp_input(mu, mx)
+    h = torch.relu(torch.matmul(f1, s))
+    dz = (d_alpha * alpha * (1 - alpha)).permute(1, 3, 2, 0)                 # [J, Q, C, b]
+    dz = torch.cat([dz, dz], 3)                         # both statistics feed the same sum
+    d_f2 = torch.matmul(dz, h.transpose(2, 3))
+    d_h = torch.matmul(f2.transpose(2, 3), dz) * (h > 0)
+    d_f1 = torch.matmul(d_h, s.transpose(2, 3))
+    d_s = torch.matmul(f1.transpose(2, 3), d_h).unflatten(3, (2, mu.shape[0]))   # [J, Q, C, 2, b]
+    d_s = d_s.permute(3, 4, 0, 2, 1)                                         # [2, b, J, C, Q]
+    return d_s[0], d_s[1], d_f1, d_f2
 
 
 class Geometry(NamedTuple):
@@ -134,20 +168,81 @@ def _as_channels_last(t, out_hw):
     return t.reshape(t.shape[0], *out_hw, -1).permute(0, 3, 1, 2)
 
 
-def _alpha_chunk(x, kr, f1, f2, wsp, geo: Geometry, inplace: bool):
+class MaxRecord(NamedTuple):
+    """Where the spatial max of every response row ``(b, j, c, q)`` of a chunk lies, kept by a
+    training forward so that the backward needs no response tensor for it: ``mx`` the maxima
+    and ``idx`` their first positions ``[b, J, C, Q]``, ``count`` how many positions share
+    each maximum (float); for the rows where several do, ``rows`` (flat row numbers) and their
+    ``masks [n, X'Y']`` (bool)."""
+    mx: torch.Tensor
+    idx: torch.Tensor
+    count: torch.Tensor
+    rows: torch.Tensor
+    masks: torch.Tensor
+
+
+def _locate_max(y) -> MaxRecord:
+    """The ``MaxRecord`` of responses ``y [b, J, C, Q, L]`` (ties happen: zero receptive
+    fields give equal responses, e.g. a filter whose responses are <= 0 peaks at every zero
+    pixel)."""
+    hw = y.shape[-1]
+    mx = y.amax(-1)
+    # a float mask, its row sums and its position sums (a matrix-vector product): ``max(dim)``
+    # with indices, bool masks and integer sums are each ~10x slower on CPU (measured)
+    mask = torch.eq(y, mx.unsqueeze(-1), out=torch.empty_like(y)).view(-1, hw)
+    count = mask.sum(1)
+    pos = torch.mv(mask, torch.arange(hw, dtype=y.dtype, device=y.device))
+    tied = (count > 1).nonzero().squeeze(1)
+    # an untied row's position sum is its position; tied rows use their masks (and are clamped
+    # here only to stay valid indices)
+    idx = pos.round().long().clamp_(0, hw - 1).view(mx.shape)
+    return MaxRecord(mx, idx, count.view(mx.shape), tied, mask[tied] > 0)
+
+
+def _spatial_max_backward(rec: MaxRecord, d_mx, u, kr, d_kr, d_u) -> None:
+    """Adds the gradient of the spatial max (``d_mx [b, J, C, Q]``) to ``d_kr [J, C, Q, kk]``
+    and ``d_u [b, J, C, kk, L]`` in place: each maximum's gradient goes to its position, split
+    in equal parts among tied positions like ``torch.amax``; gathers and scatters of the
+    unfolded input ``u`` instead of response-sized masks."""
+    b, j, c, kk, hw = u.shape
+    q = kr.shape[2]
+    w = (d_mx / rec.count).contiguous()
+    w.view(-1)[rec.rows] = 0.0                           # tied rows: below, by their masks
+    idx = rec.idx.unsqueeze(3).expand(b, j, c, kk, q)
+    d_kr += torch.einsum("bjcq,bjctq->jcqt", w, torch.gather(u, 4, idx))
+    d_u.scatter_add_(4, idx, w.unsqueeze(3) * kr.transpose(2, 3))
+    if rec.rows.numel():
+        bjc, jcq = rec.rows // q, rec.rows % (j * c * q)
+        share = d_mx.reshape(-1)[rec.rows] / rec.count.reshape(-1)[rec.rows]
+        e = rec.masks * share.unsqueeze(1)                                     # [n, L]
+        ur = u.reshape(b * j * c, kk, hw)[bjc]                                 # [n, kk, L]
+        d_kr.view(j * c * q, kk).index_add_(0, jcq, torch.bmm(ur, e.unsqueeze(2)).squeeze(2))
+        krr = kr.reshape(j * c * q, kk)[jcq]
+        d_u.view(b * j * c, kk, hw).index_add_(0, bjc, krr.unsqueeze(2) * e.unsqueeze(1))
+
+
+def _alpha_chunk(x, kr, f1, f2, wsp, geo: Geometry, inplace: bool, record=None):
     """The attention term ``R = sum_{c,j} beta alpha Y`` for one chunk (no output factor).
 
     x ``[b, J, C, H, W]`` (input group axis first); kr ``[J, C, Q, k*k]`` (Q = (o, i) of the
     chunk); f1 ``[J, Q, h, C]`` / f2 ``[J, Q, C, h]`` or None; wsp ``[2, J, Q, ks, ks]`` (mean
     filters already divided by C) or None. ``inplace``: no autograd, reuse buffers.
+    ``record``: called with the chunk's ``MaxRecord`` (None without channel attention).
     Returns ``[b, Q, X', Y']`` (contiguous).
     """
     b, j, c = x.shape[:3]
     q = kr.shape[2]
     u, kb, y = _responses(x, kr, geo)
-    alpha = None
+    alpha = rec = None
     if f1 is not None:
-        alpha = _channel_alpha(_spatial_mean(u, kr)[0], y.amax(-1), f1, f2)  # [b, J, C, Q]
+        if record is None:
+            mx = y.amax(-1)
+        else:
+            rec = _locate_max(y)
+            mx = rec.mx
+        alpha = _channel_alpha(_spatial_mean(u, kr)[0], mx, f1, f2)          # [b, J, C, Q]
+    if record is not None:
+        record(rec)
     if wsp is None:
         # no spatial attention: R = sum_{j,c} alpha Y, one GEMM with alpha-scaled filters
         w = (alpha.unsqueeze(-1) * kr).permute(0, 3, 1, 2, 4).reshape(b, q, -1)
@@ -173,26 +268,28 @@ def _share_among_maxima(t, t_max, grad, dim: int) -> torch.Tensor:
     return mask.mul_((grad / mask.sum(dim)).unsqueeze(dim))
 
 
-def _alpha_chunk_backward(x, kr, f1, f2, wsp, geo: Geometry, grad, needs_x: bool):
+def _alpha_chunk_backward(x, kr, f1, f2, wsp, geo: Geometry, grad, needs_x: bool,
+                          rec: MaxRecord = None):
     """Gradients of ``_alpha_chunk`` for the output gradient ``grad``, the chunk recomputed:
     ``(d_x, d_kr, d_f1, d_f2, d_wsp)``. The linear parts run as GEMMs on the unfolded input
-    instead of response-sized products. Max reductions pass their gradient to every maximal
-    entry in equal parts, exactly like ``torch.amax``."""
+    instead of response-sized products; the spatial max through the forward's ``rec``
+    (gathers and scatters), so that without spatial attention no response is recomputed at
+    all. The channel max passes its gradient to every maximal entry in equal parts, exactly
+    like ``torch.amax``."""
     b, j, c = x.shape[:3]
     q, kk = kr.shape[2], kr.shape[3]
     hw = geo.out_hw[0] * geo.out_hw[1]
-    u, kb, y = _responses(x, kr, geo)
+    if wsp is None:
+        u, kb, y = _unfold(x, geo), None, None
+    else:
+        u, kb, y = _responses(x, kr, geo)
     g_ql = grad.reshape(b, q, hw)
-    alpha = mlp_in = None
+    alpha = None
     if f1 is not None:
         mu, ubar = _spatial_mean(u, kr)
-        mx = y.amax(-1)
-        with torch.enable_grad():
-            mlp_in = [t.detach().requires_grad_() for t in (mu, mx, f1, f2)]
-            alpha_g = _channel_alpha(*mlp_in)
-        alpha = alpha_g.detach()
+        alpha = _channel_alpha(mu, rec.mx, f1, f2)
     d_alpha = d_wsp = None
-    e = None                                      # response-sized part of dY / alpha
+    e = None                                      # response-sized part of dY
     if wsp is None:
         # R = sum_{j,c} alpha Y: dY = alpha G (rank-structured), all through GEMMs on u
         t = torch.bmm(u.view(b, j * c * kk, hw), g_ql.transpose(1, 2)).view(b, j, c, kk, q)
@@ -230,20 +327,19 @@ def _alpha_chunk_backward(x, kr, f1, f2, wsp, geo: Geometry, grad, needs_x: bool
             w_t = (alpha.unsqueeze(-1) * kr).permute(0, 1, 2, 4, 3).reshape(b, j, c * kk, q)
             e.mul_(alpha.unsqueeze(-1))                                  # now dY (sparse part)
         d_u = torch.matmul(w_t, d_sa.view(b, j, hw, q).transpose(2, 3)).view(b, j, c, kk, hw)
+    del y
+    d_kr = d_kr.contiguous()
     d_f1 = d_f2 = None
+    u = u.view(b, j, c, kk, hw)
     if f1 is not None:
-        d_mu, d_mx, d_f1, d_f2 = torch.autograd.grad(alpha_g, mlp_in, d_alpha)
-        # spatial max: gradient to the maximal pixels (shared among ties)
-        e_max = _share_among_maxima(y, mx.unsqueeze(-1), d_mx, -1)
-        e = e_max if e is None else e.add_(e_max)
-        del e_max
+        d_mu, d_mx, d_f1, d_f2 = _channel_alpha_backward(d_alpha, alpha, mu, rec.mx, f1, f2)
+        _spatial_max_backward(rec, d_mx, u, kr, d_kr, d_u)
         # spatial mean, through the mean receptive field
         d_kr += torch.einsum("bjcq,bjcu->jcqu", d_mu, ubar)
         d_u += (torch.einsum("jcqu,bjcq->bjcu", kr, d_mu) / hw).unsqueeze(-1)
-    del y
     if e is not None:
         e = e.view(b * j * c, q, hw)
-        d_kr += torch.bmm(e, u.transpose(1, 2)).view(b, j, c, q, kk).sum(0)
+        d_kr += torch.bmm(e, u.reshape(b * j * c, kk, hw).transpose(1, 2)).view(b, j, c, q, kk).sum(0)
         d_u += torch.bmm(kb.transpose(1, 2), e).view(b, j, c, kk, hw)
     d_x = _fold(d_u, x.shape, geo) if needs_x else None
     return d_x, d_kr, d_f1, d_f2, d_wsp
@@ -260,9 +356,11 @@ class _AlphaAttention(torch.autograd.Function):
     def forward(ctx, x, kr, f1, f2, wsp, geo, plan):
         ctx.save_for_backward(x, kr, f1, f2, wsp)
         ctx.geo, ctx.plan = geo, plan
+        ctx.records = None if f1 is None else _LayerRecords(x, kr, plan)
+        keep = None if f1 is None else ctx.records.add
         run = run_recomputed_chunk if len(plan) > 1 else (lambda fn, *args: fn(*args))
         return _run_chunks(x, kr, f1, f2, wsp, geo, plan,
-                           lambda *args: run(_alpha_chunk, *args, geo, True))
+                           lambda *args: run(_alpha_chunk, *args, geo, True, keep))
 
     @staticmethod
     @once_differentiable
@@ -274,10 +372,11 @@ class _AlphaAttention(torch.autograd.Function):
         d_f1 = None if f1 is None else torch.zeros_like(f1)
         d_f2 = None if f2 is None else torch.zeros_like(f2)
         d_wsp = None if wsp is None else torch.zeros_like(wsp)
-        for rows, qs in ctx.plan:
+        for i, (rows, qs) in enumerate(ctx.plan):
             xb, krq, f1q, f2q, wspq = _chunk_args(x, kr, f1, f2, wsp, rows, qs)
+            rec = None if ctx.records is None else ctx.records.chunk(i)
             dx, dkr, df1, df2, dwsp = _alpha_chunk_backward(
-                xb, krq, f1q, f2q, wspq, ctx.geo, grad[rows, qs], needs_x)
+                xb, krq, f1q, f2q, wspq, ctx.geo, grad[rows, qs], needs_x, rec)
             if needs_x:
                 d_x[rows] += dx
             d_kr[:, :, qs] += dkr
@@ -287,6 +386,31 @@ class _AlphaAttention(torch.autograd.Function):
             if wsp is not None:
                 d_wsp[:, :, qs] += dwsp
         return d_x, d_kr, d_f1, d_f2, d_wsp, None, None
+
+
+class _LayerRecords:
+    """The ``MaxRecord`` of every chunk of a layer, written into whole-layer tensors. Small
+    tensors that outlive their chunk fragment the heap (each next chunk then takes fresh
+    pages for its responses: measured 1.3 GB instead of 0.15 GB of peak memory for the
+    forward of a_p4cnn at batch 128), so a chunk's record is copied here and dropped."""
+
+    def __init__(self, x, kr, plan):
+        shape = (*x.shape[:3], kr.shape[2])                                  # [B, J, C, Q]
+        self.mx, self.count = x.new_empty(shape), x.new_empty(shape)
+        self.idx = torch.empty(shape, dtype=torch.long, device=x.device)
+        self.plan, self.ties = plan, []
+
+    def _slices(self, i):
+        rows, qs = self.plan[i]
+        return [t[rows, :, :, qs] for t in (self.mx, self.idx, self.count)]
+
+    def add(self, rec: MaxRecord) -> None:
+        for whole, part in zip(self._slices(len(self.ties)), rec[:3]):
+            whole.copy_(part)
+        self.ties.append((rec.rows, rec.masks))      # usually empty
+
+    def chunk(self, i: int) -> MaxRecord:
+        return MaxRecord(*self._slices(i), *self.ties[i])
 
 
 def _chunk_args(x, kr, f1, f2, wsp, rows: slice, qs: slice):
@@ -372,14 +496,55 @@ def chunk_plan(batch: int, out_channels: int, group_order: int, per_sample_chann
             for b0 in range(0, b, bstep) for o0 in range(0, o, ostep)]
 
 
-def attention_term(x, kr, f1, f2, wsp, geo: Geometry, plan, needs_grad: bool) -> torch.Tensor:
+BACKENDS = ("eager", "compiled")
+_compiled: List[Callable] = []
+#: distinct chunk shapes one process may compile (7 layers x 2 chunk shapes per model, several
+#: models in one process); past dynamo's default limit (8) it would silently run eagerly
+COMPILED_SHAPES_LIMIT = 256
+
+
+def chunk_forward(backend: str) -> Callable:
+    """The no-grad chunk function of ``backend``: ``"eager"`` (``_alpha_chunk`` op by op) or
+    ``"compiled"`` (the same through ``torch.compile``, which fuses the chunk's element-wise
+    passes and reductions over the cache-resident responses; built on first use)."""
+    if backend == "eager":
+        return _alpha_chunk
+    if backend != "compiled":
+        raise ValueError(f"unknown full-alpha backend {backend!r}; choose one of {BACKENDS}")
+    if not _compiled:
+        _compiled.append(_compile(_alpha_chunk))
+    return _compiled[0]
+
+
+def _compile(fn):
+    compiled = torch.compile(fn, dynamic=False, fullgraph=True)
+
+    def run(*args):
+        try:
+            with torch._dynamo.config.patch(recompile_limit=COMPILED_SHAPES_LIMIT):
+                return compiled(*args)
+        except Exception as exc:  # inductor's own errors (no C++ compiler, ...) are opaque
+            if type(exc).__module__.startswith("torch._"):
+                first = str(exc).splitlines()[0] if str(exc) else ""
+                raise RuntimeError(
+                    f"torch.compile of the full-alpha kernel failed ({type(exc).__name__}: "
+                    f"{first}); on CPU it needs a C++ compiler (gcc or clang). Use the eager "
+                    "kernel instead: agcnn_zoo.nn.set_full_alpha_backend(model, 'eager')") from exc
+            raise
+    return run
+
+
+def attention_term(x, kr, f1, f2, wsp, geo: Geometry, plan, needs_grad: bool,
+                   backend: str = "eager") -> torch.Tensor:
     """``R = sum_{c,j} beta alpha Y`` of a whole layer, ``[B, Q, X', Y']``, chunk by chunk.
 
     x ``[B, J, C, H, W]`` (input group axis first); kr ``[J, C, Q, k*k]``; f1 / f2 the channel
     MLP banks ``[J, Q, h, C]`` / ``[J, Q, C, h]`` or None; wsp ``[2, J, Q, ks, ks]`` (mean
     filters divided by C) or None; ``plan`` from ``chunk_plan``. ``needs_grad``: differentiable
-    (each chunk recomputed in backward), else computed in place without autograd."""
+    (each chunk recomputed in backward), else computed in place without autograd.
+    ``backend``: the no-grad chunk function, ``"eager"`` or ``"compiled"`` (see
+    :func:`chunk_forward`); training always runs eagerly."""
+    forward = chunk_forward(backend)
     if needs_grad:
         return _AlphaAttention.apply(x, kr, f1, f2, wsp, geo, plan)
-    return _run_chunks(x, kr, f1, f2, wsp, geo, plan,
-                       lambda *args: _alpha_chunk(*args, geo, inplace=True))
+    return _run_chunks(x, kr, f1, f2, wsp, geo, plan, lambda *args: forward(*args, geo, True))
