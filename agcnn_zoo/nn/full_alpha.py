@@ -26,20 +26,21 @@ Without gradients a chunk holds ``Y`` (alpha is applied in place), its channel r
 is below ``(1 + 2/C) E + k^2 C J X'Y' b_c + O(E / X'Y')`` floats for ``E`` = chunk elements,
 whatever the batch size. With gradients each chunk runs under activation checkpointing: in
 forward nothing of a chunk is kept but its inputs (views), its ``[b_c, O_c |H|, X', Y']``
-output and, with channel attention, its ``MaxRecord`` (three ``[b_c, J, C, Q_c]`` tensors and
-the masks of tied rows); in backward one chunk at a time is recomputed and differentiated, holding at most
-about ``6 E`` floats (``Y``, ``A`` and their gradients, masks of the max reductions), and its
+output and, for alpha_Ch, its ``MaxRecord`` (three ``[b_c, J, C, Q_c]`` tensors and the masks
+of tied rows); in backward one chunk at a time is recomputed and differentiated, holding at
+most about ``6 E`` floats (``Y``, ``A`` and their gradients, masks of the max reductions), and its
 gradients are added into the layer's input and bank gradients. The layer output, the plain
 convolution, its saved input and the input gradient are the only whole-batch tensors.
 The default ``E`` (``DEFAULT_MAX_CHUNK_ELEMENTS``: ``cache_budget.py``, the largest CPU cache
 divided by those 6 floats; 2^20 for a 32 MiB L3) keeps a chunk in the CPU caches; on GPUs set
 ``layer.max_chunk_elements`` (or ``set_max_chunk_elements``) to a larger budget, e.g. 2^26.
 
-The spatial max (channel attention) is located once, in the training forward: a
-``MaxRecord`` per chunk (value, first position, tie count, and the masks of the rows with
-ties) lets the backward route its gradient by gathers and scatters of the unfolded input, so
-alpha_Ch layers recompute no response at all in backward and alpha layers skip the
-response-sized mask passes of the spatial max.
+Without spatial attention (alpha_Ch) the spatial max of the channel attention is located
+once, in the training forward: a ``MaxRecord`` per chunk (value, first position, tie count,
+and the masks of the rows with ties) lets the backward route its gradient by gathers and
+scatters of the unfolded input, so that it recomputes no response at all. Layers with
+spatial attention recompute the responses in backward anyway (for the channel max) and use
+dense masks there, which measured cheaper than recording.
 
 Backends. Without gradients the chunk function runs op by op (``"eager"``) or through
 ``torch.compile`` (``"compiled"``, :func:`chunk_forward`): inductor fuses a chunk's
@@ -74,8 +75,8 @@ def _channel_alpha(mu, mx, f1, f2):
 
 
 def _channel_alpha_backward(d_alpha, alpha, mu, mx, f1, f2):
-    """``(d_mu, d_mx, d_f1, d_f2)`` of ``_channel_alpha`` by hand (no autograd inside the
-    kernel: it runs per chunk, and compiled)."""
+    """``(d_mu, d_mx, d_f1, d_f2)`` of ``_channel_alpha`` by hand: a nested autograd graph
+    per chunk cost more than the MLP itself."""
     s = _mlp_input(mu, mx)
     h = torch.relu(torch.matmul(f1, s))
     dz = (d_alpha * alpha * (1 - alpha)).permute(1, 3, 2, 0)                 # [J, Q, C, b]
@@ -227,22 +228,21 @@ def _alpha_chunk(x, kr, f1, f2, wsp, geo: Geometry, inplace: bool, record=None):
     x ``[b, J, C, H, W]`` (input group axis first); kr ``[J, C, Q, k*k]`` (Q = (o, i) of the
     chunk); f1 ``[J, Q, h, C]`` / f2 ``[J, Q, C, h]`` or None; wsp ``[2, J, Q, ks, ks]`` (mean
     filters already divided by C) or None. ``inplace``: no autograd, reuse buffers.
-    ``record``: called with the chunk's ``MaxRecord`` (None without channel attention).
+    ``record``: called with the chunk's ``MaxRecord`` (only with channel attention).
     Returns ``[b, Q, X', Y']`` (contiguous).
     """
     b, j, c = x.shape[:3]
     q = kr.shape[2]
     u, kb, y = _responses(x, kr, geo)
-    alpha = rec = None
+    alpha = None
     if f1 is not None:
         if record is None:
             mx = y.amax(-1)
         else:
             rec = _locate_max(y)
+            record(rec)
             mx = rec.mx
         alpha = _channel_alpha(_spatial_mean(u, kr)[0], mx, f1, f2)          # [b, J, C, Q]
-    if record is not None:
-        record(rec)
     if wsp is None:
         # no spatial attention: R = sum_{j,c} alpha Y, one GEMM with alpha-scaled filters
         w = (alpha.unsqueeze(-1) * kr).permute(0, 3, 1, 2, 4).reshape(b, q, -1)
@@ -272,10 +272,10 @@ def _alpha_chunk_backward(x, kr, f1, f2, wsp, geo: Geometry, grad, needs_x: bool
                           rec: MaxRecord = None):
     """Gradients of ``_alpha_chunk`` for the output gradient ``grad``, the chunk recomputed:
     ``(d_x, d_kr, d_f1, d_f2, d_wsp)``. The linear parts run as GEMMs on the unfolded input
-    instead of response-sized products; the spatial max through the forward's ``rec``
-    (gathers and scatters), so that without spatial attention no response is recomputed at
-    all. The channel max passes its gradient to every maximal entry in equal parts, exactly
-    like ``torch.amax``."""
+    instead of response-sized products. Without spatial attention the spatial max goes through
+    the forward's ``rec`` (gathers and scatters) and no response is recomputed at all; with it,
+    through dense masks of the recomputed responses (``rec`` None). Max reductions pass their
+    gradient to every maximal entry in equal parts, exactly like ``torch.amax``."""
     b, j, c = x.shape[:3]
     q, kk = kr.shape[2], kr.shape[3]
     hw = geo.out_hw[0] * geo.out_hw[1]
@@ -287,7 +287,8 @@ def _alpha_chunk_backward(x, kr, f1, f2, wsp, geo: Geometry, grad, needs_x: bool
     alpha = None
     if f1 is not None:
         mu, ubar = _spatial_mean(u, kr)
-        alpha = _channel_alpha(mu, rec.mx, f1, f2)
+        mx = y.amax(-1) if rec is None else rec.mx
+        alpha = _channel_alpha(mu, mx, f1, f2)
     d_alpha = d_wsp = None
     e = None                                      # response-sized part of dY
     if wsp is None:
@@ -327,16 +328,21 @@ def _alpha_chunk_backward(x, kr, f1, f2, wsp, geo: Geometry, grad, needs_x: bool
             w_t = (alpha.unsqueeze(-1) * kr).permute(0, 1, 2, 4, 3).reshape(b, j, c * kk, q)
             e.mul_(alpha.unsqueeze(-1))                                  # now dY (sparse part)
         d_u = torch.matmul(w_t, d_sa.view(b, j, hw, q).transpose(2, 3)).view(b, j, c, kk, hw)
-    del y
     d_kr = d_kr.contiguous()
     d_f1 = d_f2 = None
     u = u.view(b, j, c, kk, hw)
     if f1 is not None:
-        d_mu, d_mx, d_f1, d_f2 = _channel_alpha_backward(d_alpha, alpha, mu, rec.mx, f1, f2)
-        _spatial_max_backward(rec, d_mx, u, kr, d_kr, d_u)
+        d_mu, d_mx, d_f1, d_f2 = _channel_alpha_backward(d_alpha, alpha, mu, mx, f1, f2)
+        if rec is None:        # the responses are at hand: a dense mask (shared among ties)
+            e_max = _share_among_maxima(y, mx.unsqueeze(-1), d_mx, -1)
+            e = e_max if e is None else e.add_(e_max)
+            del e_max
+        else:
+            _spatial_max_backward(rec, d_mx, u, kr, d_kr, d_u)
         # spatial mean, through the mean receptive field
         d_kr += torch.einsum("bjcq,bjcu->jcqu", d_mu, ubar)
         d_u += (torch.einsum("jcqu,bjcq->bjcu", kr, d_mu) / hw).unsqueeze(-1)
+    del y
     if e is not None:
         e = e.view(b * j * c, q, hw)
         d_kr += torch.bmm(e, u.reshape(b * j * c, kk, hw).transpose(1, 2)).view(b, j, c, q, kk).sum(0)
@@ -356,8 +362,11 @@ class _AlphaAttention(torch.autograd.Function):
     def forward(ctx, x, kr, f1, f2, wsp, geo, plan):
         ctx.save_for_backward(x, kr, f1, f2, wsp)
         ctx.geo, ctx.plan = geo, plan
-        ctx.records = None if f1 is None else _LayerRecords(x, kr, plan)
-        keep = None if f1 is None else ctx.records.add
+        # the spatial max is recorded only where the backward would otherwise recompute the
+        # responses for it alone (alpha_Ch); with spatial attention it recomputes them anyway
+        # and the dense masks cost less than recording them (measured)
+        ctx.records = _LayerRecords(x, kr, plan) if f1 is not None and wsp is None else None
+        keep = None if ctx.records is None else ctx.records.add
         run = run_recomputed_chunk if len(plan) > 1 else (lambda fn, *args: fn(*args))
         return _run_chunks(x, kr, f1, f2, wsp, geo, plan,
                            lambda *args: run(_alpha_chunk, *args, geo, True, keep))
