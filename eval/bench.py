@@ -209,6 +209,8 @@ def main(argv=None) -> int:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
+    if args.rounds < 1:
+        p.error("--rounds must be at least 1")
     paths = args.paths.split(",")
     if args.baseline:
         if not (Path(args.baseline) / "agcnn_zoo" / "__init__.py").is_file():

@@ -11,10 +11,10 @@ forward (no_grad) and a training step (forward, backward, SGD step) of each, eve
 in a fresh process (``bench.py``'s helpers): images/s (median of ``--repeats`` calls after
 warm-up calls; the first call, which includes compiling, is reported apart) and peak resident
 memory above the process's size before the first call (with ``--rounds N``: the medians of N
-interleaved measurements). The zoo runs with each full-alpha
-backend of ``--zoo`` (``zoo``: eager kernel; ``zoo-compiled``: torch.compile of its chunk
-functions). It prints the zoo / original ratios. Nothing of the original is copied into this repository: it is
-imported from the path given.
+interleaved measurements). The zoo runs with each full-alpha backend of ``--zoo`` (``zoo``:
+the eager kernel; ``zoo-compiled``: torch.compile of its no-grad chunk function). It prints the
+zoo / original ratios. Nothing of the original is copied into this repository: it is imported
+from the path given.
 """
 from __future__ import annotations
 
@@ -111,6 +111,8 @@ def main(argv=None) -> int:
     if not (Path(original) / "attgconv").is_dir():
         p.error(f"{original} is not a checkout of dwromero/att_gconvs (no attgconv/ in it); "
                 "git clone https://github.com/dwromero/att_gconvs")
+    if args.rounds < 1:
+        p.error("--rounds must be at least 1")
     backends = args.zoo.split(",")
     if not backends or set(backends) - {"eager", "compiled"}:
         p.error(f"--zoo {args.zoo}: give eager, compiled or eager,compiled")

@@ -87,11 +87,12 @@ def set_max_chunk_elements(module: nn.Module, elements: int) -> nn.Module:
 
 
 def set_full_alpha_backend(module: nn.Module, backend: str) -> nn.Module:
-    """Choose how every full-alpha layer in ``module`` computes its attention term:
-    ``"eager"`` (the default: PyTorch ops, chunk by chunk) or ``"compiled"`` (the same chunk
-    functions through ``torch.compile``: the first call of each layer shape compiles for
-    seconds, later calls run the fused code; on CPU it needs a C++ compiler). Both give the
-    same results to float rounding. Returns ``module``."""
+    """Choose how every full-alpha layer in ``module`` computes its attention term without
+    gradients: ``"eager"`` (the default: PyTorch ops, chunk by chunk) or ``"compiled"`` (the
+    same chunk function through ``torch.compile``: the first call of each layer shape compiles
+    for seconds to a minute, later calls run the fused code; on CPU it needs a C++ compiler).
+    Training runs the eager kernel with either. Both give the same results to float rounding.
+    Returns ``module``."""
     kernel.chunk_forward(backend)   # validates the name (and builds the compiled function)
     for m in module.modules():
         if isinstance(m, FullAlphaConv):
