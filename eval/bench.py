@@ -8,8 +8,9 @@ exported plain-convolution network and (optionally) an older checkout of the zoo
 
 For every model, mode (eval forward under no_grad; train step = forward, backward, SGD step)
 and path -- ``fast`` (the library, full-alpha layers on the eager kernel), ``compiled`` (the same
-with ``set_full_alpha_backend(model, "compiled")``: torch.compile of the full-alpha chunk
-kernel), ``reference`` (``agcnn_zoo.nn.reference_path()``: filters rebuilt by Python loops every
+with ``set_full_alpha_backend(model, "compiled")``: torch.compile of the no-grad full-alpha
+chunk; a training step runs the eager kernel either way, so its two rows differ by noise only),
+``reference`` (``agcnn_zoo.nn.reference_path()``: filters rebuilt by Python loops every
 call, full response tensors materialised, i.e. the original's formulation), ``export``
 (``agcnn_zoo.export.export``: plain nn.Conv2d / BatchNorm, eval only, the limit) and, with
 ``--baseline PATH``, ``baseline`` (the fast path of the agcnn_zoo package found in PATH, e.g. a
