@@ -77,30 +77,62 @@ def test_every_budget_from_one_entry_to_everything_equals_the_reference(kind, li
                 _assert_close([layer(x)], want[:1], f"{kind} no-grad budget {budget}")
 
 
+#: forward chunks of the tie test (batch 3, 4 output channels, 7x7 maps) and the batch sizes
+#: of alpha_Ch's backward chunks with RECORDED_BACKWARD_MERGE = 2: merged runs of samples,
+#: a run cut short by the cap, and chunks split over output channels (never merged)
+TIE_CHUNKS = {"whole_batch": (1 << 40, [3]), "per_sample": ("sample", [2, 1]),
+              "per_output_channel": ("slice", [1] * 12)}
+
+
+@pytest.mark.parametrize("chunks", list(TIE_CHUNKS))
 @pytest.mark.parametrize("lifting", [True, False], ids=["lifting", "group"])
 @pytest.mark.parametrize("kind", list(KINDS))
-def test_tied_maxima_share_their_gradient_like_amax(kind, lifting, monkeypatch):
+def test_tied_maxima_share_their_gradient_like_amax(kind, lifting, chunks, monkeypatch):
     """A dead (all-zero) input channel and a constant one: whole response rows are equal, so
     the spatial max (and the channel max) is tied at many positions. alpha_Ch routes the
     spatial max through ``MaxRecord`` (masks of the tied rows, gathers and scatters for the
-    rest); the kinds with spatial attention through dense masks, recording nothing."""
-    records = []
-    real = full_alpha._locate_max
+    rest), its backward cutting the chunks anew (merged runs: the tied rows of later samples
+    move within the chunk); the kinds with spatial attention through dense masks, recording
+    nothing."""
+    records, backward_batches = [], []
+    real, real_backward = full_alpha._locate_max, full_alpha._alpha_chunk_backward
     monkeypatch.setattr(full_alpha, "_locate_max", lambda y: records.append(real(y)) or records[-1])
+    monkeypatch.setattr(full_alpha, "_alpha_chunk_backward", lambda x, *a: (
+        backward_batches.append(x.shape[0]), real_backward(x, *a))[1])
+    monkeypatch.setattr(full_alpha, "RECORDED_BACKWARD_MERGE", 2)
     torch.manual_seed(0)
     layer = _layer(kind, lifting, padding=1).train()
-    x = _input(lifting, 7)
+    x = _input(lifting, 7, batch=3)
     x[:, 0] = 0.0
     x[:, 1] = 0.5
+    budget, batches = TIE_CHUNKS[chunks]
+    one_slice = 3 * (1 if lifting else 4) * 4 * 7 * 7
+    budget = {"sample": 4 * one_slice, "slice": one_slice}.get(budget, budget)
+    gnn.set_max_chunk_elements(layer, budget)
     got = _run(layer, x)
     if kind == "alpha_ch":
         tied = sum(r.rows.numel() for r in records)
         rows = sum(r.mx.numel() for r in records)
         assert 0.1 * rows < tied < rows, f"{tied} of {rows} rows tied"
         assert all(r.masks.sum(1).ge(2).all() for r in records)
+        assert backward_batches == batches
     else:
         assert records == []
-    _assert_close(got, _reference(layer, x), f"{kind} with ties")
+    _assert_close(got, _reference(layer, x), f"{kind} with ties, {chunks}")
+
+
+def test_merged_chunks_cover_the_same_entries_in_runs_of_samples():
+    plan = full_alpha.chunk_plan(7, 3, 4, 10, 30)          # 1 sample, all 3 output channels
+    assert full_alpha.merge_chunks(plan, 3) == [
+        (slice(0, 3), slice(0, 12)), (slice(3, 6), slice(0, 12)), (slice(6, 7), slice(0, 12))]
+    assert full_alpha.merge_chunks(plan, 1) == plan
+    split = full_alpha.chunk_plan(2, 3, 4, 10, 20)         # 2 output channels, then 1
+    assert len(split) == 4 and full_alpha.merge_chunks(split, 8) == split
+
+
+def test_an_even_spatial_attention_kernel_is_refused():
+    with pytest.raises(ValueError, match="odd"):
+        gnn.ResponseSpatialAttention(4, 4, "p4")
 
 
 @pytest.mark.parametrize("kind", list(KINDS))

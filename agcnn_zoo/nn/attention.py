@@ -253,6 +253,10 @@ class ResponseSpatialAttention(CachedBanks):
     def __init__(self, out_channels: int, kernel_size: int = 7, group="p4", dilation: int = 1,
                  lifting: bool = False):
         super().__init__()
+        if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size of the spatial attention must be an odd positive int "
+                             f"(the attention map keeps the size of the responses), got "
+                             f"{kernel_size!r}; the paper uses 7")
         self.group = get_group(group)
         self.lifting = lifting
         self.kernel_size, self.dilation = kernel_size, dilation

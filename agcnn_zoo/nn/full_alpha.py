@@ -38,9 +38,12 @@ divided by those 6 floats; 2^20 for a 32 MiB L3) keeps a chunk in the CPU caches
 Without spatial attention (alpha_Ch) the spatial max of the channel attention is located
 once, in the training forward: a ``MaxRecord`` per chunk (value, first position, tie count,
 and the masks of the rows with ties) lets the backward route its gradient by gathers and
-scatters of the unfolded input, so that it recomputes no response at all. Layers with
-spatial attention recompute the responses in backward anyway (for the channel max) and use
-dense masks there, which measured cheaper than recording.
+scatters of the unfolded input, so that it recomputes no response at all. Its backward then
+holds only the unfolded input, its gradient and small tensors, so it joins runs of forward
+chunks (up to ``RECORDED_BACKWARD_MERGE``, within the same ``6 E`` floats) into one: fewer,
+larger GEMMs. The tied rows are kept by their layer coordinates for that. Layers with spatial
+attention recompute the responses in backward anyway (for the channel max) and use dense
+masks there, which measured cheaper than recording.
 
 Backends. Without gradients the chunk function runs op by op (``"eager"``) or through
 ``torch.compile`` (``"compiled"``, :func:`chunk_forward`): inductor fuses a chunk's
@@ -58,7 +61,7 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 __all__ = ["BACKENDS", "Geometry", "MaxRecord", "attention_term", "chunk_forward", "chunk_plan",
-           "crop_spatial", "run_recomputed_chunk"]
+           "crop_spatial", "merge_chunks", "run_recomputed_chunk"]
 
 
 def _mlp_input(mu, mx):
@@ -210,7 +213,7 @@ def _spatial_max_backward(rec: MaxRecord, d_mx, u, kr, d_kr, d_u) -> None:
     w = (d_mx / rec.count).contiguous()
     w.view(-1)[rec.rows] = 0.0                           # tied rows: below, by their masks
     idx = rec.idx.unsqueeze(3).expand(b, j, c, kk, q)
-    d_kr += torch.einsum("bjcq,bjctq->jcqt", w, torch.gather(u, 4, idx))
+    d_kr += _sample_sum(w, torch.gather(u, 4, idx))
     d_u.scatter_add_(4, idx, w.unsqueeze(3) * kr.transpose(2, 3))
     if rec.rows.numel():
         bjc, jcq = rec.rows // q, rec.rows % (j * c * q)
@@ -260,6 +263,18 @@ def _alpha_chunk(x, kr, f1, f2, wsp, geo: Geometry, inplace: bool, record=None):
     return r.transpose(1, 2).contiguous().view(b, q, *geo.out_hw)
 
 
+# ``einsum`` would run the next two as one tiny matrix product per (j, c, q), which loops on
+# CPU: 4x slower than a product and a sum with 128 samples in a chunk (measured)
+def _filter_dot(kr, t):
+    """``sum_u kr[j,c,q,u] t[b,j,c,u,q]`` -> ``[b, J, C, Q]``."""
+    return (kr.transpose(2, 3) * t).sum(3)
+
+
+def _sample_sum(w, t):
+    """``sum_b w[b,j,c,q] t[b,j,c,u,q]`` -> ``[J, C, Q, kk]``."""
+    return (w.unsqueeze(3) * t).sum(0).transpose(2, 3)
+
+
 def _share_among_maxima(t, t_max, grad, dim: int) -> torch.Tensor:
     """The gradient of ``t.amax(dim)`` for ``grad``: equal shares to every maximal entry.
     The mask is written as floats straight away (bool masks cost a conversion pass and a slow
@@ -294,8 +309,8 @@ def _alpha_chunk_backward(x, kr, f1, f2, wsp, geo: Geometry, grad, needs_x: bool
     if wsp is None:
         # R = sum_{j,c} alpha Y: dY = alpha G (rank-structured), all through GEMMs on u
         t = torch.bmm(u.view(b, j * c * kk, hw), g_ql.transpose(1, 2)).view(b, j, c, kk, q)
-        d_alpha = torch.einsum("jcqu,bjcuq->bjcq", kr, t)
-        d_kr = torch.einsum("bjcq,bjcuq->jcqu", alpha, t)
+        d_alpha = _filter_dot(kr, t)
+        d_kr = _sample_sum(alpha, t)
         w_t = (alpha.unsqueeze(-1) * kr).permute(0, 1, 2, 4, 3).reshape(b, j * c * kk, q)
         d_u = torch.bmm(w_t, g_ql).view(b, j, c, kk, hw)
     else:
@@ -322,9 +337,9 @@ def _alpha_chunk_backward(x, kr, f1, f2, wsp, geo: Geometry, grad, needs_x: bool
             d_kr = t.sum(0).permute(0, 1, 3, 2)
             w_t = kr.permute(0, 1, 3, 2).reshape(1, j, c * kk, q)
         else:
-            d_alpha = torch.einsum("jcqu,bjcuq->bjcq", kr, t)
+            d_alpha = _filter_dot(kr, t)
             d_alpha += torch.einsum("bjcql,bjcql->bjcq", e, y)
-            d_kr = torch.einsum("bjcq,bjcuq->jcqu", alpha, t)
+            d_kr = _sample_sum(alpha, t)
             w_t = (alpha.unsqueeze(-1) * kr).permute(0, 1, 2, 4, 3).reshape(b, j, c * kk, q)
             e.mul_(alpha.unsqueeze(-1))                                  # now dY (sparse part)
         d_u = torch.matmul(w_t, d_sa.view(b, j, hw, q).transpose(2, 3)).view(b, j, c, kk, hw)
@@ -381,9 +396,16 @@ class _AlphaAttention(torch.autograd.Function):
         d_f1 = None if f1 is None else torch.zeros_like(f1)
         d_f2 = None if f2 is None else torch.zeros_like(f2)
         d_wsp = None if wsp is None else torch.zeros_like(wsp)
-        for i, (rows, qs) in enumerate(ctx.plan):
+        plan = ctx.plan
+        if ctx.records is not None:
+            # alpha_Ch's backward recomputes no responses: it holds the unfolded input and its
+            # gradient, 2 k^2 / Q_c floats per response entry, so up to 3 Q_c / k^2 forward
+            # chunks fit in the 6 E floats of the other kinds; fewer, larger GEMMs
+            q_c = plan[0][1].stop - plan[0][1].start
+            plan = merge_chunks(plan, max(1, min(RECORDED_BACKWARD_MERGE, 3 * q_c // kr.shape[3])))
+        for rows, qs in plan:
             xb, krq, f1q, f2q, wspq = _chunk_args(x, kr, f1, f2, wsp, rows, qs)
-            rec = None if ctx.records is None else ctx.records.chunk(i)
+            rec = None if ctx.records is None else ctx.records.chunk(rows, qs)
             dx, dkr, df1, df2, dwsp = _alpha_chunk_backward(
                 xb, krq, f1q, f2q, wspq, ctx.geo, grad[rows, qs], needs_x, rec)
             if needs_x:
@@ -401,25 +423,46 @@ class _LayerRecords:
     """The ``MaxRecord`` of every chunk of a layer, written into whole-layer tensors. Small
     tensors that outlive their chunk fragment the heap (each next chunk then takes fresh
     pages for its responses: measured 1.3 GB instead of 0.15 GB of peak memory for the
-    forward of a_p4cnn at batch 128), so a chunk's record is copied here and dropped."""
+    forward of a_p4cnn at batch 128), so a chunk's record is copied here and dropped. Tied
+    rows are kept by their layer coordinates, so that the backward may cut other chunks."""
 
     def __init__(self, x, kr, plan):
         shape = (*x.shape[:3], kr.shape[2])                                  # [B, J, C, Q]
         self.mx, self.count = x.new_empty(shape), x.new_empty(shape)
         self.idx = torch.empty(shape, dtype=torch.long, device=x.device)
-        self.plan, self.ties = plan, []
+        self.plan, self.added = plan, 0
+        self.tie_at: List[torch.Tensor] = []     # [n, 4] (b, j, c, q) of the layer
+        self.tie_masks: List[torch.Tensor] = []
 
-    def _slices(self, i):
-        rows, qs = self.plan[i]
+    def _slices(self, rows: slice, qs: slice):
         return [t[rows, :, :, qs] for t in (self.mx, self.idx, self.count)]
 
     def add(self, rec: MaxRecord) -> None:
-        for whole, part in zip(self._slices(len(self.ties)), rec[:3]):
+        rows, qs = self.plan[self.added]
+        self.added += 1
+        for whole, part in zip(self._slices(rows, qs), rec[:3]):
             whole.copy_(part)
-        self.ties.append((rec.rows, rec.masks))      # usually empty
+        if rec.rows.numel():                         # usually none
+            at = torch.stack(torch.unravel_index(rec.rows, rec.mx.shape), 1)
+            at[:, 0] += rows.start
+            at[:, 3] += qs.start
+            self.tie_at.append(at)
+            self.tie_masks.append(rec.masks)
 
-    def chunk(self, i: int) -> MaxRecord:
-        return MaxRecord(*self._slices(i), *self.ties[i])
+    def chunk(self, rows: slice, qs: slice) -> MaxRecord:
+        mx, idx, count = self._slices(rows, qs)
+        if len(self.tie_at) > 1:                     # joined once, on the first lookup
+            self.tie_at, self.tie_masks = [torch.cat(self.tie_at)], [torch.cat(self.tie_masks)]
+        if not self.tie_at:
+            return MaxRecord(mx, idx, count, torch.empty(0, dtype=torch.long, device=mx.device),
+                             torch.empty(0, 0, dtype=torch.bool, device=mx.device))
+        at, masks = self.tie_at[0], self.tie_masks[0]
+        inside = ((at[:, 0] >= rows.start) & (at[:, 0] < rows.stop)
+                  & (at[:, 3] >= qs.start) & (at[:, 3] < qs.stop))
+        at = at[inside]
+        _, j, c, q = mx.shape
+        local = (((at[:, 0] - rows.start) * j + at[:, 1]) * c + at[:, 2]) * q + at[:, 3] - qs.start
+        return MaxRecord(mx, idx, count, local, masks[inside])
 
 
 def _chunk_args(x, kr, f1, f2, wsp, rows: slice, qs: slice):
@@ -503,6 +546,28 @@ def chunk_plan(batch: int, out_channels: int, group_order: int, per_sample_chann
         bstep, ostep = 1, max(1, budget // per_sample_channel)
     return [(slice(b0, min(b, b0 + bstep)), slice(o0 * n, min(o, o0 + ostep) * n))
             for b0 in range(0, b, bstep) for o0 in range(0, o, ostep)]
+
+
+#: how many consecutive forward chunks (same output slots) one backward chunk of alpha_Ch
+#: takes (its backward holds no responses, so larger chunks cost no cache). a_Ch-P4CNN at
+#: batch 128 (2^20 budget, one sample per forward chunk), backward of the 24x24 layer for
+#: 1 / 2 / 4 / 8 / 16: 163 / 146 / 102 / 86 / 92 ms; the 10x10 layer 44 / 32 / 27 / 31 / 29
+RECORDED_BACKWARD_MERGE = 8
+
+
+def merge_chunks(plan, most: int) -> List[Tuple[slice, slice]]:
+    """``plan`` with runs of up to ``most`` chunks of consecutive samples and the same output
+    slots joined into one."""
+    merged: List[Tuple[slice, slice]] = []
+    run = 0
+    for rows, qs in plan:
+        if merged and run < most and merged[-1][1] == qs and merged[-1][0].stop == rows.start:
+            merged[-1] = (slice(merged[-1][0].start, rows.stop), qs)
+            run += 1
+        else:
+            merged.append((rows, qs))
+            run = 1
+    return merged
 
 
 BACKENDS = ("eager", "compiled")
