@@ -77,3 +77,53 @@ def test_bench_original_refuses_a_folder_that_is_not_the_original(tmp_path):
                           "--original", str(tmp_path)], capture_output=True, text=True, cwd=REPO)
     assert out.returncode == 2
     assert "not a checkout of dwromero/att_gconvs" in out.stderr
+
+
+# ------------------------------------------------------------- eval/bench_layers.py (per layer)
+def _bench_layers(*args, cwd):
+    return subprocess.run([sys.executable, str(REPO / "eval" / "bench_layers.py"), *map(str, args)],
+                          capture_output=True, text=True, cwd=cwd)
+
+
+def test_bench_layers_times_a_baseline_kernel_layer_by_layer(tmp_path):
+    """The repository itself stands in for a worktree of an older commit: its kernel file is
+    loaded as a second module and both run every full-alpha layer of the model."""
+    out_json = tmp_path / "layers.json"
+    out = _bench_layers("--models", "asp_p4cnn_rotmnist", "--batch-size", 2, "--rounds", 2,
+                        "--baseline", REPO, "--json", out_json, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out_json.read_text())
+    assert [r["layer"] for r in rows] == list(range(1, 8))      # the 7 layers of P4CNN
+    assert [r["input"][1:] for r in rows][:2] == [[1, 28, 28], [10, 4, 26, 26]]
+    assert all(r[f"{k}_{m}_ms"] > 0 for r in rows for k in ("current", "baseline")
+               for m in ("train", "eval"))
+    assert all(r["max_relative_output_difference"] == 0.0 for r in rows)   # one kernel, twice
+    assert out.stdout.count("vs baseline") == 8                   # 7 layers and the sum
+
+
+def test_bench_layers_refuses_a_kernel_that_computes_another_layer(tmp_path):
+    kernel = tmp_path / "agcnn_zoo" / "nn" / "full_alpha.py"
+    kernel.parent.mkdir(parents=True)
+    kernel.write_text((REPO / "agcnn_zoo" / "nn" / "full_alpha.py").read_text()
+                      + "\n_exact = attention_term\n\n\ndef attention_term(*args, **kwargs):\n"
+                        "    return 2 * _exact(*args, **kwargs)\n")
+    out = _bench_layers("--models", "ach_p4cnn_rotmnist", "--batch-size", 2, "--rounds", 1,
+                        "--baseline", tmp_path, cwd=tmp_path)
+    assert out.returncode != 0
+    assert "the kernels' outputs differ" in out.stderr and "layer 1" in out.stderr
+
+
+def test_bench_layers_explains_a_kernel_with_another_interface(tmp_path):
+    kernel = tmp_path / "agcnn_zoo" / "nn" / "full_alpha.py"
+    kernel.parent.mkdir(parents=True)
+    kernel.write_text("def attention_term(x, kr, geo):\n    return x\n")
+    out = _bench_layers("--models", "ach_p4cnn_rotmnist", "--batch-size", 2, "--rounds", 1,
+                        "--baseline", tmp_path, cwd=tmp_path)
+    assert out.returncode != 0
+    assert "the baseline kernel cannot run this checkout's layers" in out.stderr
+
+
+def test_bench_layers_refuses_a_baseline_without_the_kernel(tmp_path):
+    out = _bench_layers("--baseline", tmp_path, cwd=REPO)
+    assert out.returncode == 2
+    assert "has no agcnn_zoo/nn/full_alpha.py" in out.stderr and "git worktree add" in out.stderr
