@@ -45,10 +45,7 @@ def load_kernel(checkout: Path):
     path = checkout / KERNEL_FILE
     spec = importlib.util.spec_from_file_location("agcnn_zoo.nn._baseline_full_alpha", path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    if not hasattr(module, "attention_term"):
-        raise SystemExit(f"{path} has no attention_term(): not a full-alpha kernel this script "
-                         "can swap in")
+    spec.loader.exec_module(module)      # a missing function shows on the first layer call
     return module
 
 

@@ -360,7 +360,8 @@ def _alpha_chunk_backward(x, kr, f1, f2, wsp, geo: Geometry, grad, needs_x: bool
     del y
     if e is not None:
         e = e.view(b * j * c, q, hw)
-        d_kr += torch.bmm(e, u.reshape(b * j * c, kk, hw).transpose(1, 2)).view(b, j, c, q, kk).sum(0)
+        u_t = u.reshape(b * j * c, kk, hw).transpose(1, 2)
+        d_kr += torch.bmm(e, u_t).view(b, j, c, q, kk).sum(0)
         d_u += torch.bmm(kb.transpose(1, 2), e).view(b, j, c, kk, hw)
     d_x = _fold(d_u, x.shape, geo) if needs_x else None
     return d_x, d_kr, d_f1, d_f2, d_wsp
