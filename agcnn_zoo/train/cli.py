@@ -28,6 +28,9 @@ def add_parser(sub) -> None:
     s.add_argument("--limit-test", type=int, metavar="K", help="test on the first K images only")
     s.add_argument("--tag", help="weight id NAME.TAG (a-z, 0-9, '_', '-')")
     s.add_argument("--threads", type=int, help="torch CPU threads (fixed for bit-exact resume)")
+    s.add_argument("--no-validation", action="store_true",
+                   help="fixed-schedule protocol: the validation split joins the training data and "
+                        "the weight after the last epoch is the result (no model selection)")
     s.add_argument("--resume", action="store_true", help="continue the run in --out")
     s.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     s.add_argument("--amp", choices=["bf16"], help="bf16 autocast (CUDA)")
@@ -50,7 +53,8 @@ def run_cli(args) -> int:
         result = train(args.name, dataset=args.dataset, out=args.out, data_dir=args.data_dir,
                        seed=args.seed, limit_train=args.limit_train, limit_val=args.limit_val,
                        limit_test=args.limit_test, tag=args.tag, threads=args.threads,
-                       amp=args.amp, channels_last=args.channels_last, resume=args.resume,
+                       amp=args.amp, channels_last=args.channels_last,
+                       validation=not args.no_validation, resume=args.resume,
                        device=args.device, download=args.download, progress=not args.no_progress,
                        command=command, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                        weight_decay=args.weight_decay, optimizer=args.optimizer,

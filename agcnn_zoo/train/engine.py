@@ -1,7 +1,9 @@
 """The training loop: seeded, deterministic on CPU, resumable from an atomic per-epoch
 checkpoint, data-parallel under ``torchrun`` (DistributedDataParallel; gloo on CPU, nccl on
 GPUs). Model selection on the validation split; the test split is evaluated once, with the
-selected weight, at the end of a run.
+selected weight, at the end of a run. With ``validation=False`` (the fixed-schedule protocol)
+the validation split joins the training data and the weight after the last epoch is the result:
+nothing is chosen by looking at any evaluation.
 
 Files in ``out`` (rank 0 writes, each atomically):
 ``checkpoint.pt``  model, optimizer, scheduler, every rank's RNG states, epoch, best validation
@@ -33,7 +35,7 @@ from ..hub.convert import save_safetensors
 from ..io import atomic_write_bytes
 from ..registry import get_entry
 from .recipes import Recipe, recipe_for
-from .splits import Source, TrainingData, load_training_data
+from .splits import Source, TrainingData, load_training_data, without_validation
 
 __all__ = ["RunSettings", "TrainResult", "train", "ResumeError", "CHECKPOINT", "METRICS"]
 
@@ -59,6 +61,7 @@ class RunSettings:
     threads: Optional[int] = None
     amp: Optional[str] = None          # "bf16" (CUDA)
     channels_last: bool = False
+    validation: bool = True            # False: train on every training image, keep the last epoch
 
     @property
     def weight_id(self) -> str:
@@ -306,6 +309,11 @@ def run(recipe: Recipe, settings: RunSettings, out: Union[str, Path], *,
     _check_int("seed", settings.seed, minimum=0, optional=False)
     if settings.tag is not None and (not settings.tag or set(settings.tag) - _TAG_CHARS):
         raise ValueError(f"tag must use a-z, 0-9, '_' and '-' only, got {settings.tag!r}")
+    if not settings.validation and settings.limit_val is not None:
+        raise ValueError("limit_val limits the validation split, and this run has none")
+    if not settings.validation and recipe.schedule == "plateau":
+        raise ValueError("a plateau schedule steps on validation accuracy: it needs the validation "
+                         "split (leave validation on, or use another schedule)")
     if settings.amp not in (None, "bf16"):
         raise ValueError(f"amp must be 'bf16' or None, got {settings.amp!r}")
     entry = get_entry(settings.name)
@@ -358,8 +366,11 @@ def _run(recipe: Recipe, settings: RunSettings, out: Path, entry, dev: torch.dev
                               progress=progress and rank == 0)
     if rank == 0:  # only once the data is there: a failed start leaves no folder behind
         out.mkdir(parents=True, exist_ok=True)
+    if not settings.validation:
+        data = without_validation(data)
     data.train = data.train.limited(settings.limit_train)
-    data.val = data.val.limited(settings.limit_val)
+    if data.val is not None:
+        data.val = data.val.limited(settings.limit_val)
 
     torch.manual_seed(settings.seed)
     np.random.seed(settings.seed)
@@ -392,15 +403,18 @@ def _run(recipe: Recipe, settings: RunSettings, out: Path, entry, dev: torch.dev
         train_top1, train_loss = _train_epoch(model, ddp_model, opt, data, recipe, settings, dev,
                                               epoch, progress)
         _sync_state(model)
-        val_top1, val_loss, _ = evaluate(model, data.val, settings, dev)
+        row = {"epoch": epoch + 1, "train_loss": train_loss, "train_top1": train_top1}
+        if data.val is not None:
+            val_top1, val_loss, _ = evaluate(model, data.val, settings, dev)
+            row.update(val_loss=val_loss, val_top1=val_top1)
+            if val_top1 > best["top1"]:  # ties keep the earlier epoch
+                best = {"top1": val_top1, "epoch": epoch + 1,
+                        "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+        else:  # the fixed schedule: the latest epoch is the result (its state is the model's)
+            best = {"top1": None, "epoch": epoch + 1, "state": None}
         if sched is not None:
-            sched.step(val_top1) if recipe.schedule == "plateau" else sched.step()
-        if val_top1 > best["top1"]:  # ties keep the earlier epoch
-            best = {"top1": val_top1, "epoch": epoch + 1,
-                    "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
-        metrics.append({"epoch": epoch + 1, "train_loss": train_loss, "train_top1": train_top1,
-                        "val_loss": val_loss, "val_top1": val_top1,
-                        "lr": opt.param_groups[0]["lr"], "seconds": round(time.time() - te, 3)})
+            sched.step(row["val_top1"]) if recipe.schedule == "plateau" else sched.step()
+        metrics.append({**row, "lr": opt.param_groups[0]["lr"], "seconds": round(time.time() - te, 3)})
         rng = _gather_rng()
         if rank == 0:
             _atomic_torch_save({"ident": ident, "model": model.state_dict(), "optimizer": opt.state_dict(),
@@ -408,10 +422,10 @@ def _run(recipe: Recipe, settings: RunSettings, out: Path, entry, dev: torch.dev
                                 "rng": rng, "epoch": epoch + 1, "best": best, "metrics": metrics,
                                 "wall_s": wall_before + time.time() - t0}, ckpt_path)
             _write_metrics(out, metrics)
+            val = (f", val loss {row['val_loss']:.4f} acc {row['val_top1']:.2f}% (best "
+                   f"{best['top1']:.2f}% @ {best['epoch']})" if data.val is not None else "")
             print(f"{settings.weight_id} epoch {epoch + 1}/{recipe.epochs}: train loss "
-                  f"{train_loss:.4f} acc {train_top1:.2f}%, val loss {val_loss:.4f} acc "
-                  f"{val_top1:.2f}% (best {best['top1']:.2f}% @ {best['epoch']}), "
-                  f"{time.time() - te:.1f} s", flush=True)
+                  f"{train_loss:.4f} acc {train_top1:.2f}%{val}, {time.time() - te:.1f} s", flush=True)
         _barrier()
     wall = wall_before + time.time() - t0
 
@@ -419,6 +433,8 @@ def _run(recipe: Recipe, settings: RunSettings, out: Path, entry, dev: torch.dev
     rank_hashes = _rank_state_hashes(model)
     if len(set(rank_hashes)) != 1:
         raise RuntimeError(f"the ranks ended with different weights: {rank_hashes}")
+    if best["state"] is None:  # no validation: the last epoch's weight
+        best["state"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     model.load_state_dict(best["state"])
     test = data.load_test().limited(settings.limit_test)
     test_top1, test_loss, test_n = evaluate(model, test, settings, dev)
@@ -437,7 +453,9 @@ def _run(recipe: Recipe, settings: RunSettings, out: Path, entry, dev: torch.dev
         rec["training"]["rank_state_sha256"] = rank_hashes
         atomic_write_bytes(out / "record.json", (json.dumps(rec, indent=2) + "\n").encode())
         zrecord.plot_curves(metrics, out / "curves.png", title=settings.weight_id)
-        print(f"{settings.weight_id}: selected epoch {best['epoch']} (val {best['top1']:.2f}%), "
+        chosen = (f"selected epoch {best['epoch']} (val {best['top1']:.2f}%)" if data.val is not None
+                  else f"last epoch {best['epoch']} (no validation)")
+        print(f"{settings.weight_id}: {chosen}, "
               f"{data.test_name} test {test_top1:.2f}% on {test_n} images; wrote {weight}",
               flush=True)
     _barrier()
@@ -448,7 +466,8 @@ def train(name: str, *, dataset: Optional[str] = None, out: Optional[Union[str, 
           data_dir=None, seed: int = 0, limit_train: Optional[int] = None,
           limit_val: Optional[int] = None, limit_test: Optional[int] = None,
           tag: Optional[str] = None, threads: Optional[int] = None, amp: Optional[str] = None,
-          channels_last: bool = False, resume: bool = False, device: str = "auto",
+          channels_last: bool = False, validation: bool = True, resume: bool = False,
+          device: str = "auto",
           download: bool = False, progress: bool = True, command: Optional[str] = None,
           **recipe_overrides) -> TrainResult:
     """Train a registered model from its recipe. Recipe fields (``epochs``, ``lr``,
@@ -457,7 +476,8 @@ def train(name: str, *, dataset: Optional[str] = None, out: Optional[Union[str, 
     recipe = recipe_for(name).overridden(**recipe_overrides)
     settings = RunSettings(name=name, dataset=dataset or recipe.dataset, seed=seed,
                            limit_train=limit_train, limit_val=limit_val, limit_test=limit_test,
-                           tag=tag, threads=threads, amp=amp, channels_last=channels_last)
+                           tag=tag, threads=threads, amp=amp, channels_last=channels_last,
+                           validation=validation)
     if out is None:
         out = Path("runs") / settings.weight_id
     return run(recipe, settings, out, data_dir=data_dir, download=download, resume=resume,

@@ -61,9 +61,14 @@ def build_record(*, entry, recipe, settings, data, weight: Path, sha256: str, nu
     today = datetime.date.today().isoformat()
     dev = device.type if device.type == "cpu" else torch.cuda.get_device_name(device)
     shortened = recipe.epochs < default_epochs
-    notes = [f"Trained by agcnn-zoo, not by the paper's authors; model selection on a validation "
-             f"split of the training data ({data.info.get('split', '')}); the test set was "
-             f"evaluated once, with the selected weight."]
+    if settings.validation:
+        notes = [f"Trained by agcnn-zoo, not by the paper's authors; model selection on a "
+                 f"validation split of the training data ({data.info.get('split', '')}); the test "
+                 f"set was evaluated once, with the selected weight."]
+    else:
+        notes = [f"Trained by agcnn-zoo, not by the paper's authors, on a fixed schedule: "
+                 f"{data.info.get('split', '')}; no model selection (the weight after the last "
+                 f"epoch is the result); the test set was evaluated once, with that weight."]
     if shortened:
         notes.append(f"Shortened schedule: {recipe.epochs} of the recipe's {default_epochs} epochs "
                      f"(CPU time); the recipe is otherwise unchanged.")
@@ -101,8 +106,9 @@ def build_record(*, entry, recipe, settings, data, weight: Path, sha256: str, nu
             "limits": {"train": settings.limit_train, "val": settings.limit_val,
                        "test": settings.limit_test},
             "epochs_run": len(metrics),
+            "selection": "validation" if settings.validation else "last epoch",
             "selected_epoch": best["epoch"],
-            "val_top1": round(best["top1"], 3),
+            "val_top1": round(best["top1"], 3) if best["top1"] is not None else None,
             "test": {**{k: (round(v, 4) if isinstance(v, float) else v) for k, v in test.items()},
                      "normalize": "the training statistics above", "device": f"{dev} ({platform.machine()})"},
             "command": command,
@@ -130,17 +136,19 @@ def plot_curves(metrics: List[dict], path: Path, title: str = "") -> Optional[Pa
     import io
     from ..io import atomic_write_bytes
     ep = [m["epoch"] for m in metrics]
-    best = max(metrics, key=lambda m: (m["val_top1"], -m["epoch"]))
+    validated = "val_top1" in metrics[0]
+    series = ("train", "val") if validated else ("train",)
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
-    a.plot(ep, [m["train_loss"] for m in metrics], label="train")
-    a.plot(ep, [m["val_loss"] for m in metrics], label="validation")
+    for s in series:
+        a.plot(ep, [m[f"{s}_loss"] for m in metrics], label=s)
+        b.plot(ep, [m[f"{s}_top1"] for m in metrics], label=s)
     a.set_xlabel("epoch"), a.set_ylabel("cross-entropy"), a.set_title("loss"), a.legend()
-    b.plot(ep, [m["train_top1"] for m in metrics], label="train")
-    b.plot(ep, [m["val_top1"] for m in metrics], label="validation")
-    b.axvline(best["epoch"], color="grey", ls="--", lw=1,
-              label=f"selected: epoch {best['epoch']} ({best['val_top1']:.2f}%)")
+    if validated:
+        best = max(metrics, key=lambda m: (m["val_top1"], -m["epoch"]))
+        b.axvline(best["epoch"], color="grey", ls="--", lw=1,
+                  label=f"selected: epoch {best['epoch']} ({best['val_top1']:.2f}%)")
     # zoom on the range that matters once the first tenth of the run has passed
-    settled = [v for m in metrics[len(metrics) // 10:] for v in (m["train_top1"], m["val_top1"])]
+    settled = [m[f"{s}_top1"] for m in metrics[len(metrics) // 10:] for s in series]
     b.set_ylim(max(0.0, min(settled) - 1.0), 100.0)
     b.set_xlabel("epoch"), b.set_ylabel("top-1 accuracy (%)"), b.set_title("accuracy (zoomed)")
     b.legend(loc="lower right")

@@ -24,6 +24,7 @@ test split is built only when the selected weight is evaluated (once, at the end
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Optional, Sequence, Tuple, Union
@@ -37,7 +38,7 @@ from ..data.mnist import MNIST_ROT_GEN_SEED, generate_mnist_rot
 from ..data.pcam import _require_h5py, pcam_split
 
 __all__ = ["Source", "H5Source", "TrainingData", "load_training_data", "TRAINING_SETS",
-           "MNIST_ROT_GEN_SEED", "augment_batch"]
+           "MNIST_ROT_GEN_SEED", "augment_batch", "without_validation"]
 
 PathLike = Union[str, Path]
 
@@ -143,7 +144,7 @@ class TrainingData:
     """What a run trains on. ``test`` is built on demand (``load_test()``), once."""
     dataset: str
     train: Source
-    val: Source
+    val: Optional[Source]            # None: the fixed-schedule protocol (no model selection)
     test_name: str
     load_test: Callable[[], Source]
     info: Dict[str, object] = field(default_factory=dict)
@@ -231,6 +232,22 @@ def _pcam(data_dir: Path, download: bool, progress: bool) -> TrainingData:
             "split": "PatchCamelyon's own train / valid / test files",
             "normalize": {"mean": list(m), "std": list(s)}}
     return TrainingData("pcam", H5Source(tx, ty, m, s), H5Source(vx, vy, m, s), "pcam", load_test, info)
+
+
+def without_validation(data: TrainingData) -> TrainingData:
+    """The fixed-schedule protocol's splits: the validation images join the training images
+    (after them, in their order) and there is no validation split. The test split is unchanged."""
+    t, v = data.train, data.val
+    if t.raw is None or v.raw is None:
+        raise ValueError(f"{data.dataset}: its validation split is a file of its own; this dataset "
+                         f"trains with its validation split only")
+    merged = copy.copy(t)
+    merged.raw = torch.cat([t.raw, v.raw])
+    merged.labels = torch.cat([t.labels, v.labels])
+    merged.ids = t.ids + v.ids if t.ids is not None and v.ids is not None else None
+    info = dict(data.info, train=len(merged), val=0,
+                split=f"all {len(merged):,} training images train, no validation split")
+    return dataclasses.replace(data, train=merged, val=None, info=info)
 
 
 #: training dataset -> (reader, the model dataset it serves)
