@@ -53,6 +53,20 @@ def _not_hosted(name: str, error: Exception) -> Optional[str]:
     return f"{name:28s} NOT AVAILABLE from the configured hosts ({where} has no copy)"
 
 
+def _fetch_verified(hub, weight_id: str, record: dict, progress: bool):
+    """The weight's local file after reading it as a load does (size, sha256, safetensors): a
+    bad cached copy is removed by that check and fetched once more; a second failure raises."""
+    from .io.errors import IntegrityError
+    for attempt in (1, 2):
+        path = hub.fetch_weights(weight_id, record, progress=progress)
+        try:
+            hub.load_state_dict(weight_id, record, progress=progress)
+            return path
+        except IntegrityError:
+            if attempt == 2:
+                raise
+
+
 def _cmd_download(args) -> int:
     from . import hub
     from .api import list_pretrained, resolve_weight
@@ -72,7 +86,7 @@ def _cmd_download(args) -> int:
             if record is None:
                 raise hub.NoRecordError(f"{name!r} has no published weights (list them: "
                                         f"`list --pretrained`)")
-            path = hub.fetch_weights(weight_id, record, progress=not args.quiet)
+            path = _fetch_verified(hub, weight_id, record, progress=not args.quiet)
             print(f"{name}: {path}")
         except Exception as e:  # report every model, then fail
             line = _not_hosted(name, e)
@@ -166,6 +180,8 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog,
                                 description="Attentive group-equivariant CNNs with verified weights.")
     p.add_argument("--version", action="version", version=f"agcnn-zoo {__version__}")
+    p.add_argument("--debug", action="store_true",
+                   help="show the traceback of an error (default: one line saying what to do)")
     p.set_defaults(prog=prog)
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("list", help="list registered models")
@@ -225,10 +241,26 @@ def main(argv: Optional[List[str]] = None) -> int:
         from .reproduce.run import check_arguments
         check_arguments(parser, args)
         args.argv = argv[argv.index("reproduce") + 1:]
+    return guarded(lambda: args.fn(args), debug=getattr(args, "debug", False))
+
+
+#: what a command reports as one line (anything else is a bug and shows its traceback)
+EXPECTED_ERRORS = (ValueError, KeyError, FileNotFoundError, RuntimeError, OSError, TypeError)
+
+
+def guarded(fn, debug: bool = False) -> int:
+    """Run a command: an expected failure is one line on stderr and exit code 1 (2 for a
+    run's own files or data, which the train command reports itself); ``debug`` re-raises."""
+    from .io.errors import one_line
     try:
-        return args.fn(args)
-    except (ValueError, KeyError, FileNotFoundError, RuntimeError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        return fn()
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except EXPECTED_ERRORS as e:
+        if debug:
+            raise
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 1
 
 

@@ -13,8 +13,9 @@ next name); a lane takes the next run that has no ``record.json`` yet. Killing t
 starting it again continues every unfinished run from its last epoch (bit-identical: the same
 thread count). Keep RUNS outside the repository so that it outlives a checkout.
 
-``install`` (``--install``) adds every finished run to the manifest (``agcnn_zoo.train.record
-.install``); the README's seed table is then ``python -m agcnn_zoo results --write-readme``.
+``--install`` adds every finished run to the package's manifest and ``agcnn_zoo/weights/``
+(``agcnn_zoo.train.install(..., package=True)``: these weights ship); the README's seed table is
+then ``python -m agcnn_zoo results --write-readme README.md``.
 """
 from __future__ import annotations
 
@@ -73,10 +74,10 @@ def main(argv=None) -> int:
     if args.dry_run:
         return 0
     if args.install:
-        from agcnn_zoo.train.record import install
+        from agcnn_zoo.train import install
         for i, d in zip(ids, done):
             if d:
-                print("installed", install(root / i / "record.json"))
+                print("installed", install(root / i / "record.json", package=True))
         return 0
 
     root.mkdir(parents=True, exist_ok=True)

@@ -110,3 +110,15 @@ def url_host():
     from _servers import StaticHost
     with StaticHost(shared(MIRROR)) as server:
         yield server
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Say in one line why tests were skipped (pytest shows reasons only with -rs)."""
+    from collections import Counter
+    reasons = Counter()
+    for rep in terminalreporter.stats.get("skipped", []):
+        longrepr = getattr(rep, "longrepr", None)
+        reason = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
+        reasons[reason.removeprefix("Skipped: ")] += 1
+    for reason, n in reasons.most_common():
+        terminalreporter.write_line(f"{n} skipped: {reason}")

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from agcnn_zoo.train import ResumeError, recipe_for, train
+from agcnn_zoo.train.checkpoint import CHECKPOINT, load_checkpoint
 from agcnn_zoo.train.splits import load_training_data
 
 from conftest import DATA, REPO, shared
@@ -131,8 +132,8 @@ def test_one_epoch_then_resume_to_two_equals_two_epochs(tmp_path):
     assert resumed.record["training"]["epochs_run"] == 2
     with pytest.raises(ResumeError, match="has 2 epochs already"):
         train("p4cnn_rotmnist", out=tmp_path / "r", epochs=1, resume=True, data_dir=shared(DATA), **SMALL)
-    last = torch.load(tmp_path / "r" / "checkpoint.pt", weights_only=False)
-    ref = torch.load(tmp_path / "two" / "checkpoint.pt", weights_only=False)
+    last = load_checkpoint(tmp_path / "r" / CHECKPOINT)
+    ref = load_checkpoint(tmp_path / "two" / CHECKPOINT)
     for k, v in ref["model"].items():
         assert torch.equal(v, last["model"][k]), k
     assert last["metrics"][1]["val_top1"] == ref["metrics"][1]["val_top1"]
@@ -165,15 +166,15 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "agcnn_zoo", *args, "--out", str(out)],
                             cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
-    while not (out / "checkpoint.pt").exists() and time.time() < deadline and proc.poll() is None:
+    while not (out / CHECKPOINT).exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.02)
     time.sleep(0.3)  # well inside epoch 2 (an epoch of 2,048 digits takes seconds)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
-    state = torch.load(out / "checkpoint.pt", weights_only=False)
+    state = load_checkpoint(out / CHECKPOINT)
     assert state["epoch"] == 1, "the kill was meant to land in epoch 2"
-    assert not list(out.glob("*.safetensors"))
+    assert not (out / "p4cnn_rotmnist.safetensors").exists()
     assert not [p for p in out.iterdir() if p.name.endswith(".part")]
     resumed = _cli(*args, "--out", str(out), "--resume")
     assert resumed.returncode == 0, resumed.stderr
@@ -259,7 +260,7 @@ def test_a_trained_weight_ships_and_loads_through_the_verified_path(tmp_path, mo
     install(run.out / "record.json", manifest)
     assert zoo.model_info("coa_p4cnn_rotmnist")["weight_id"] == "coa_p4cnn_rotmnist.t"
     model = zoo.create_model("coa_p4cnn_rotmnist", pretrained=True)  # the default: ours
-    for k, v in torch.load(run.out / "checkpoint.pt", weights_only=False)["best"]["state"].items():
+    for k, v in load_checkpoint(run.out / CHECKPOINT)["best"]["state"].items():
         assert torch.equal(model.state_dict()[k], v), k
     # tampered: refused, never loaded
     f = tmp_path / "embedded" / "coa_p4cnn_rotmnist.t.safetensors"

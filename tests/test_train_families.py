@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from agcnn_zoo.train import train
+from agcnn_zoo.train.checkpoint import CHECKPOINT, load_checkpoint
 from agcnn_zoo.train.splits import augment_batch, load_training_data
 
 
@@ -86,7 +87,7 @@ def test_densenet_trains_on_pcam_h5_files_with_plateau_schedule(tmp_path):
               batch_size=4, threads=1, progress=False, plateau_patience=0)
     t = r.record["training"]
     assert t["recipe"]["schedule"] == "plateau" and t["data"]["train"] == 6 and t["test"]["images"] == 6
-    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    state = load_checkpoint(tmp_path / "run" / CHECKPOINT)
     assert state["scheduler"]["patience"] == 0 and state["scheduler"]["mode"] == "max"
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence, Tuple, Union
@@ -30,6 +31,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 __all__ = ["EvalSet", "Remote", "DataNotFoundError", "ChecksumError", "DataFormatError",
+           "DataFileError", "reading",
            "DownloadError", "default_data_dir", "download_url", "md5_file", "fetch_remote",
            "check_md5", "DATA_ENV", "OFFLINE_ENV", "PathLike"]
 
@@ -55,6 +57,10 @@ class DataNotFoundError(FileNotFoundError):
                  f"{self.data_dir}, set by --data-dir or ${DATA_ENV})"]
         lines += [f"  published at: {u}" for u in self.urls] or ["  no public download: copy the files by hand"]
         self.hint = f"put the files in {self.looked_in[0]}, or pass download=True"
+        #: the same as one line (command lines print this)
+        self.message = (f"{dataset}: test data not found{' (' + reason + ')' if reason else ''}: "
+                        f"needs {', '.join(self.files)} in {self.looked_in[0]} (looked in: "
+                        f"{where}); published at: {', '.join(self.urls) or 'no public download'}")
         super().__init__("\n".join(lines))
 
 
@@ -68,6 +74,35 @@ class DataFormatError(IntegrityError, ValueError):
     """A downloaded file that is not what it should be (an HTML page, a broken archive, wrong
     members); it was removed before being kept."""
     default_hint = "retry the download; a proxy or captive portal may have answered instead"
+
+
+class DataFileError(IntegrityError, ValueError):
+    """A data file on disk that cannot be read as what it should be (a truncated or
+    corrupted archive, a text file under a .gz name, a wrong shape)."""
+    default_hint = ("delete that file and download it again (--download), or copy a good copy "
+                    "of it there")
+
+    def __init__(self, path: PathLike, reason: str, hint: Optional[str] = None):
+        self.path, self.reason = str(path), reason
+        ZooIOError.__init__(self, f"{path}: {reason}", hint)
+
+
+@contextmanager
+def reading(path: PathLike, what: str) -> Iterator[None]:
+    """Turn the errors of decoding a data file (gzip, EOF, OS) into :class:`DataFileError`
+    naming the file; errors that already name it pass through."""
+    import gzip
+    import zlib
+    try:
+        yield
+    except ZooIOError:
+        raise
+    except EOFError:
+        raise DataFileError(path, f"ends early: a truncated {what}") from None
+    except (gzip.BadGzipFile, zlib.error) as e:
+        raise DataFileError(path, f"not a readable gzip file ({e})") from None
+    except OSError as e:
+        raise DataFileError(path, f"cannot be read ({e.strerror or e})") from None
 
 
 def default_data_dir() -> Path:
@@ -164,7 +199,8 @@ def fetch_remote(remote: Remote, folder: Path, *, dataset: str, needed: Sequence
 def content_md5(path: Path) -> str:
     """md5 of a file's content, gunzipped first when it is a .gz file."""
     import gzip
-    return file_digest(path, "md5", opener=gzip.open if path.suffix == ".gz" else open)
+    with reading(path, "file"):
+        return file_digest(path, "md5", opener=gzip.open if path.suffix == ".gz" else open)
 
 
 def check_md5(path: Path, md5: Optional[str], verified: bool, gunzipped: bool = False) -> None:

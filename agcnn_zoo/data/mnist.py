@@ -24,8 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._common import (DataNotFoundError, EvalSet, PathLike, Remote, check_md5, default_data_dir,
-                      fetch_remote)
+from ._common import (DataFileError, DataNotFoundError, EvalSet, PathLike, Remote, check_md5,
+                      default_data_dir, fetch_remote, reading)
 
 __all__ = ["MNISTRotAux", "MNIST_REMOTES", "MNIST_TRAIN_REMOTES", "MNIST_ROT_AUX_SEED",
            "MNIST_ROT_GEN_SEED", "MNIST_ROT_GEN_SIZE", "read_idx", "rotate_digits",
@@ -61,17 +61,20 @@ def read_idx(path: PathLike, gz: Optional[bool] = None) -> np.ndarray:
     """An IDX file of unsigned bytes (MNIST), gzipped or not (``gz``: by default, by suffix)."""
     path = Path(path)
     opener = gzip.open if (path.suffix == ".gz" if gz is None else gz) else open
-    with opener(path, "rb") as f:
+    with reading(path, "IDX file"), opener(path, "rb") as f:
         data = f.read()
     if len(data) < 4:
-        raise ValueError(f"{path}: not an IDX file")
+        raise DataFileError(path, "not an IDX file (shorter than its header)")
     zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
     if zero != 0 or dtype_code != 0x08:
-        raise ValueError(f"{path}: not an unsigned-byte IDX file")
+        raise DataFileError(path, "not an unsigned-byte IDX file")
+    if len(data) < 4 + 4 * ndim:
+        raise DataFileError(path, "ends inside its IDX header")
     shape = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
     body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if body.size != int(np.prod(shape)):
-        raise ValueError(f"{path}: {body.size} bytes of data for shape {shape}")
+        raise DataFileError(path, f"{body.size} bytes of data for the IDX shape {shape} "
+                                  f"(truncated or damaged)")
     return body.reshape(shape)
 
 
@@ -145,8 +148,8 @@ def generate_mnist_rot(data_dir: Optional[PathLike] = None, download: bool = Fal
     digits = torch.from_numpy(read_idx(paths["images"]).copy())
     labels = torch.from_numpy(read_idx(paths["labels"]).astype(np.int64))
     if tuple(digits.shape) != (60000, 28, 28) or len(labels) != 60000:
-        raise ValueError(f"{paths['images']}: expected the 60,000 MNIST training digits, got "
-                         f"{tuple(digits.shape)} / {len(labels)} labels")
+        raise DataFileError(paths["images"], f"expected the 60,000 MNIST training digits, got "
+                                             f"{tuple(digits.shape)} / {len(labels)} labels")
     g = torch.Generator().manual_seed(seed)
     chosen = torch.randperm(60000, generator=g)[:MNIST_ROT_GEN_SIZE]
     angles = torch.rand(MNIST_ROT_GEN_SIZE, generator=g, dtype=torch.float64) * 360.0
@@ -180,7 +183,8 @@ class MNISTRotAux(EvalSet):
         digits = torch.from_numpy(read_idx(paths["images"]).copy())
         labels = torch.from_numpy(read_idx(paths["labels"]).astype(np.int64))
         if digits.dim() != 3 or digits.shape[1:] != (28, 28) or len(digits) != len(labels):
-            raise ValueError(f"MNIST files of shapes {tuple(digits.shape)} / {tuple(labels.shape)}")
+            raise DataFileError(paths["images"], f"MNIST files of shapes {tuple(digits.shape)} / "
+                                                 f"{tuple(labels.shape)} do not fit")
         self.paths = paths
         gen = torch.Generator().manual_seed(seed)
         self.angles = torch.rand(len(digits), generator=gen, dtype=torch.float64) * 360.0

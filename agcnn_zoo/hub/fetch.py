@@ -32,11 +32,11 @@ from typing import Dict, List, Optional, Union
 
 from ..io import env
 from ..io.errors import CacheError, ConfigError, IntegrityError, WeightsError
-from ..io.files import check_regular_file, ensure_dir, read_checked, sha256_file
+from ..io.files import check_regular_file, ensure_dir, is_within, read_checked, sha256_file
 from . import cache as _cache
 from .errors import HostFailure, NoRecordError, WeightsUnavailableError
 from .hosts import module_for, package
-from .records import PackageHost, WeightRecord, parse_record
+from .records import LocalHost, PackageHost, WeightRecord, parse_record
 
 RecordLike = Union[dict, WeightRecord, None]
 
@@ -112,7 +112,7 @@ def fetch_weights(name: str, record: RecordLike = None, *, progress: bool = True
     target = _cache.cached_weights_path(rec)
     failures: List[HostFailure] = []
     hosts = list(rec.hosts)
-    while hosts and isinstance(hosts[0], PackageHost):
+    while hosts and isinstance(hosts[0], (PackageHost, LocalHost)):  # files on this machine
         found = _try(rec, hosts.pop(0), target, progress, failures)
         if found is not None:
             return found
@@ -149,7 +149,7 @@ def load_state_dict(name: str, record: RecordLike = None, *,
     rec = resolve_record(name, record)
     path = fetch_weights(name, rec, progress=progress)
     if rec.sha256:
-        in_package = not _cache.is_cache_path(path)
+        in_package = is_within(path, package.WEIGHTS_DIR)
         try:
             data = read_checked(path, size=rec.size,
                                 max_size=package.MAX_BYTES if in_package else MAX_WEIGHTS_BYTES,

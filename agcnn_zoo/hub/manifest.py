@@ -17,6 +17,15 @@ extra fields (``training``, ``default``, ...) that are kept verbatim; ``origin.k
 
 The canonical file sits at the repository root; an installed package carries a copy in the
 package folder (setup.py puts it there). ``AGCNN_ZOO_MANIFEST`` points at another file.
+
+A user's own weights (``train --update-manifest``) go to a *user manifest* of the same schema,
+``<cache root>/user/manifest.json`` (``AGCNN_ZOO_USER_MANIFEST`` moves it), whose records use
+hosts of kind ``local`` (files beside it). :func:`load_manifest` without a path is the catalogue
+a user sees: the package manifest with the user's records added (an id in both is refused, by
+name); with a path it is that one file, as tools that edit a manifest need it.
+
+Manifests are read strictly: a key given twice in one object (a weight id twice, a field twice
+in a record) is refused by name instead of the last copy silently winning.
 """
 from __future__ import annotations
 
@@ -27,47 +36,107 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Dict, List, Optional, Union
 
+from ..io.errors import ConfigError
 from ..io.files import atomic_write_bytes
+from ..io.strict_json import load_strict
 from .records import (HOST_TYPES, WEIGHT_ID, RecordError, WeightRecord,  # noqa: F401
                       parse_record, record_problems)
 
-__all__ = ["manifest_path", "load_manifest", "save_manifest", "weight_record", "get_record",
+__all__ = ["manifest_path", "user_manifest_path", "load_manifest", "save_manifest",
+           "weight_record", "get_record",
            "load_records", "validate_manifest", "HOST_TYPES", "ORIGIN_KINDS"]
 
 ORIGIN_KINDS = ("authors_checkpoint", "trained")
 
 
+MANIFEST_ENV = "AGCNN_ZOO_MANIFEST"
+USER_MANIFEST_ENV = "AGCNN_ZOO_USER_MANIFEST"
+
+
 def manifest_path() -> Path:
-    env = os.environ.get("AGCNN_ZOO_MANIFEST")
+    """The package manifest (or ``AGCNN_ZOO_MANIFEST``, which must name an existing file)."""
+    env = os.environ.get(MANIFEST_ENV)
     if env:
-        return Path(env)
+        p = Path(env).expanduser()
+        if not p.is_file():
+            raise ConfigError(f"{MANIFEST_ENV}={env}: no such manifest file",
+                              hint=f"point {MANIFEST_ENV} at a weights manifest, or unset it to "
+                                   f"use the package's")
+        return p
     package = Path(__file__).resolve().parent.parent
     installed = package / "weights_manifest.json"
     return installed if installed.exists() else package.parent / "weights_manifest.json"
 
 
+def user_manifest_path() -> Path:
+    """Where a user's own installed weights are listed (it need not exist)."""
+    from ..io.env import cache_root
+    env = os.environ.get(USER_MANIFEST_ENV)
+    return Path(env).expanduser() if env else cache_root() / "user" / "manifest.json"
+
+
 @lru_cache(maxsize=8)
-def _load(path: str, mtime: float) -> dict:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+def _load(path: str, mtime: float, size: int) -> dict:
+    data = load_strict(path)
+    if not isinstance(data, dict) or not isinstance(data.get("weights", {}), dict):
+        raise RecordError(f"{path}: not a weights manifest (an object with 'weights')")
+    return data
+
+
+def _read(p: Path) -> dict:
+    if not p.exists():
+        raise FileNotFoundError(f"weights manifest not found at {p}")
+    st = p.stat()
+    return _load(str(p), st.st_mtime, st.st_size)
+
+
+def _with_user_records(base: dict, user_path: Path) -> dict:
+    """``base`` with the records of the user manifest added; their local hosts learn the folder
+    they lie in. Package records that were a name's default yield to a user default."""
+    user = _read(user_path)
+    merged = copy.deepcopy(base)
+    weights = merged.setdefault("weights", {})
+    folder = str(user_path.resolve().parent)
+    for wid, rec in user.get("weights", {}).items():
+        if wid in weights:
+            raise RecordError(f"{user_path}: weight id {wid!r} is also in the package manifest; "
+                              f"refused (only one of them could be meant)",
+                              hint=f"rename it in {user_path} (train again with another --tag)")
+        rec = copy.deepcopy(rec)
+        for h in rec.get("hosts", []) if isinstance(rec, dict) else []:
+            if isinstance(h, dict) and h.get("type") == "local":
+                h["folder"] = folder
+        if isinstance(rec, dict) and rec.get("default"):
+            model = wid.split(".", 1)[0]
+            for k, r in weights.items():
+                if k.split(".", 1)[0] == model and isinstance(r, dict):
+                    r["default"] = False
+        weights[wid] = rec
+    return merged
 
 
 def load_manifest(path: Optional[Union[str, Path]] = None) -> dict:
-    """The manifest as a dict (a private copy: edit it freely, then ``save_manifest``)."""
-    p = Path(path) if path else manifest_path()
-    if not p.exists():
-        raise FileNotFoundError(f"weights manifest not found at {p}")
-    return copy.deepcopy(_load(str(p), p.stat().st_mtime))
+    """The manifest as a dict (a private copy: edit it freely, then ``save_manifest``).
+    Without ``path``: the package manifest with the user's records added (see the module
+    docstring); with ``path``: that file alone."""
+    if path:
+        return copy.deepcopy(_read(Path(path)))
+    base = _read(manifest_path())
+    user = user_manifest_path()
+    if user.is_file():
+        return _with_user_records(base, user)
+    return copy.deepcopy(base)
 
 
-def save_manifest(data: dict, path: Optional[Union[str, Path]] = None) -> Path:
+def save_manifest(data: dict, path: Optional[Union[str, Path]] = None, user: bool = False) -> Path:
     """Validate and write the manifest atomically (0644). ``weights`` values may be dicts or
-    :class:`WeightRecord` objects (written back with every extra field)."""
+    :class:`WeightRecord` objects (written back with every extra field); ``user``: validated
+    as a user manifest."""
     data = dict(data)
     if isinstance(data.get("weights"), dict):
         data["weights"] = {k: (v.to_dict() if isinstance(v, WeightRecord) else v)
                            for k, v in data["weights"].items()}
-    problems = validate_manifest(data)
+    problems = validate_manifest(data, user=user)
     if problems:
         raise ValueError("refusing to write an invalid manifest:\n  " + "\n  ".join(problems))
     p = Path(path) if path else manifest_path()
@@ -95,13 +164,14 @@ def load_records(path: Optional[Union[str, Path]] = None) -> Dict[str, WeightRec
     return {k: parse_record(k, v) for k, v in load_manifest(path).get("weights", {}).items()}
 
 
-def validate_manifest(data: dict) -> List[str]:
-    """Structural problems of a manifest (an empty list when it is valid)."""
+def validate_manifest(data: dict, user: bool = False) -> List[str]:
+    """Structural problems of a manifest (an empty list when it is valid). Only a ``user``
+    manifest may be empty and hold ``local`` hosts."""
     problems: List[str] = []
     if data.get("schema") != 1:
         problems.append("schema must be 1")
     weights = data.get("weights")
-    if not isinstance(weights, dict) or not weights:
+    if not isinstance(weights, dict) or (not weights and not user):
         return problems + ["'weights' must be a non-empty object"]
     for name, rec in weights.items():
         where = f"weights[{name!r}]"
@@ -115,6 +185,12 @@ def validate_manifest(data: dict) -> List[str]:
         if not WEIGHT_ID.match(str(name)):
             problems.append(f"{where}: a weight id is <model> or <model>.<tag> (tag: [a-z0-9_-]+)")
         problems += record_problems(name, rec)
+        locals_ = [h for h in rec.get("hosts") or [] if isinstance(h, dict) and h.get("type") == "local"]
+        if locals_ and not user:
+            problems.append(f"{where}: a host of kind 'local' belongs in a user manifest only")
+        if any("folder" in h for h in locals_):
+            problems.append(f"{where}: a local host's folder is not written (it is where the "
+                            f"manifest lies)")
         kind = (rec.get("origin") or {}).get("kind")
         if kind is not None and kind not in ORIGIN_KINDS:
             problems.append(f"{where}.origin.kind: {kind!r} is not one of {', '.join(ORIGIN_KINDS)}")

@@ -24,11 +24,12 @@ import copy
 import re
 import urllib.parse
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Dict, List, Optional, Tuple, Union
 
 from ..io.errors import ZooIOError
 
-__all__ = ["WeightRecord", "Host", "HuggingFaceHost", "OriginalHost", "PackageHost",
+__all__ = ["WeightRecord", "Host", "HuggingFaceHost", "OriginalHost", "PackageHost", "LocalHost",
            "RecordError", "parse_record", "parse_host", "record_problems", "trust_host",
            "TRUSTED_HOSTS", "HTTP_HOSTS", "WEIGHT_ID", "HOST_TYPES"]
 
@@ -44,7 +45,7 @@ TRUSTED_HOSTS = {"raw.githubusercontent.com", "github.com", "media.githubusercon
 #: hosts that may also be reached over plain http (none by default; tests add 127.0.0.1)
 HTTP_HOSTS: set = set()
 
-HOST_TYPES = ("huggingface", "original", "package")
+HOST_TYPES = ("huggingface", "original", "package", "local")
 
 
 class RecordError(ZooIOError, ValueError):
@@ -139,6 +140,16 @@ class PackageHost(Host):
         return f"package agcnn_zoo/weights/{self.path}"
 
 
+@dataclass
+class LocalHost(Host):
+    path: str = ""
+    folder: Optional[str] = None  # attached when a user manifest is merged; never written
+    _KEYS = ("path",)
+
+    def describe(self) -> str:
+        return f"local {Path(self.folder or '?') / self.path}"
+
+
 def _take(d: dict, key: str, present: list):
     if key in d:
         present.append(key)
@@ -184,6 +195,13 @@ def parse_host(raw: Any, where: str = "host") -> Host:
         if not FILE_NAME.match(str(h.path)):
             raise RecordError(f"{where}: package path {h.path!r} must be a plain file name "
                               f"inside agcnn_zoo/weights/")
+    elif t == "local":
+        h = LocalHost("local", path=_take(d, "path", present) or "", folder=d.pop("folder", None))
+        if not FILE_NAME.match(str(h.path)):
+            raise RecordError(f"{where}: local path {h.path!r} must be a plain file name in the "
+                              f"user manifest's folder")
+        if h.folder is not None and not (isinstance(h.folder, str) and Path(h.folder).is_absolute()):
+            raise RecordError(f"{where}: local folder must be an absolute path")
     else:
         raise RecordError(f"{where}: unknown host type {t!r} (known: {', '.join(HOST_TYPES)})")
     h.present = tuple(present)

@@ -15,7 +15,7 @@ from .errors import (CacheError, CacheNotWritableError, CachePathError, ConfigEr
 from .files import (FILE_MODE, atomic_write_bytes, atomic_writer, cache_errors, check_regular_file,
                     ensure_dir, git_blob_sha1_bytes, git_blob_sha1_file, is_within, md5_file,
                     read_checked, remove_stale_parts, safe_remove, sha256_file, temp_name)
-from .locks import file_lock
+from .locks import file_lock, folder_lock
 
 __all__ = [
     "download", "looks_like_html", "mirror_path", "DEFAULT_DEADLINE", "DEFAULT_TIMEOUT",
@@ -25,5 +25,5 @@ __all__ = [
     "UnexpectedContentError", "UnsafeFileError", "WeightsError", "ZooIOError", "FILE_MODE",
     "atomic_write_bytes", "atomic_writer", "cache_errors", "check_regular_file", "ensure_dir",
     "git_blob_sha1_bytes", "git_blob_sha1_file", "is_within", "md5_file", "read_checked",
-    "remove_stale_parts", "safe_remove", "sha256_file", "temp_name", "file_lock",
+    "remove_stale_parts", "safe_remove", "sha256_file", "temp_name", "file_lock", "folder_lock",
 ]

@@ -140,3 +140,17 @@ class DiskFullError(CacheError):
 
 class CachePathError(CacheError):
     default_hint = "the cache folder (or one of its parents) is a file: set AGCNN_ZOO_CACHE to a folder"
+
+
+def one_line(error: BaseException) -> str:
+    """An error as one line for a command line: what went wrong (naming the file), then what to
+    do (a :class:`ZooIOError`'s hint), without a traceback."""
+    message = getattr(error, "message", None)
+    if not isinstance(message, str):
+        lines = str(error).strip().splitlines()
+        message = lines[0] if lines else type(error).__name__
+        if type(error) is KeyError:
+            message = f"missing key {message}"
+    hint = getattr(error, "hint", None)
+    text = message + (f" (to fix: {hint})" if hint else "")
+    return " ".join(text.split())

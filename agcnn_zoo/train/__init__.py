@@ -2,7 +2,7 @@
 ``python -m agcnn_zoo train NAME`` (see :mod:`.engine`, :mod:`.recipes`, :mod:`.splits`)."""
 from .engine import ResumeError, RunSettings, TrainResult, run, train
 from .recipes import RECIPES, Recipe, recipe_for
-from .record import install
+from .install import install
 from .splits import TRAINING_SETS, load_training_data
 
 __all__ = ["train", "run", "RunSettings", "TrainResult", "ResumeError", "Recipe", "RECIPES",

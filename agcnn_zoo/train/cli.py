@@ -1,6 +1,7 @@
 """``python -m agcnn_zoo train NAME ...`` (also under ``torchrun --nproc_per_node=N -m agcnn_zoo``)."""
 from __future__ import annotations
 
+import argparse
 import shlex
 import sys
 
@@ -37,35 +38,75 @@ def add_parser(sub) -> None:
     s.add_argument("--channels-last", action="store_true", help="channels_last inputs (CUDA)")
     s.add_argument("--no-progress", action="store_true", help="no progress bars")
     s.add_argument("--update-manifest", action="store_true",
-                   help="add the selected weight to the manifest and the package's weights folder")
+                   help="add the weight to your user manifest (<cache>/user/manifest.json; "
+                        "create_model finds it at once); checked before training starts")
+    s.add_argument("--manifest", metavar="PATH",
+                   help="with --update-manifest: this user manifest instead (weights beside it)")
+    s.add_argument("--into-package", action="store_true",
+                   help="with --update-manifest: the package's own manifest and "
+                        "agcnn_zoo/weights/ (what ships; maintainers)")
     s.add_argument("--default", action="store_true",
                    help="with --update-manifest: make it NAME's default weight (NAME has none)")
+    s.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                   help="show the traceback of an error (default: one line saying what to do)")
     s.set_defaults(fn=run_cli)
 
 
+def _size_estimate(name: str) -> int:
+    """Bytes of the weight file a run of ``name`` writes (its state dict as safetensors)."""
+    from safetensors.torch import save
+    from ..api import create_model
+    return len(save({k: v.contiguous() for k, v in create_model(name).state_dict().items()}))
+
+
+def _precheck(args, install_target):
+    """Refuse, before any training, settings whose result could not be installed as asked."""
+    from .install import check_installable
+    for flag in ("manifest", "into_package", "default"):
+        if getattr(args, flag) and not args.update_manifest:
+            raise ValueError(f"--{flag.replace('_', '-')} goes with --update-manifest")
+    if not args.update_manifest:
+        return None
+    weight_id = f"{args.name}.{args.tag}" if args.tag else args.name
+    limited = any(v is not None for v in (args.limit_train, args.limit_val, args.limit_test))
+    check_installable(weight_id, install_target, limited=limited, size=_size_estimate(args.name),
+                      default=args.default)
+    return install_target
+
+
 def run_cli(args) -> int:
-    from ..data import DataNotFoundError
-    from ..registry import UnknownModelError
-    from .engine import train
-    from .record import install
-    command = "python -m agcnn_zoo " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["train"] else None
+    """Train; every expected failure (settings, the run's files, its data) is one line and exit
+    code 2, without a traceback unless --debug."""
+    from ..__main__ import EXPECTED_ERRORS
+    from ..io.errors import one_line
     try:
-        result = train(args.name, dataset=args.dataset, out=args.out, data_dir=args.data_dir,
-                       seed=args.seed, limit_train=args.limit_train, limit_val=args.limit_val,
-                       limit_test=args.limit_test, tag=args.tag, threads=args.threads,
-                       amp=args.amp, channels_last=args.channels_last,
-                       validation=not args.no_validation, resume=args.resume,
-                       device=args.device, download=args.download, progress=not args.no_progress,
-                       command=command, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                       weight_decay=args.weight_decay, optimizer=args.optimizer,
-                       momentum=args.momentum)
-    except DataNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
+        return _run(args)
+    except EXPECTED_ERRORS as e:
+        if getattr(args, "debug", False):
+            raise
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
-    except (UnknownModelError, TypeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if args.update_manifest and result.record:
-        weight_id = install(result.out / "record.json", default=args.default)
-        print(f"added {weight_id} to the manifest and the package's weights folder")
+
+
+def _run(args) -> int:
+    from ..registry import get_entry
+    from .engine import train
+    from .install import install, target_for
+    get_entry(args.name)  # an unknown name: its suggestions before anything else
+    target = _precheck(args, target_for(args.into_package, args.manifest)
+                       if args.update_manifest else None)
+    command = "python -m agcnn_zoo " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["train"] else None
+    result = train(args.name, dataset=args.dataset, out=args.out, data_dir=args.data_dir,
+                   seed=args.seed, limit_train=args.limit_train, limit_val=args.limit_val,
+                   limit_test=args.limit_test, tag=args.tag, threads=args.threads,
+                   amp=args.amp, channels_last=args.channels_last,
+                   validation=not args.no_validation, resume=args.resume,
+                   device=args.device, download=args.download, progress=not args.no_progress,
+                   command=command, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                   weight_decay=args.weight_decay, optimizer=args.optimizer,
+                   momentum=args.momentum)
+    if target is not None and result.record:
+        weight_id = install(result.out / "record.json", manifest=target.manifest,
+                            default=args.default, package=args.into_package)
+        print(f"added {weight_id} to {target.manifest} (weight in {target.folder})")
     return 0

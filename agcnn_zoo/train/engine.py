@@ -5,17 +5,20 @@ selected weight, at the end of a run. With ``validation=False`` (the fixed-sched
 the validation split joins the training data and the weight after the last epoch is the result:
 nothing is chosen by looking at any evaluation.
 
-Files in ``out`` (rank 0 writes, each atomically):
-``checkpoint.pt``  model, optimizer, scheduler, every rank's RNG states, epoch, best validation
-                   accuracy and its weights, metrics, the run's settings (checked on --resume)
+Files in ``out`` (rank 0 writes, each atomically; the folder is locked for the whole run and
+only files the run created are ever replaced, see :mod:`.run_folder`):
+``checkpoint.safetensors``  model, optimizer, scheduler, every rank's RNG states, epoch, best
+                   validation accuracy and its weights (with their digest), metrics, the run's
+                   settings (checked on --resume), the files the run wrote; tensors and JSON only,
+                   nothing unpickled (:mod:`.checkpoint`)
 ``metrics.jsonl``  one line per epoch
 ``<weight id>.safetensors``, ``record.json``  the selected weight and its manifest record
 ``curves.png``     learning curves, when matplotlib is installed
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import io
 import json
 import math
 import os
@@ -33,19 +36,27 @@ import torch.nn.functional as F
 
 from ..hub.convert import save_safetensors
 from ..io import atomic_write_bytes
+from ..io.errors import ZooIOError
 from ..registry import get_entry
 from .recipes import Recipe, recipe_for
+from .checkpoint import (CHECKPOINT, LEGACY_CHECKPOINT, CheckpointError, load_checkpoint,
+                         save_checkpoint, state_digest)
+from .run_folder import claim, refuse_foreign
 from .splits import Source, TrainingData, load_training_data, without_validation
 
 __all__ = ["RunSettings", "TrainResult", "train", "ResumeError", "CHECKPOINT", "METRICS"]
 
-CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
+RECORD = "record.json"
+CURVES = "curves.png"
+_STATE_KEYS = ("ident", "model", "optimizer", "scheduler", "rng", "epoch", "best", "metrics",
+               "wall_s", "outputs")
 _TAG_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_-")
 
 
-class ResumeError(ValueError):
+class ResumeError(ZooIOError, ValueError):
     """--resume against a checkpoint of a different run, or a fresh run over an existing one."""
+    default_hint = "resume with the run's own settings, or choose another --out"
 
 
 @dataclass(frozen=True)
@@ -164,12 +175,6 @@ def _gather_rng() -> List[dict]:
     return states  # type: ignore[return-value]
 
 
-def _atomic_torch_save(obj, path: Path) -> None:
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())
-
-
 def _epoch_generator(seed: int, epoch: int, rank: int) -> torch.Generator:
     # augmentation randomness depends on (seed, epoch, rank) only: nothing to checkpoint
     return torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 1_009 + rank)
@@ -194,7 +199,6 @@ def _make_scheduler(recipe: Recipe, opt):
 def _autocast(settings: RunSettings, device: torch.device):
     if settings.amp == "bf16":
         return torch.autocast("cuda", dtype=torch.bfloat16)
-    import contextlib
     return contextlib.nullcontext()
 
 
@@ -273,13 +277,8 @@ def _sync_state(model: torch.nn.Module) -> None:
 
 
 def _rank_state_hashes(model: torch.nn.Module) -> List[str]:
-    """sha256 of each rank's final state dict (all ranks must agree)."""
-    import hashlib
-    h = hashlib.sha256()
-    for k, v in sorted(model.state_dict().items()):
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    mine = h.hexdigest()
+    """The state digest of each rank's final weights (all ranks must agree)."""
+    mine = state_digest(model.state_dict())
     if _dist()[1] == 1:
         return [mine]
     out: List[Optional[str]] = [None] * _dist()[1]
@@ -329,49 +328,59 @@ def run(recipe: Recipe, settings: RunSettings, out: Union[str, Path], *,
             torch.distributed.destroy_process_group()
 
 
-def _run(recipe: Recipe, settings: RunSettings, out: Path, entry, dev: torch.device, rank: int,
-         world: int, *, data_dir, download: bool, resume: bool, progress: bool,
-         command: Optional[str]) -> TrainResult:
+def _output_names(settings: RunSettings) -> List[str]:
+    """Every file a run writes into its folder."""
+    return [CHECKPOINT, METRICS, RECORD, CURVES, f"{settings.weight_id}.safetensors"]
+
+
+def _open_state(out: Path, ident: dict, recipe: Recipe, resume: bool, rank: int) -> Optional[dict]:
+    """The checkpoint state a run continues from (None: a fresh run), after every check."""
+    legacy = out / LEGACY_CHECKPOINT
+    if os.path.lexists(legacy):
+        raise CheckpointError(f"{legacy}: a pickle checkpoint of an earlier agcnn-zoo; it is not "
+                              f"read (unpickling a file can run code in it)",
+                              hint="start a fresh run in another --out")
+    path = out / CHECKPOINT
+    if not os.path.lexists(path):
+        if resume and rank == 0:
+            print(f"no {CHECKPOINT} in {out}: starting a fresh run", flush=True)
+        return None
+    if not resume:
+        raise ResumeError(f"{out} already holds a run ({CHECKPOINT}); pass --resume to continue "
+                          f"it, or choose another --out")
+    state = load_checkpoint(path, _STATE_KEYS)
+    if state["ident"] != ident:
+        old = state["ident"] if isinstance(state["ident"], dict) else {}
+        diff = [k for k in ident if old.get(k) != ident[k]]
+        raise ResumeError(f"{path} is a different run ({', '.join(diff)} differ: checkpoint "
+                          f"{[old.get(k) for k in diff]}, now {[ident[k] for k in diff]}); resume "
+                          f"with the same settings, or choose another --out")
+    if recipe.epochs < state["epoch"]:
+        raise ResumeError(f"{path} has {state['epoch']} epochs already; --epochs must be at "
+                          f"least that (equal: end the run there and write its outputs)")
+    _verify_best(state["best"], path)
+    return state
+
+
+def _capture(model: torch.nn.Module, top1: Optional[float], epoch: int) -> dict:
+    """A best-so-far entry: a copy of the weights and their digest, taken now."""
+    tensors = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    return {"top1": top1, "epoch": epoch, "state": tensors, "sha256": state_digest(tensors)}
+
+
+def _verify_best(best: dict, where: Path) -> None:
+    if best.get("state") is not None and state_digest(best["state"]) != best.get("sha256"):
+        raise CheckpointError(f"{where}: the stored best weight (epoch {best.get('epoch')}) does "
+                              f"not match the sha256 recorded when it was taken")
+
+
+def _save_state(out: Path, **state) -> None:
+    save_checkpoint(out / CHECKPOINT, state)
+
+
+def _build(settings: RunSettings, recipe: Recipe, dev: torch.device, state: Optional[dict], rank: int):
+    """(model, optimizer, scheduler) seeded from ``settings.seed``, continued from ``state``."""
     from ..api import create_model
-    from . import record as zrecord
-    if recipe.batch_size % world:
-        raise ValueError(f"batch size {recipe.batch_size} does not split over {world} processes")
-    if settings.threads:
-        torch.set_num_threads(settings.threads)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    if dev.type == "cuda":
-        torch.backends.cudnn.benchmark = False
-
-    ckpt_path = out / CHECKPOINT
-    ident = _settings_dict(recipe, settings, world)
-    state = None
-    if ckpt_path.exists():
-        if not resume:
-            raise ResumeError(f"{out} already holds a run ({CHECKPOINT}); pass --resume to continue "
-                              f"it, or choose another --out")
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        if state["ident"] != ident:
-            diff = [k for k in ("recipe", "settings", "world_size") if state["ident"][k] != ident[k]]
-            raise ResumeError(f"{ckpt_path} is a different run ({', '.join(diff)} differ: "
-                              f"checkpoint {[state['ident'][k] for k in diff]}, now "
-                              f"{[ident[k] for k in diff]}); resume with the same settings, or "
-                              f"choose another --out")
-        if recipe.epochs < state["epoch"]:
-            raise ResumeError(f"{ckpt_path} has {state['epoch']} epochs already; --epochs must be at "
-                              f"least that (equal: end the run there and write its outputs)")
-    elif resume and rank == 0:
-        print(f"no {CHECKPOINT} in {out}: starting a fresh run", flush=True)
-
-    data = load_training_data(settings.dataset, entry.dataset, data_dir, download=download,
-                              progress=progress and rank == 0)
-    if rank == 0:  # only once the data is there: a failed start leaves no folder behind
-        out.mkdir(parents=True, exist_ok=True)
-    if not settings.validation:
-        data = without_validation(data)
-    data.train = data.train.limited(settings.limit_train)
-    if data.val is not None:
-        data.val = data.val.limited(settings.limit_val)
-
     torch.manual_seed(settings.seed)
     np.random.seed(settings.seed)
     random.seed(settings.seed)
@@ -380,25 +389,71 @@ def _run(recipe: Recipe, settings: RunSettings, out: Path, entry, dev: torch.dev
         model = model.to(memory_format=torch.channels_last)
     opt = _make_optimizer(recipe, model.parameters())
     sched = _make_scheduler(recipe, opt)
-    start_epoch, best, metrics, wall_before = 0, {"top1": -1.0, "epoch": -1, "state": None}, [], 0.0
-    if state is not None:
+    if state is None:
+        # each rank draws its own dropout masks; the model above was built from `seed` alone
+        torch.manual_seed(settings.seed + rank)
+        return model, opt, sched
+    try:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         if sched is not None:
             sched.load_state_dict(state["scheduler"])
-        start_epoch, best, metrics = state["epoch"], state["best"], state["metrics"]
-        wall_before = state["wall_s"]
         _set_rng_state(state["rng"][rank])
-    else:
-        # each rank draws its own dropout masks; the model above was built from `seed` alone
-        torch.manual_seed(settings.seed + rank)
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(f"{CHECKPOINT}: its run state does not fit {settings.name} ({reason})") from None
+    return model, opt, sched
+
+
+def _run(recipe: Recipe, settings: RunSettings, out: Path, entry, dev: torch.device, rank: int,
+         world: int, *, data_dir, download: bool, resume: bool, progress: bool,
+         command: Optional[str]) -> TrainResult:
+    if recipe.batch_size % world:
+        raise ValueError(f"batch size {recipe.batch_size} does not split over {world} processes")
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = False
+    names = _output_names(settings)
+    # rank 0 owns the folder for the whole run; the others only read the checkpoint
+    held = claim(out, names) if rank == 0 else contextlib.nullcontext(out)
+    with held:
+        ident = _settings_dict(recipe, settings, world)
+        state = _open_state(out, ident, recipe, resume, rank)
+        if rank == 0:
+            refuse_foreign(out, names, owned=state["outputs"] if state else (), resumed=state is not None)
+        data = load_training_data(settings.dataset, entry.dataset, data_dir, download=download,
+                                  progress=progress and rank == 0)
+        if not settings.validation:
+            data = without_validation(data)
+        data.train = data.train.limited(settings.limit_train)
+        if data.val is not None:
+            data.val = data.val.limited(settings.limit_val)
+        model, opt, sched = _build(settings, recipe, dev, state, rank)
+        return _train_and_finish(recipe, settings, out, entry, dev, rank, world, data, model, opt,
+                                 sched, state, ident, progress, command)
+
+
+def _train_and_finish(recipe, settings, out, entry, dev, rank, world, data, model, opt, sched,
+                      state, ident, progress, command) -> TrainResult:
+    best = state["best"] if state else {"top1": -1.0, "epoch": -1, "state": None, "sha256": None}
+    metrics = state["metrics"] if state else []
+    wall_before = state["wall_s"] if state else 0.0
+    outputs = set(state["outputs"]) if state else set()
+    rng = state["rng"] if state else None
     ddp_model = model
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
         ddp_model = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
 
+    def save(epoch: int, wall: float) -> None:
+        _save_state(out, ident=ident, model=model.state_dict(), optimizer=opt.state_dict(),
+                    scheduler=sched.state_dict() if sched is not None else None, rng=rng,
+                    epoch=epoch, best=best, metrics=metrics, wall_s=wall, outputs=sorted(outputs))
+
     t0 = time.time()
-    for epoch in range(start_epoch, recipe.epochs):
+    for epoch in range(state["epoch"] if state else 0, recipe.epochs):
         te = time.time()
         train_top1, train_loss = _train_epoch(model, ddp_model, opt, data, recipe, settings, dev,
                                               epoch, progress)
@@ -408,19 +463,16 @@ def _run(recipe: Recipe, settings: RunSettings, out: Path, entry, dev: torch.dev
             val_top1, val_loss, _ = evaluate(model, data.val, settings, dev)
             row.update(val_loss=val_loss, val_top1=val_top1)
             if val_top1 > best["top1"]:  # ties keep the earlier epoch
-                best = {"top1": val_top1, "epoch": epoch + 1,
-                        "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+                best = _capture(model, val_top1, epoch + 1)
         else:  # the fixed schedule: the latest epoch is the result (its state is the model's)
-            best = {"top1": None, "epoch": epoch + 1, "state": None}
+            best = {"top1": None, "epoch": epoch + 1, "state": None, "sha256": None}
         if sched is not None:
             sched.step(row["val_top1"]) if recipe.schedule == "plateau" else sched.step()
         metrics.append({**row, "lr": opt.param_groups[0]["lr"], "seconds": round(time.time() - te, 3)})
         rng = _gather_rng()
         if rank == 0:
-            _atomic_torch_save({"ident": ident, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                                "scheduler": sched.state_dict() if sched is not None else None,
-                                "rng": rng, "epoch": epoch + 1, "best": best, "metrics": metrics,
-                                "wall_s": wall_before + time.time() - t0}, ckpt_path)
+            outputs.update((CHECKPOINT, METRICS))  # metrics.jsonl follows the checkpoint
+            save(epoch + 1, wall_before + time.time() - t0)
             _write_metrics(out, metrics)
             val = (f", val loss {row['val_loss']:.4f} acc {row['val_top1']:.2f}% (best "
                    f"{best['top1']:.2f}% @ {best['epoch']})" if data.val is not None else "")
@@ -429,19 +481,33 @@ def _run(recipe: Recipe, settings: RunSettings, out: Path, entry, dev: torch.dev
         _barrier()
     wall = wall_before + time.time() - t0
 
-    # the selected weight, and the test set touched once by it
     rank_hashes = _rank_state_hashes(model)
     if len(set(rank_hashes)) != 1:
         raise RuntimeError(f"the ranks ended with different weights: {rank_hashes}")
     if best["state"] is None:  # no validation: the last epoch's weight
-        best["state"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        best = _capture(model, None, best["epoch"] if best["epoch"] > 0 else len(metrics))
+    _verify_best(best, out / CHECKPOINT)
+    final = [n for n in _output_names(settings) if n not in (CHECKPOINT, METRICS)]
+    if rank == 0 and not outputs.issuperset(final):
+        # the final files become the run's before they are written, so that a kill while
+        # writing them leaves files the resumed run may replace
+        outputs.update(final)
+        save(len(metrics), wall)
+    return _finish(recipe, settings, out, entry, dev, rank, world, data, model, best, metrics,
+                   wall, rank_hashes, command)
+
+
+def _finish(recipe, settings, out, entry, dev, rank, world, data, model, best, metrics, wall,
+            rank_hashes, command) -> TrainResult:
+    """The selected weight, the test set touched once by it, the record and the curves."""
+    from . import record as zrecord
     model.load_state_dict(best["state"])
     test = data.load_test().limited(settings.limit_test)
     test_top1, test_loss, test_n = evaluate(model, test, settings, dev)
     weight = out / f"{settings.weight_id}.safetensors"
     rec = None
     if rank == 0:
-        sha = save_safetensors({k: v.detach().cpu().contiguous() for k, v in best["state"].items()},
+        sha = save_safetensors({k: v.contiguous() for k, v in best["state"].items()},
                                weight, {"format": "pt", "agcnn_zoo.model": settings.name,
                                         "agcnn_zoo.architecture": entry.architecture,
                                         "agcnn_zoo.trained": "agcnn-zoo"})
@@ -451,8 +517,9 @@ def _run(recipe: Recipe, settings: RunSettings, out: Path, entry, dev: torch.dev
             test={"dataset": data.test_name, "top1": test_top1, "loss": test_loss, "images": test_n},
             device=dev, world=world, wall_s=wall, command=command)
         rec["training"]["rank_state_sha256"] = rank_hashes
-        atomic_write_bytes(out / "record.json", (json.dumps(rec, indent=2) + "\n").encode())
-        zrecord.plot_curves(metrics, out / "curves.png", title=settings.weight_id)
+        rec["training"]["weight_state_sha256"] = best["sha256"]
+        atomic_write_bytes(out / RECORD, (json.dumps(rec, indent=2) + "\n").encode())
+        zrecord.plot_curves(metrics, out / CURVES, title=settings.weight_id)
         chosen = (f"selected epoch {best['epoch']} (val {best['top1']:.2f}%)" if data.val is not None
                   else f"last epoch {best['epoch']} (no validation)")
         print(f"{settings.weight_id}: {chosen}, "

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import huggingface, original, package
+from . import huggingface, local, original, package
 
-KINDS = {"huggingface": huggingface, "original": original, "package": package}
+KINDS = {"huggingface": huggingface, "original": original, "package": package, "local": local}
 
 
 def module_for(host) -> ModuleType:

@@ -26,6 +26,17 @@ def path_of(host) -> Path:
     return Path(WEIGHTS_DIR) / host.path
 
 
+def restore_hint(path: Path) -> str:
+    """How to get a shipped file back: from git in a checkout (an editable install reads the
+    checkout, which pip does not rewrite), else by reinstalling the wheel."""
+    root = Path(WEIGHTS_DIR).resolve().parents[1]
+    if (root / ".git").exists():
+        rel = path.resolve().relative_to(root) if path.resolve().is_relative_to(root) else path
+        return (f"this is a git checkout (an editable install reads it, and pip does not restore "
+                f"it): run `git -C {root} checkout -- {rel}`")
+    return "reinstall it: pip install --force-reinstall --no-deps agcnn-zoo"
+
+
 def read_verified(record, host) -> bytes:
     """The file's bytes after checking type and size (before reading) and sha256."""
     path = path_of(host)
@@ -38,13 +49,12 @@ def read_verified(record, host) -> bytes:
                               hint="publish a file this large on a download host instead")
     if not path.exists() and not path.is_symlink():
         raise DownloadError(str(path), "not shipped in this installation of agcnn-zoo",
-                            hint="reinstall agcnn-zoo (the wheel carries agcnn_zoo/weights/), "
-                                 "or let the next host deliver it")
+                            hint=restore_hint(path) + "; or let the next host deliver it")
     data = read_checked(path, size=record.size, max_size=MAX_BYTES, follow_symlinks=False)
     actual = hashlib.sha256(data).hexdigest()
     if actual != record.sha256:
         raise IntegrityError(path, record.sha256, actual,
-                             hint="the installed package file was modified: reinstall agcnn-zoo")
+                             hint="the installed package file was modified: " + restore_hint(path))
     return data
 
 

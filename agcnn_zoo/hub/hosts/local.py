@@ -1,0 +1,58 @@
+"""Host kind ``local``: a weight a user trained and installed on this machine.
+
+``{"type": "local", "path": "<file name>"}`` names a file in the folder of the user manifest
+that lists the record (``<cache root>/user/`` by default, see
+:func:`agcnn_zoo.hub.manifest.user_manifest_path`). The folder is attached when that manifest
+is merged into the catalogue; a package manifest may not hold such hosts. The record pins sha256
+and size, checked on every load as for any host; the file is never written or deleted by the
+cache logic.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Optional
+
+from ...io.errors import DownloadError, IntegrityError
+from ...io.files import read_checked
+
+#: the largest weight a user manifest may list
+MAX_BYTES = 1 << 30
+OWNS_FILES = False
+
+
+def path_of(host) -> Path:
+    if not host.folder:
+        raise DownloadError(host.path, "a local host is read only from a user manifest "
+                                       "(its folder is where the file lies)",
+                            hint="install the weight with `python -m agcnn_zoo train ... "
+                                 "--update-manifest`, or list it in a user manifest")
+    return Path(host.folder) / host.path
+
+
+def read_verified(record, host) -> bytes:
+    path = path_of(host)
+    if not path.exists() and not path.is_symlink():
+        raise DownloadError(str(path), "the installed weight is gone from the user folder",
+                            hint="install it again from its run folder (train --resume "
+                                 "--update-manifest), or remove its record from the user manifest")
+    data = read_checked(path, size=record.size, max_size=MAX_BYTES, follow_symlinks=False)
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != record.sha256:
+        raise IntegrityError(path, record.sha256, actual,
+                             hint="the installed file was modified: install it again from its "
+                                  "run folder")
+    return data
+
+
+def fetch(record, host, target: Path, *, progress: bool = False) -> Path:
+    read_verified(record, host)
+    return path_of(host)
+
+
+def cached(record, host) -> Optional[Path]:
+    return None
+
+
+def hint_line(record, host) -> Optional[str]:
+    return None
