@@ -19,7 +19,7 @@ __all__ = ["create_model", "list_models", "list_pretrained", "model_info", "Unkn
 
 
 
-def transforms(name: str, transpose=None):
+def transforms(name: str, transpose: bool = False):
     """The torchvision transform from a PIL image or uint8 tensor to the input of model /
     weight ``name`` (see ``agcnn_zoo.preprocess.transforms``; imports torchvision on first use)."""
     from .preprocess import transforms as _transforms

@@ -151,14 +151,15 @@ def _cmd_publish(args) -> int:
 
 def _cmd_results(args) -> int:
     from pathlib import Path
-    from .results import results_table, write_readme
+    from .results import results_table, seed_table, write_readme
     on = args.measured_on or ("mnist-rot-aux" if args.dataset == "rotmnist" else args.dataset)
     table = results_table(args.dataset, on)
+    seeds = seed_table(on) if args.dataset == "rotmnist" else None
     if args.write_readme:
-        changed = write_readme(Path(args.write_readme), table)
+        changed = write_readme(Path(args.write_readme), table, seeds)
         print(f"{args.write_readme}: {'updated' if changed else 'already up to date'}")
     else:
-        print(table, end="")
+        print(table + ("\n" + seeds if seeds else ""), end="")
     return 0
 
 

@@ -74,6 +74,19 @@ class Group:
                 for i in range(self.order)]
 
     @cached_property
+    def transpose_conjugates(self) -> List[int]:
+        """``[j for each i]`` with ``g_j = T g_i T`` (T: transposing the plane, a reflection the
+        group need not contain): the element a transposed network uses where the original used
+        ``g_i`` (for p4, the inverse rotation)."""
+        probe = torch.arange(9.0).reshape(3, 3)
+        images = [self.act_on_plane(probe, k) for k in range(self.order)]
+        out = []
+        for i in range(self.order):
+            conj = self.act_on_plane(probe.t(), i).t()
+            out.append(next(k for k, img in enumerate(images) if torch.equal(img, conj)))
+        return out
+
+    @cached_property
     def inverse(self) -> List[int]:
         return [row.index(0) for row in self.cayley]
 

@@ -2,9 +2,9 @@
 
 ``transforms(name)`` turns a PIL image or a uint8 tensor (``[H, W]``, ``[C, H, W]`` or a batch
 ``[B, C, H, W]``) into the model's input: float pixels in [0, 1], the model's channels (RGB
-from grey and back), its input size (bilinear, only when the image has another size), the
-rot-MNIST transposition (the authors' rot-MNIST files store digits transposed w.r.t. MNIST:
-give MNIST-oriented digits, the transform transposes them) and the weight's mean / std.
+from grey and back), its input size (bilinear, only when the image has another size) and the
+weight's mean / std. Every weight takes images as people hold them (rot-MNIST digits in MNIST's
+orientation: the transposition of the authors' data files is folded into the weights).
 """
 from __future__ import annotations
 
@@ -70,7 +70,8 @@ class ResizeTo:
 
 
 class TransposeDigits:
-    """Swap rows and columns (MNIST orientation -> the authors' rot-MNIST orientation)."""
+    """Swap rows and columns (digits as the authors' rot-MNIST files store them -> MNIST's
+    orientation, and back)."""
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return x.transpose(-2, -1).contiguous()
@@ -79,18 +80,17 @@ class TransposeDigits:
         return f"{type(self).__name__}()"
 
 
-def transforms(name: str, transpose: bool | None = None) -> T.Compose:
+def transforms(name: str, transpose: bool = False) -> T.Compose:
     """The transform from an image to the input of model / weight ``name`` (``NAME`` or
     ``NAME.TAG``; a model without weights gets its dataset's preprocessing).
 
-    ``transpose``: None follows the weight (True for rot-MNIST, whose digits are stored
-    transposed); pass False for digits that are already in rot-MNIST orientation.
+    ``transpose=True``: the images are held as the authors' rot-MNIST files store them
+    (transposed w.r.t. MNIST, e.g. read from their npz conversion without agcnn-zoo's reader);
+    the transform turns them back first.
     """
     from .pretrained_cfg import pretrained_cfg
     cfg = pretrained_cfg(name)
     c, h, w = cfg["input_size"]
-    if transpose is None:
-        transpose = "transposed" in str(cfg.get("orientation") or "")
     steps = [ToFloatImage(c), ResizeTo((h, w))]
     if transpose:
         steps.append(TransposeDigits())

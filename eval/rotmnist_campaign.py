@@ -49,6 +49,28 @@ def command(name: str, seed: int, out: Path, data_dir: str) -> list:
             "--out", str(out)]
 
 
+def natural_copy(record_path: Path, staged: Path) -> Path:
+    """A run trained on transposed digits, staged in the natural frame: its weight with the
+    transposition folded in (``agcnn_zoo.hub.convert.fold_transposition_file``) and its record
+    updated (sha256, size, ``origin.frame``); returns the staged record. The run folder itself
+    is left as it is."""
+    import json
+    from agcnn_zoo.hub.convert import FOLDED, fold_transposition_file
+    from agcnn_zoo.io import atomic_write_bytes
+    from agcnn_zoo.io.strict_json import load_strict
+    rec = load_strict(record_path)
+    staged.mkdir(exist_ok=True)
+    weight = staged / rec["file"]
+    rec["sha256"] = fold_transposition_file(record_path.parent / rec["file"], weight,
+                                            rec["file"][: -len(".safetensors")])
+    rec["size"] = weight.stat().st_size
+    rec["origin"]["frame"] = FOLDED
+    rec["preprocessing"].pop("orientation", None)
+    out = staged / "record.json"
+    atomic_write_bytes(out, (json.dumps(rec, indent=2) + "\n").encode())
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="folder of the run folders (outside the repository)")
@@ -59,6 +81,10 @@ def main(argv=None) -> int:
     p.add_argument("--dry-run", action="store_true", help="print the queue and stop")
     p.add_argument("--install", action="store_true",
                    help="add every finished run to the manifest instead of training")
+    p.add_argument("--transposed-frame", action="store_true",
+                   help="with --install: the runs were trained by an agcnn-zoo that fed digits "
+                        "transposed (before weights took them as MNIST holds them): fold the "
+                        "transposition into each weight first (exact; recorded in the manifest)")
     args = p.parse_args(argv)
     if args.lanes < 1:
         p.error("--lanes must be at least 1")
@@ -77,7 +103,10 @@ def main(argv=None) -> int:
         from agcnn_zoo.train import install
         for i, d in zip(ids, done):
             if d:
-                print("installed", install(root / i / "record.json", package=True))
+                record = root / i / "record.json"
+                if args.transposed_frame:
+                    record = natural_copy(record, root / f"{i}.natural")
+                print("installed", install(record, package=True))
         return 0
 
     root.mkdir(parents=True, exist_ok=True)

@@ -122,3 +122,13 @@ def pytest_terminal_summary(terminalreporter):
         reasons[reason.removeprefix("Skipped: ")] += 1
     for reason, n in reasons.most_common():
         terminalreporter.write_line(f"{n} skipped: {reason}")
+
+
+def as_published_input(name: str, x: torch.Tensor) -> torch.Tensor:
+    """The golden input of the original model ``name`` as the zoo's published weight takes it:
+    the original read rot-MNIST digits as its data files store them (transposed w.r.t. MNIST);
+    the published weights have that transposition folded in and take the digit as MNIST holds
+    it. Other datasets are unchanged."""
+    from agcnn_zoo.models.registration import STORED_TRANSPOSED
+    from agcnn_zoo.registry import get_entry
+    return x.transpose(-2, -1) if get_entry(name.split(".")[0]).dataset in STORED_TRANSPOSED else x

@@ -36,10 +36,14 @@ def test_convert_is_deterministic_and_loadable(tmp_path):
     tensors, meta = load_safetensors(a)
     assert meta["agcnn_zoo.architecture"] == "FAP4CNN"
     assert meta["agcnn_zoo.model"] == "af_p4cnn_rotmnist"
+    assert "folded" in meta["agcnn_zoo.frame"]  # rot-MNIST: the transposition folded in
     ref = torch.load(src, map_location="cpu", weights_only=True)
     assert set(tensors) == set(ref)
-    for k, v in ref.items():
-        assert torch.equal(tensors[k], v), k
+    from agcnn_zoo.models.rotmnist import FAP4CNN
+    from agcnn_zoo.nn.orientation import transposed_state_dict
+    expected = transposed_state_dict(FAP4CNN(), ref)  # exact data movement: bit-equal
+    for k in ref:
+        assert torch.equal(tensors[k], expected[k]), k
 
 
 def _pyenv():
@@ -53,8 +57,8 @@ def test_converted_weights_reproduce_golden(tmp_path):
     model = P4CNN()
     model.load_state_dict(load_file(dst))
     golden = load_file(golden_path("p4cnn_rotmnist"))
-    with torch.no_grad():
-        out = model.eval()(golden["input"])
+    with torch.no_grad():  # natural digits in: the original's input was the transposed one
+        out = model.eval()(golden["input"].transpose(-2, -1))
     assert (out - golden["logits"]).abs().max() <= 1e-4
 
 

@@ -114,14 +114,37 @@ def test_rotmnist_zip_orientation_labels_and_normalisation(tmp_path, rotmnist_ar
     x, y = ds[0]
     assert x.shape == (1, 28, 28) and x.dtype == torch.float32 and y == 7
     restored = x[0].double() * ds.std + ds.mean
-    # row-major reshape of the row gives the F back; its transpose is a different picture
-    assert torch.allclose(restored, torch.from_numpy(letter_f()), atol=1e-6)
-    assert not torch.allclose(restored, torch.from_numpy(letter_f().T), atol=0.1)
+    # the file stores the F (a row-major reshape of its row); like mnist_rotation_new, that is
+    # the digit transposed, and the reader returns it as MNIST holds it: the F's transpose
+    assert torch.allclose(restored, torch.from_numpy(letter_f().T), atol=1e-6)
+    assert not torch.allclose(restored, torch.from_numpy(letter_f()), atol=0.1)
     batches = list(ds.batches(3))
     assert [len(b[1]) for b in batches] == [3, 1]
-    expected = (torch.from_numpy(test) - ds.mean) / ds.std
+    expected = (torch.from_numpy(test.transpose(0, 2, 1)) - ds.mean) / ds.std
     assert torch.allclose(torch.cat([b[0] for b in batches])[:, 0].double(), expected, atol=1e-5)
     assert [b[1].tolist() for b in ds.batches(2, limit=3)] == [[7, 0], [9]]
+
+
+@pytest.mark.filterwarnings("ignore:.*rows, the published file has")
+def test_rotmnist_reads_the_authors_npz_conversion_like_the_amat_rows(tmp_path, rotmnist_arrays):
+    train, train_labels, test, test_labels = rotmnist_arrays
+    amat = data.RotMNIST(make_rotmnist(tmp_path / "a", *rotmnist_arrays, as_zip=False),
+                         progress=False)
+    folder = tmp_path / "npz" / "mnist_rotation_new"
+    folder.mkdir(parents=True)
+    # the authors' conversion: each row reshaped row-major to 1x28x28, float32
+    np.savez(folder / "train_all.npz", data=train.reshape(-1, 1, 28, 28).astype(np.float32),
+             labels=np.array(train_labels, dtype=np.int64))
+    np.savez(folder / "test.npz", data=test.reshape(-1, 1, 28, 28).astype(np.float32),
+             labels=np.array(test_labels, dtype=np.float32))
+    npz = data.RotMNIST(tmp_path / "npz", progress=False)
+    assert npz.labels.tolist() == amat.labels.tolist() == test_labels
+    assert torch.allclose(npz._raw, amat._raw, atol=1e-6)
+    assert npz.mean == pytest.approx(amat.mean, rel=1e-5)
+    # an npz holding a pickled object is refused unread
+    np.savez(folder / "test.npz", data=np.array([{"x": 1}], dtype=object), labels=np.zeros(1))
+    with pytest.raises(data.DataFormatError, match="test.npz"):
+        data.RotMNIST(tmp_path / "npz", progress=False)
 
 
 @pytest.mark.filterwarnings("ignore:.*rows, the published file has")
@@ -363,21 +386,21 @@ def test_rotate_digits_has_torchvision_rotate_semantics():
         data.rotate_digits(x[0], angles)
 
 
-def test_mnist_rot_aux_is_seeded_rotated_and_transposed(mnist_dir):
+def test_mnist_rot_aux_is_seeded_rotated_in_mnist_orientation(mnist_dir):
     ds = data.MNISTRotAux(mnist_dir)
     assert len(ds) == 10000 and ds.name == "mnist-rot-aux" and ds.serves == "rotmnist"
     assert not ds.canonical
     digits = torch.from_numpy(data.read_idx(mnist_dir / "t10k-images-idx3-ubyte.gz").copy())
     labels = data.read_idx(mnist_dir / "t10k-labels-idx1-ubyte.gz")
     assert ds.labels[:20].tolist() == labels[:20].tolist()
-    # the documented recipe: seed 0, U[0, 360) degrees, rotate, transpose, own scalar mean/std
+    # the documented recipe: seed 0, U[0, 360) degrees, rotate, own scalar mean/std
     angles = torch.rand(10000, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 360
     assert torch.equal(ds.angles, angles)
     idx = [0, 1, 7, 9999]
     rotated = data.rotate_digits(digits[idx].float().div(255).unsqueeze(1), angles[idx])
     got = torch.stack([ds[i][0] for i in idx]).double() * ds.std + ds.mean
-    assert torch.allclose(got, rotated.transpose(-2, -1).double(), atol=1e-5)
-    assert not torch.allclose(got, rotated.double(), atol=1e-2)
+    assert torch.allclose(got, rotated.double(), atol=1e-5)
+    assert not torch.allclose(got, rotated.transpose(-2, -1).double(), atol=1e-2)
     whole = torch.cat([b for b, _ in ds.batches(4096)])
     assert abs(whole.double().mean().item()) < 1e-5 and whole.double().std().item() == pytest.approx(1, abs=1e-4)
 

@@ -17,7 +17,7 @@ from agcnn_zoo import hub
 from agcnn_zoo.hub.convert import convert_checkpoint
 from agcnn_zoo.hub.manifest import load_manifest
 from agcnn_zoo.registry import get_entry
-from conftest import MIRROR, checkpoint_path, golden_path, shared
+from conftest import MIRROR, checkpoint_path, golden_path, shared, as_published_input
 
 NAME = "p4cnn_rotmnist"  # small and fast; af_p4cnn_rotmnist (alpha_F) for the HF path
 REPO_ID = "agcnn-test/zoo"
@@ -49,7 +49,7 @@ def assert_reproduces_golden(name: str, state: dict):
     model.load_state_dict(state, strict=True)
     golden = load_file(golden_path(name))
     with torch.no_grad():
-        out = model.eval()(golden["input"])
+        out = model.eval()(as_published_input(name, golden["input"]))
     assert (out - golden["logits"]).abs().max().item() <= 1e-4
 
 

@@ -24,7 +24,7 @@ from agcnn_zoo.hub.convert import convert_checkpoint
 from agcnn_zoo.hub.hosts import package as package_host
 from agcnn_zoo.hub.manifest import load_manifest, save_manifest, validate_manifest
 from agcnn_zoo.registry import get_entry
-from conftest import MIRROR, REPO, checkpoint_path, golden_path, shared
+from conftest import MIRROR, REPO, checkpoint_path, golden_path, shared, as_published_input
 
 NAME = "p4cnn_rotmnist"
 
@@ -49,7 +49,7 @@ def assert_golden(name: str, state: dict):
     model.load_state_dict(state, strict=True)
     golden = load_file(golden_path(name))
     with torch.no_grad():
-        assert (model.eval()(golden["input"]) - golden["logits"]).abs().max().item() <= 1e-4
+        assert (model.eval()(as_published_input(name, golden["input"])) - golden["logits"]).abs().max().item() <= 1e-4
 
 
 def snapshot(folder: Path, skip: Path) -> dict:

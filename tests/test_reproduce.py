@@ -14,6 +14,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -137,6 +138,28 @@ def synthetic_rotmnist(folder: Path, mnist_dir: Path, n_test: int = 400) -> Path
         zf.writestr(data.ROTMNIST_FILES["train"], text(stored[n_test:], labels[n_test:]))
         zf.writestr(data.ROTMNIST_FILES["test"], text(stored[:n_test], labels[:n_test]))
     return path
+
+
+@pytest.mark.filterwarnings("ignore:.*rows, the published file has")
+def test_the_authors_npz_layout_scores_as_the_amat_layout(reproduce, mnist_dir, tmp_path):
+    """The same stored digits (transposed, as mnist_rotation_new keeps them) as .amat rows and as
+    the authors' npz conversion: the published weights score the same on both."""
+    amat_dir, npz_dir = tmp_path / "amat", tmp_path / "npz"
+    zip_path = synthetic_rotmnist(amat_dir / "mnist_rotation_new", mnist_dir, n_test=300)
+    (npz_dir / "mnist_rotation_new").mkdir(parents=True)
+    with zipfile.ZipFile(zip_path) as zf:
+        for split, member in data.ROTMNIST_FILES.items():
+            rows = np.loadtxt(zf.read(member).decode().splitlines(), ndmin=2)
+            np.savez(npz_dir / "mnist_rotation_new" / data.ROTMNIST_NPZ[split],
+                     data=rows[:, :784].reshape(-1, 1, 28, 28).astype(np.float32),
+                     labels=rows[:, 784].astype(np.float32))
+    scores = {}
+    for folder in (amat_dir, npz_dir):
+        js = tmp_path / f"{folder.name}.json"
+        assert run(reproduce, "--models", "p4cnn_rotmnist", "--data-dir", folder, "--device",
+                   "cpu", "--json", js) == 0
+        scores[folder.name] = results(js)["p4cnn_rotmnist"]["measured"]
+    assert scores["amat"] == scores["npz"] and scores["amat"] >= 95.0
 
 
 @pytest.mark.filterwarnings("ignore:.*rows, the published file has")

@@ -229,6 +229,44 @@ def test_readme_results_table_is_the_generated_one():
     block = text.split(BEGIN, 1)[1].split(END, 1)[0]
     assert block == "\n" + results_table("rotmnist", "mnist-rot-aux"), \
         "README's results table is stale: python -m agcnn_zoo results --write-readme README.md"
+    from agcnn_zoo.results import SEED_BEGIN, SEED_END, seed_table
+    block = text.split(SEED_BEGIN, 1)[1].split(SEED_END, 1)[0]
+    assert block == "\n" + seed_table("mnist-rot-aux"), \
+        "README's seed table is stale: python -m agcnn_zoo results --write-readme README.md"
+
+
+def test_seed_table_means_spreads_and_verdicts():
+    """Synthetic seed records: mean and sample std per name, n of 3 where seeds are missing, and
+    the verdict of each attentive variant against p4cnn."""
+    import statistics
+    from agcnn_zoo.results import seed_table
+
+    def rec(top1):
+        return {"accuracy": {"paper": {"top1": None}, "measured": [
+            {"dataset": "mnist-rot-aux", "top1": top1, "images": 10000}]}}
+    weights = {"p4cnn_rotmnist": rec(98.0)}
+    for s, v in enumerate([97.6, 97.8, 97.7]):
+        weights[f"p4cnn_rotmnist.rotgen12k_s{s}"] = rec(v)
+    for s, v in enumerate([98.3, 98.4, 98.2]):       # clearly above p4cnn
+        weights[f"a_p4cnn_rotmnist.rotgen12k_s{s}"] = rec(v)
+    for s, v in enumerate([97.8, 97.6, 97.9]):       # within the spread
+        weights[f"af_p4cnn_rotmnist.rotgen12k_s{s}"] = rec(v)
+    weights["ach_p4cnn_rotmnist.rotgen12k_s0"] = rec(99.0)   # one seed only
+    weights["ach_p4cnn_rotmnist.zoo_rotgen_s1"] = rec(10.0)  # another protocol: not counted
+    table = seed_table(manifest={"weights": weights})
+    first = table.split("Each attentive variant", 1)[0]
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in first.splitlines() if line.startswith("| `")}
+    std = statistics.stdev([97.6, 97.8, 97.7])
+    assert rows["`p4cnn_rotmnist`"][:3] == ["3 of 3", f"97.70 ± {std:.2f}", "97.60, 97.80, 97.70"]
+    assert rows["`p4cnn_rotmnist`"][3] == "98.00"
+    assert rows["`ach_p4cnn_rotmnist`"][:2] == ["1 of 3", "99.00"]
+    verdicts = {line.split("|")[1].strip(): line.split("|")[4].strip()
+                for line in table.split("verdict |", 1)[1].splitlines() if line.startswith("| `")}
+    assert verdicts["`a_p4cnn_rotmnist`"] == "exceeds the seed spread"
+    assert verdicts["`af_p4cnn_rotmnist`"] == "within the seed spread"
+    assert verdicts["`ach_p4cnn_rotmnist`"].startswith("incomplete (1 and 3 of 3 seeds)")
+    assert "not measured yet" in verdicts["`coa_p4cnn_rotmnist`"]
 
 
 # ----------------------------------------------------------------------------- into the zoo

@@ -201,12 +201,12 @@ def test_transforms_from_pil_and_uint8():
     x = t(digit)
     assert x.shape == (1, 28, 28) and x.dtype == torch.float32
     mean, std = 0.130693, 0.289791
-    assert x[0, 5, 3].item() == pytest.approx((1 - mean) / std)     # transposed
-    assert x[0, 3, 5].item() == pytest.approx(-mean / std)
+    assert x[0, 3, 5].item() == pytest.approx((1 - mean) / std)     # as the user holds it
+    assert x[0, 5, 3].item() == pytest.approx(-mean / std)
     assert torch.equal(t(Image.fromarray(digit.numpy())), x)
     torch.testing.assert_close(t(digit.unsqueeze(0).expand(3, 28, 28)), x, atol=1e-3, rtol=0)  # RGB->grey
     assert t(digit.expand(4, 1, 28, 28)).shape == (4, 1, 28, 28)             # a batch
-    assert zoo.transforms("p4cnn_rotmnist", transpose=False)(digit)[0, 3, 5] > 2.9
+    assert zoo.transforms("p4cnn_rotmnist", transpose=True)(digit)[0, 5, 3] > 2.9  # stored frame
     big = zoo.transforms("p4m_densenet_pcam")(Image.new("RGB", (192, 192), (255, 255, 255)))
     assert big.shape == (3, 96, 96)
     assert big[:, 10, 10].tolist() == pytest.approx([(1 - 0.701) / 0.235, (1 - 0.538) / 0.277,
@@ -218,8 +218,8 @@ def test_transforms_from_pil_and_uint8():
 
 def test_transforms_on_real_digits_reproduce_the_evaluation_path(offline, mnist_dir):
     """2,000 rotated MNIST test digits: rotated as uint8 images and passed through
-    ``transforms(weight)`` they score what the existing evaluation path (float rotation,
-    transposition, the set's own mean/std; tests/_mnist.py) scores."""
+    ``transforms(weight)`` they score what the existing evaluation path (float rotation, the
+    set's own mean/std; tests/_mnist.py) scores."""
     from torchvision.transforms import InterpolationMode
     from torchvision.transforms import functional as TF
     from _mnist import load_mnist_test, rotated_digits
@@ -237,11 +237,11 @@ def test_transforms_on_real_digits_reproduce_the_evaluation_path(offline, mnist_
         with torch.no_grad():
             acc_ref = (model(reference).argmax(1) == labels).float().mean().item() * 100
             acc = (model(ours).argmax(1) == labels).float().mean().item() * 100
-            acc_untransposed = (model(zoo.transforms(wid, transpose=False)(rotated)).argmax(1)
-                                == labels).float().mean().item() * 100
+            acc_wrong_frame = (model(zoo.transforms(wid, transpose=True)(rotated)).argmax(1)
+                               == labels).float().mean().item() * 100
         assert acc_ref > 94
         assert abs(acc - acc_ref) <= 0.5, (wid, acc, acc_ref)
-        assert acc_untransposed < acc_ref - 20       # the transposition matters
+        assert acc_wrong_frame < acc_ref - 20       # the frame matters
 
 
 def test_reproduce_reports_the_exact_rotmnist_statistics():

@@ -29,7 +29,8 @@ from .mnist import MNIST_REMOTES, MNIST_ROT_AUX_SEED, MNISTRotAux, read_idx, rot
 from .pcam import PCAM_MEAN, PCAM_REMOTES, PCAM_STD, PCamTest
 from .registry import CANONICAL_SET, EVAL_SETS, load_eval_set
 from .sample import SAMPLE_DIR, SAMPLE_SIZE, MNISTRotSample
-from .rotmnist import ROTMNIST_FILES, ROTMNIST_REMOTE, ROTMNIST_SIZES, ROTMNIST_STATS, RotMNIST
+from .rotmnist import (ROTMNIST_FILES, ROTMNIST_NPZ, ROTMNIST_REMOTE, ROTMNIST_SIZES,
+                       ROTMNIST_STATS, RotMNIST)
 
 __all__ = ["EvalSet", "RotMNIST", "MNISTRotAux", "MNISTRotSample", "SAMPLE_DIR", "SAMPLE_SIZE", "CIFAR10Test", "CIFAR10JPEG", "PCamTest",
            "Remote", "DataNotFoundError", "ChecksumError", "DataFormatError", "DownloadError",
@@ -37,5 +38,5 @@ __all__ = ["EvalSet", "RotMNIST", "MNISTRotAux", "MNISTRotSample", "SAMPLE_DIR",
            "fetch_remote", "md5_file", "rotate_digits", "read_idx", "MNIST_ROT_AUX_SEED",
            "DATA_ENV", "OFFLINE_ENV", "CIFAR10_CLASSES", "CIFAR10_FOLDER", "CIFAR10_REMOTE",
            "CIFAR10_TEST_MD5", "IMAGENET_MEAN", "IMAGENET_STD", "MNIST_REMOTES", "PCAM_MEAN",
-           "PCAM_STD", "PCAM_REMOTES", "ROTMNIST_FILES", "ROTMNIST_REMOTE", "ROTMNIST_SIZES",
+           "PCAM_STD", "PCAM_REMOTES", "ROTMNIST_FILES", "ROTMNIST_NPZ", "ROTMNIST_REMOTE", "ROTMNIST_SIZES",
            "ROTMNIST_STATS"]

@@ -3,15 +3,15 @@ digits, and the offline training stand-in ``mnist-rot-gen`` made from the traini
 
 ``mnist-rot-aux``: digit ``i`` rotated counter-clockwise by ``a_i`` degrees about the image
 centre, bilinear, zero fill (torchvision ``rotate`` semantics), where ``a = torch.rand(10000,
-generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 360``; then transposed into
-the rot-MNIST orientation and normalised with the scalar mean/std of the rotated digits. NOT the
-paper's rot-MNIST. Downloaded IDX files are checked (readable IDX, canonical md5 of the
+generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 360``, in MNIST's own
+orientation (the natural frame every zoo weight takes), normalised with the scalar mean/std of
+the rotated digits. NOT the paper's rot-MNIST. Downloaded IDX files are checked (readable IDX, canonical md5 of the
 gunzipped content) before they are kept.
 
 ``mnist-rot-gen`` (:func:`generate_mnist_rot`): ``g = torch.Generator().manual_seed(0)``;
 digits ``torch.randperm(60000, generator=g)[:12000]`` of the MNIST TRAINING set, angles
-``torch.rand(12000, generator=g, dtype=float64) * 360`` degrees, rotated and transposed exactly
-as ``mnist-rot-aux``. Its splits and statistics are made by :mod:`agcnn_zoo.train.splits`.
+``torch.rand(12000, generator=g, dtype=float64) * 360`` degrees, rotated exactly as
+``mnist-rot-aux``. Its splits and statistics are made by :mod:`agcnn_zoo.train.splits`.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from ._common import (DataFileError, DataNotFoundError, EvalSet, PathLike, Remot
 
 __all__ = ["MNISTRotAux", "MNIST_REMOTES", "MNIST_TRAIN_REMOTES", "MNIST_ROT_AUX_SEED",
            "MNIST_ROT_GEN_SEED", "MNIST_ROT_GEN_SIZE", "read_idx", "rotate_digits",
-           "locate_mnist", "generate_mnist_rot", "rotated_rotmnist_pixels"]
+           "locate_mnist", "generate_mnist_rot", "rotated_pixels"]
 
 #: the seed of the auxiliary set's rotation angles (part of that dataset's definition)
 MNIST_ROT_AUX_SEED = 0
@@ -98,11 +98,10 @@ def rotate_digits(images: torch.Tensor, angles_deg: torch.Tensor) -> torch.Tenso
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-def rotated_rotmnist_pixels(digits: torch.Tensor, angles_deg: torch.Tensor) -> torch.Tensor:
+def rotated_pixels(digits: torch.Tensor, angles_deg: torch.Tensor) -> torch.Tensor:
     """uint8 MNIST digits [N, 28, 28] -> float32 [N, 1, 28, 28] in [0, 1], each rotated by its
-    angle (:func:`rotate_digits`) and transposed into the rot-MNIST orientation."""
-    x = rotate_digits(digits.to(torch.float32).div(255.0).unsqueeze(1), angles_deg)
-    return x.transpose(-2, -1).contiguous()
+    angle (:func:`rotate_digits`), in MNIST's orientation."""
+    return rotate_digits(digits.to(torch.float32).div(255.0).unsqueeze(1), angles_deg).contiguous()
 
 
 def _candidates(data_dir: Path) -> List[Path]:
@@ -153,17 +152,17 @@ def generate_mnist_rot(data_dir: Optional[PathLike] = None, download: bool = Fal
     g = torch.Generator().manual_seed(seed)
     chosen = torch.randperm(60000, generator=g)[:MNIST_ROT_GEN_SIZE]
     angles = torch.rand(MNIST_ROT_GEN_SIZE, generator=g, dtype=torch.float64) * 360.0
-    x = rotated_rotmnist_pixels(digits[chosen], angles)
+    x = rotated_pixels(digits[chosen], angles)
     info = {"source": {k: str(p) for k, p in paths.items()}, "generator_seed": seed,
             "mnist_train_indices": f"torch.randperm(60000, generator=g)[:{MNIST_ROT_GEN_SIZE}]",
             "rotation": "angle_i = U[0, 360) degrees (torch.rand float64, same generator), "
-                        "bilinear, zero fill, counter-clockwise, then transposed"}
+                        "bilinear, zero fill, counter-clockwise, MNIST's orientation"}
     return x, labels[chosen], chosen, info
 
 
 class MNISTRotAux(EvalSet):
-    """Auxiliary offline set: the MNIST test digits, each rotated by a seeded random angle and
-    transposed into the rot-MNIST orientation (see the module docstring). Files
+    """Auxiliary offline set: the MNIST test digits, each rotated by a seeded random angle, in
+    MNIST's orientation (see the module docstring). Files
     (``t10k-images-idx3-ubyte[.gz]``, ``t10k-labels-idx1-ubyte[.gz]``) are looked for in
     ``<data_dir>``, ``<data_dir>/mnist`` and ``<data_dir>/MNIST/raw`` (torchvision's layout)."""
     name = "mnist-rot-aux"
@@ -190,7 +189,7 @@ class MNISTRotAux(EvalSet):
         self.angles = torch.rand(len(digits), generator=gen, dtype=torch.float64) * 360.0
         #: the rotated digits before normalisation (a model trained elsewhere normalises them
         #: with its own training statistics)
-        self.pixels = rotated_rotmnist_pixels(digits, self.angles)
+        self.pixels = rotated_pixels(digits, self.angles)
         x = self.pixels.to(torch.float64)
         self.mean = float(x.mean())
         self.std = float((x - self.mean).pow(2).mean().sqrt())
@@ -206,7 +205,7 @@ class MNISTRotAux(EvalSet):
     def describe(self) -> dict:
         return {**super().describe(), "source": {k: str(p) for k, p in self.paths.items()},
                 "rotation": f"seed {self.seed}: angle_i = U[0, 360) degrees "
-                            f"(torch.rand float64), bilinear, zero fill, then transposed",
+                            f"(torch.rand float64), bilinear, zero fill, MNIST's orientation",
                 "normalize": {"mean": self.mean, "std": self.std,
                               "of": "the rotated digits themselves"},
                 "note": "auxiliary set made from the MNIST test digits; not mnist_rotation_new"}

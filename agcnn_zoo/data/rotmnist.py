@@ -3,11 +3,17 @@ rot-MNIST weights.
 
 The zip holds ``mnist_all_rotation_normalized_float_train_valid.amat`` (12,000 rows) and
 ``mnist_all_rotation_normalized_float_test.amat`` (50,000 rows): each text row is 784 pixel
-values in [0, 1] then the label written as a float. Each row is reshaped **row-major** to 28x28
-(the digits then appear transposed w.r.t. MNIST, the orientation the checkpoints expect) and
-normalised with the scalar mean / population std of the training pixels (float64), cached in
+values in [0, 1] then the label written as a float. The authors' npz conversion
+(``train_all.npz`` / ``test.npz``, arrays ``data`` and ``labels``) is read as well.
+
+Both store every digit **transposed** w.r.t. MNIST (a row-major reshape of a row gives the
+transposed digit): the reader transposes them back, so it returns digits as MNIST holds them,
+the frame every zoo weight takes (the authors' checkpoints were converted with the
+transposition folded in, see ``agcnn_zoo.nn.orientation``). Images are normalised with the
+scalar mean / population std of the training pixels (float64), cached in
 ``rotmnist_stats.json``. NaN or infinite pixels, pixels outside [0, 1] and non-integer labels
-are refused. A downloaded zip is checked (a zip holding both members) before it is kept.
+are refused. A downloaded zip is checked (a zip holding both members) before it is kept; npz
+files are read without unpickling (``allow_pickle=False``).
 """
 from __future__ import annotations
 
@@ -27,8 +33,8 @@ from ..io.files import atomic_write_bytes, md5_file
 from ._common import (DataFormatError, DataNotFoundError, EvalSet, PathLike, Remote,
                       default_data_dir, fetch_remote)
 
-__all__ = ["RotMNIST", "ROTMNIST_REMOTE", "ROTMNIST_FILES", "ROTMNIST_SIZES", "ROTMNIST_STATS",
-           "check_rotmnist_zip"]
+__all__ = ["RotMNIST", "ROTMNIST_REMOTE", "ROTMNIST_FILES", "ROTMNIST_NPZ", "ROTMNIST_SIZES",
+           "ROTMNIST_STATS", "check_rotmnist_zip", "read_npz"]
 
 
 ROTMNIST_REMOTE = Remote(
@@ -39,6 +45,8 @@ ROTMNIST_REMOTE = Remote(
     max_size=512 << 20)
 ROTMNIST_FILES = {"train": "mnist_all_rotation_normalized_float_train_valid.amat",
                   "test": "mnist_all_rotation_normalized_float_test.amat"}
+#: the authors' npz conversion of the same two files
+ROTMNIST_NPZ = {"train": "train_all.npz", "test": "test.npz"}
 ROTMNIST_SIZES = {"train": 12000, "test": 50000}
 ROTMNIST_STATS = "rotmnist_stats.json"
 
@@ -64,9 +72,42 @@ def check_rotmnist_zip(path: Path) -> None:
         raise ValueError(f"corrupt member {bad} in the zip")
 
 
+def _checked(px: np.ndarray, lab: np.ndarray, desc: str) -> Tuple[np.ndarray, np.ndarray]:
+    """Rows of 784 stored pixels and their labels -> (natural-orientation images float32
+    [N, 28, 28], labels int64), refusing what the published files cannot hold."""
+    if px.ndim != 2 or px.shape[1] != 784 or len(px) != len(lab):
+        raise ValueError(f"{desc}: {px.shape} pixels for {len(lab)} labels, expected 784 per row")
+    if not np.all((lab == np.round(lab)) & (lab >= 0) & (lab <= 9)):
+        raise ValueError(f"{desc}: labels must be the integers 0-9")
+    if not np.isfinite(px).all():
+        raise ValueError(f"{desc}: NaN or infinite pixel values")
+    if px.size and (px.min() < -1e-6 or px.max() > 1 + 1e-6):
+        raise ValueError(f"{desc}: pixel values outside [0, 1]")
+    # a row-major reshape gives the stored (transposed) digit; transpose it back
+    images = px.reshape(-1, 28, 28).transpose(0, 2, 1).astype(np.float32)
+    return np.ascontiguousarray(images), lab.astype(np.int64)
+
+
+def read_npz(path: Path) -> Tuple[np.ndarray, np.ndarray]:
+    """The authors' npz conversion (``data`` [N, 1, 28, 28] or [N, 784], ``labels`` [N])."""
+    from ._common import reading
+    with reading(path, "npz file"):
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                if "data" not in z.files or "labels" not in z.files:
+                    raise ValueError(f"{path}: holds {', '.join(z.files) or 'nothing'}, expected "
+                                     f"the arrays 'data' and 'labels'")
+                data, labels = np.asarray(z["data"]), np.asarray(z["labels"]).reshape(-1)
+        except (ValueError, OSError, zipfile.BadZipFile) as e:
+            raise DataFormatError(path, "the authors' npz conversion (data, labels)", str(e),
+                                  what="structure") from None
+    return _checked(data.reshape(len(data), -1).astype(np.float64), labels.astype(np.float64), str(path))
+
+
 def _parse_amat(lines: Iterator[str], expected: Optional[int], desc: str, progress: bool,
                 chunk: int = 2000) -> Tuple[np.ndarray, np.ndarray]:
-    """Rows of ``784 pixels + label`` -> (images float32 [N, 28, 28] row-major, labels int64)."""
+    """Rows of ``784 pixels + label`` -> (natural-orientation images float32 [N, 28, 28],
+    labels int64)."""
     from tqdm.auto import tqdm
 
     images, labels = [], []
@@ -77,17 +118,9 @@ def _parse_amat(lines: Iterator[str], expected: Optional[int], desc: str, progre
             if rows.shape[1] != 785:
                 raise ValueError(f"{desc}: rows of {rows.shape[1]} numbers, expected 784 pixels "
                                  f"+ 1 label")
-            lab = rows[:, 784]
-            if not np.all((lab == np.round(lab)) & (lab >= 0) & (lab <= 9)):
-                raise ValueError(f"{desc}: labels must be the integers 0-9")
-            px = rows[:, :784]
-            if not np.isfinite(px).all():
-                raise ValueError(f"{desc}: NaN or infinite pixel values")
-            if px.min() < -1e-6 or px.max() > 1 + 1e-6:
-                raise ValueError(f"{desc}: pixel values outside [0, 1]")
-            # row-major reshape, as the authors' npz conversion: MNIST transposed
-            images.append(px.reshape(-1, 28, 28).astype(np.float32))
-            labels.append(lab.astype(np.int64))
+            px, lab = _checked(rows[:, :784], rows[:, 784], desc)
+            images.append(px)
+            labels.append(lab)
             bar.update(len(buf))
             buf.clear()
 
@@ -140,6 +173,8 @@ class RotMNIST(EvalSet):
         for folder in self._candidates():
             if all((folder / f).is_file() for f in ROTMNIST_FILES.values()):
                 return folder, folder
+            if all((folder / f).is_file() for f in ROTMNIST_NPZ.values()):
+                return folder, folder / ROTMNIST_NPZ["train"]
             if (folder / ROTMNIST_REMOTE.filename).is_file():
                 return folder, folder / ROTMNIST_REMOTE.filename
         looked = self._candidates()
@@ -171,8 +206,11 @@ class RotMNIST(EvalSet):
                 yield from io.TextIOWrapper(raw, encoding="ascii")
 
     def _read(self, split: str) -> Tuple[np.ndarray, np.ndarray]:
-        images, labels = _parse_amat(self._lines(split), ROTMNIST_SIZES[split],
-                                     ROTMNIST_FILES[split], self.progress)
+        if self.source.suffix == ".npz":
+            images, labels = read_npz(self.source.with_name(ROTMNIST_NPZ[split]))
+        else:
+            images, labels = _parse_amat(self._lines(split), ROTMNIST_SIZES[split],
+                                         ROTMNIST_FILES[split], self.progress)
         if len(labels) != ROTMNIST_SIZES[split]:
             warnings.warn(f"{ROTMNIST_FILES[split]}: {len(labels)} rows, the published file has "
                           f"{ROTMNIST_SIZES[split]}", stacklevel=3)
@@ -217,6 +255,6 @@ class RotMNIST(EvalSet):
 
     def describe(self) -> dict:
         return {**super().describe(), "source": str(self.source), "split": self.split,
-                "orientation": "row-major reshape of the .amat rows (MNIST transposed)",
+                "orientation": "MNIST's (the stored rows, transposed w.r.t. MNIST, transposed back)",
                 "normalize": {"mean": self.mean, "std": self.std,
                               "of": "the 12,000 training images"}}

@@ -3,7 +3,7 @@ main job can check the rot-MNIST weights on a machine with no network and no dat
 too few digits to compare with any published accuracy).
 
 The files in ``agcnn_zoo/samples/`` are the first :data:`SAMPLE_SIZE` digits of ``mnist-rot-aux``
-(MNIST test digits 0..N-1, rotated by that set's seeded angles and transposed, see
+(MNIST test digits 0..N-1, rotated by that set's seeded angles, in MNIST's orientation, see
 :mod:`.mnist`), pixels rounded to uint8, stored as gzipped IDX files. :func:`write_sample`
 rebuilds them byte for byte from the MNIST test files::
 

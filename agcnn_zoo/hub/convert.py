@@ -8,6 +8,9 @@
 * safetensors are written by our own small serialiser so that the same tensors and metadata give
   the same bytes, hence the same sha256, on every machine and run (tensors ordered by dtype size,
   then name; JSON header with a fixed key order), written atomically with mode 0644.
+* Weights trained on files stored transposed (rot-MNIST) are moved into the natural frame
+  (:func:`natural_frame`, exact), so they take digits as people hold them; the file's metadata
+  and the manifest record say so.
 * Refused (:class:`CheckpointError`): a non-floating tensor (integer, bool, complex) where the
   model has a floating one, NaN or infinite values, and a destination that is the source itself
   (also through another path: a link, ``..``, a hard link).
@@ -26,6 +29,7 @@ import torch
 from torch import nn
 
 from ..io.files import atomic_write_bytes, sha256_file
+from ..models.registration import STORED_TRANSPOSED
 
 __all__ = ["CheckpointError", "load_original_checkpoint", "convert_state_dict",
            "safetensors_bytes", "save_safetensors", "load_safetensors", "convert_checkpoint",
@@ -147,11 +151,28 @@ def load_safetensors(path: Union[str, Path]):
         return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
 
 
-def weights_metadata(model_name: str, architecture: str, source_sha256: Optional[str] = None) -> dict:
+#: how a weight trained on transposed files was moved into the natural frame (metadata and
+#: manifest records say so)
+FOLDED = ("natural: the transposition of the training files (stored transposed w.r.t. MNIST) "
+          "is folded into the weights (agcnn_zoo.nn.orientation.transposed_state_dict)")
+
+
+def weights_metadata(model_name: str, architecture: str, source_sha256: Optional[str] = None,
+                     folded: bool = False) -> dict:
     meta = {"format": "pt", "agcnn_zoo.model": model_name, "agcnn_zoo.architecture": architecture}
     if source_sha256:
         meta["agcnn_zoo.source_sha256"] = source_sha256
+    if folded:
+        meta["agcnn_zoo.frame"] = FOLDED
     return meta
+
+
+def natural_frame(state: Mapping[str, torch.Tensor], model: nn.Module, dataset: str
+                  ) -> Mapping[str, torch.Tensor]:
+    """``state`` as the weights of a model that takes images as people hold them: for a
+    dataset stored transposed, the transposition folded in (exact); else unchanged."""
+    from ..nn.orientation import transposed_state_dict
+    return transposed_state_dict(model, state) if dataset in STORED_TRANSPOSED else state
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -168,9 +189,27 @@ def convert_checkpoint_bytes(src: Union[str, Path], model_name: str) -> bytes:
     from ..registry import get_entry
     entry = get_entry(model_name.split(".", 1)[0])
     model = entry.fn()
-    state = convert_state_dict(load_original_checkpoint(src), model)
-    return safetensors_bytes(state, weights_metadata(model_name.split(".", 1)[0],
-                                                     entry.architecture, sha256_file(src)))
+    state = natural_frame(convert_state_dict(load_original_checkpoint(src), model), model,
+                          entry.dataset)
+    return safetensors_bytes(state, weights_metadata(
+        model_name.split(".", 1)[0], entry.architecture, sha256_file(src),
+        folded=entry.dataset in STORED_TRANSPOSED))
+
+
+def fold_transposition_file(src: Union[str, Path], dst: Union[str, Path], model_name: str) -> str:
+    """A safetensors weight trained on transposed files (the authors' frame) -> the same weight
+    in the natural frame (metadata says so); returns the new file's sha256."""
+    from ..registry import get_entry
+    entry = get_entry(model_name.split(".", 1)[0])
+    model = entry.fn()
+    tensors, meta = load_safetensors(src)
+    if meta.get("agcnn_zoo.frame"):
+        raise CheckpointError(f"{src}: already in the natural frame ({meta['agcnn_zoo.frame']})")
+    state = convert_state_dict(tensors, model)
+    folded = natural_frame(state, model, entry.dataset)
+    if folded is state:
+        raise CheckpointError(f"{model_name}: its dataset {entry.dataset} is not stored transposed")
+    return save_safetensors(folded, dst, {**meta, "agcnn_zoo.frame": FOLDED})
 
 
 def convert_checkpoint(src: Union[str, Path], dst: Union[str, Path], model_name: str) -> str:

@@ -54,11 +54,14 @@ def model_card(name: str, record: dict, repo_id: Optional[str] = None) -> str:
     origin_class = record.get("original_class")
     training = record.get("training")
     if training:  # a weight this project trained: say so, and how
+        if training.get("val_top1") is None:  # the fixed-schedule protocol
+            chosen = "no validation split, the weight after the last epoch (nothing selected)"
+        else:
+            chosen = (f"weight selected on a validation split (epoch {training['selected_epoch']}, "
+                      f"{training['val_top1']:.2f}%)")
         made = (f"Trained by agcnn-zoo (not the authors' weights) on {training['dataset']} with the "
                 f"authors' recipe: {training['epochs_run']} of {training['recipe_epochs']} recipe "
-                f"epochs, seed {training['seed']}, weight selected on a validation split "
-                f"(epoch {training['selected_epoch']}, {training['val_top1']:.2f}%), test set "
-                f"touched once.")
+                f"epochs, seed {training['seed']}, {chosen}, test set touched once.")
     else:
         made = "The authors' weights, converted key for key to safetensors by agcnn-zoo (no retraining)."
     lines = [

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
-__all__ = ["ModelEntry", "DATASETS", "ROTMNIST_MEAN_STD_ESTIMATE", "register_model",
+__all__ = ["ModelEntry", "DATASETS", "STORED_TRANSPOSED", "ROTMNIST_MEAN_STD_ESTIMATE", "register_model",
            "register_class", "original_classes", "REGISTRY"]
 
 #: what each dataset's models expect (the original pipelines' preprocessing)
@@ -24,8 +24,6 @@ DATASETS: Dict[str, dict] = {
         "input_size": [1, 28, 28], "num_classes": 10, "channel_order": "gray",
         "scaling": "pixels in [0, 1]",
         "normalize": "scalar mean/std of the 12,000 mnist_rotation_new training images",
-        "orientation": "transposed w.r.t. MNIST (the authors' rot-MNIST files store digits "
-                       "transposed; MNIST-oriented digits score about 50%)",
         "test_set": "mnist_rotation_new test split, 50,000 images (Larochelle et al. 2007)",
     },
     "cifar10": {
@@ -41,6 +39,13 @@ DATASETS: Dict[str, dict] = {
         "test_set": "PatchCamelyon test split, 32,768 images",
     },
 }
+
+
+#: datasets whose published files store every image transposed (mnist_rotation_new's .amat
+#: rows and the authors' npz conversion): their readers transpose the images back, and weights
+#: trained on those files get the transposition folded in when converted
+#: (``agcnn_zoo.nn.orientation``), so every weight takes images as people hold them
+STORED_TRANSPOSED = frozenset({"rotmnist"})
 
 
 #: rot-MNIST mean / std used where no weight record gives numbers (models without weights):

@@ -67,6 +67,9 @@ class FeatureChannelAttention(Layer):
         _init_mlp(self.weight_fc1, channels)
         _init_mlp(self.weight_fc2, hidden)
 
+    def param_axes(self) -> dict:
+        return {"weight_fc1": (None, False), "weight_fc2": (None, False)}
+
     def _mlp(self, x: torch.Tensor) -> torch.Tensor:
         s = _mean_max(x)                                            # [2, B, C]
         z = F.relu(s @ self.weight_fc1.t()) @ self.weight_fc2.t()
@@ -98,6 +101,9 @@ class GroupChannelAttention(Layer, CachedBanks):
         self.weight_fc2 = nn.Parameter(torch.empty(channels, hidden, n))
         _init_mlp(self.weight_fc1, channels)
         _init_mlp(self.weight_fc2, hidden)
+
+    def param_axes(self) -> dict:
+        return {"weight_fc1": (2, False), "weight_fc2": (2, False)}
 
     def matrices(self):
         """The two MLP weights as matrices ``[(out, i), (in, j)]`` with entries
@@ -234,6 +240,10 @@ class ResponseChannelAttention(CachedBanks):
         _init_mlp(self.weight_fc1, in_channels)
         _init_mlp(self.weight_fc2, hidden)
 
+    def param_axes(self) -> dict:
+        axis = None if self.lifting else 3
+        return {"weight_fc1": (axis, False), "weight_fc2": (axis, False)}
+
     def _expand(self, w: torch.Tensor) -> torch.Tensor:
         n = self.group.order
         if self.lifting:      # same MLP for every output element i, one input "element"
@@ -265,6 +275,9 @@ class ResponseSpatialAttention(CachedBanks):
         self.weight = nn.Parameter(torch.empty(out_channels, 2, *tail, kernel_size, kernel_size))
         s = 1.0 / math.sqrt(2 * kernel_size ** 2)
         nn.init.uniform_(self.weight, -s, s)
+
+    def param_axes(self) -> dict:
+        return {"weight": (None if self.lifting else 2, True)}
 
     def _build(self) -> torch.Tensor:
         o, k, n = self.weight.shape[0], self.kernel_size, self.group.order

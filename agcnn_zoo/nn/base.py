@@ -10,6 +10,9 @@
   ``agcnn_zoo.export``), or raises ``ExportError`` saying why there is none.
 * ``check_equivariance(x)`` measures ``max |f(g.x) - g.f(x)|`` for every element of the
   layer's group (the public ``agcnn_zoo.check_equivariance`` with the layer's own group).
+* ``param_axes()`` says, for each parameter the layer holds itself, which axis indexes group
+  elements (relative, as in a group filter) and whether its last two axes are a filter's
+  plane; ``orientation.py`` uses it to move a network into the transposed image frame.
 """
 from __future__ import annotations
 
@@ -61,6 +64,11 @@ class Layer(nn.Module):
         raise NotImplementedError(
             f"{type(self).__name__} must define forward_reference(x): the readable formulation "
             "the fast path is tested against (see agcnn_zoo/nn/reference.py)")
+
+    def param_axes(self) -> dict:
+        """``{parameter name: (group axis or None, whether the last two axes are a plane)}``
+        for the parameters this module holds itself (not its children's); none by default."""
+        return {}
 
     def export(self) -> nn.Module:
         """The deployment form of this layer (plain PyTorch modules, same eval output)."""

@@ -86,6 +86,10 @@ class LiftingConv(Layer, CachedBanks):
         s = wscale / math.sqrt(self.in_channels * self.kernel_size ** 2)
         nn.init.uniform_(self.weight, -s, s)
 
+    def param_axes(self) -> dict:
+        """See ``Layer.param_axes``: a plane filter."""
+        return {"weight": (None, True)}
+
     def filter_bank(self) -> torch.Tensor:
         return self.cached_bank("conv", lambda: lifting_bank(self.weight, self.group), [self.weight])
 
@@ -150,6 +154,10 @@ class GroupConv(Layer, CachedBanks):
         # the original leaves the input group size out of the fan-in
         s = wscale / math.sqrt(self.in_channels * self.kernel_size ** 2)
         nn.init.uniform_(self.weight, -s, s)
+
+    def param_axes(self) -> dict:
+        """See ``Layer.param_axes``: a group filter (relative group axis 2, then the plane)."""
+        return {"weight": (2, True)}
 
     def filter_bank(self) -> torch.Tensor:
         """``[O * n, C * n, k, k]``, scale folded in."""

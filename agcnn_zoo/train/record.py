@@ -87,7 +87,9 @@ def build_record(*, entry, recipe, settings, data, weight: Path, sha256: str, nu
         "license": {"weights": "MIT", "text": "MIT (agcnn-zoo); trained by agcnn-zoo",
                     "code": "MIT (agcnn-zoo)", "data": _DATA_LICENSE.get(settings.dataset, "")},
         "origin": {"kind": "trained", "by": "agcnn-zoo", "command": command,
-                   "project_version": __version__},
+                   "project_version": __version__,
+                   "frame": "natural: trained on images as people hold them (rot-MNIST: MNIST's "
+                            "orientation)"},
         "accuracy": {
             "paper": _paper_accuracy(settings.name),
             "checkpoint": {"top1": None, "source": "no authors' checkpoint: trained by agcnn-zoo"},

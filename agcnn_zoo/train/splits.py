@@ -3,15 +3,16 @@ pipelines did. Model selection uses the validation split, carved from the traini
 test split is built only when the selected weight is evaluated (once, at the end of a run).
 
 ``rotmnist``
-    mnist_rotation_new: its 12,000-row train_valid file, split as its authors (Larochelle et
+    mnist_rotation_new (its digits transposed back into MNIST's orientation by the reader): its
+    12,000-row train_valid file, split as its authors (Larochelle et
     al. 2007) did: the first 10,000 rows train, the last 2,000 validate; test: its 50,000 rows.
     Normalised with the scalar mean / population std of all 12,000 training images.
 ``mnist-rot-gen``
     an offline stand-in, generated from the MNIST TRAINING digits (never test digits):
     ``g = torch.Generator().manual_seed(MNIST_ROT_GEN_SEED)``; 12,000 digits
     ``torch.randperm(60000, generator=g)[:12000]``, angles ``torch.rand(12000, generator=g,
-    dtype=float64) * 360`` degrees counter-clockwise (bilinear, zero fill), then transposed into
-    the rot-MNIST orientation. First 10,000 train, last 2,000 validate; normalised with the scalar
+    dtype=float64) * 360`` degrees counter-clockwise (bilinear, zero fill), in MNIST's
+    orientation (the frame every zoo weight takes). First 10,000 train, last 2,000 validate; normalised with the scalar
     mean / population std of the 12,000 (recorded as numbers). Test: ``mnist-rot-aux`` (the
     rotated MNIST test digits) normalised with these training statistics.
 ``cifar10``
