@@ -3,6 +3,10 @@ every embedded weight loads through ``create_model(pretrained=True)``, and the e
 rotated MNIST test digits is what ``mnist-rot-aux`` makes."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -10,6 +14,8 @@ import agcnn_zoo as zoo
 from agcnn_zoo import data
 from agcnn_zoo.data.sample import SAMPLE_DIR, SAMPLE_FILES, write_sample
 from agcnn_zoo.hub.manifest import load_manifest
+
+from conftest import REPO
 
 WEIGHTS = load_manifest()["weights"]
 SHIPPED = sorted(k for k, r in WEIGHTS.items() if r["hosts"][0]["type"] == "package")
@@ -72,3 +78,33 @@ def test_the_sample_is_rebuilt_byte_for_byte_from_mnist(mnist_dir, tmp_path):
     sample = data.MNISTRotSample()
     assert torch.equal(sample.labels, aux.labels[:300])
     assert (sample.pixels - aux.pixels[:300]).abs().max() <= 0.5 / 255 + 1e-6
+
+
+def test_a_pretrained_load_hashes_the_weight_once_and_needs_no_hub_client(tmp_path):
+    """create_model(pretrained=True) of a packaged weight: every byte hashed once (sha256 of the
+    file's size, counted at hashlib itself), and huggingface_hub never imported."""
+    code = r"""
+import hashlib, sys
+fed = []
+real_sha, real_new = hashlib.sha256, hashlib.new
+class Counting:
+    def __init__(self, h): self.h = h
+    def update(self, b): fed.append(len(b)); self.h.update(b)
+    def hexdigest(self): return self.h.hexdigest()
+    def digest(self): return self.h.digest()
+def sha256(data=b"", **kw):
+    c = Counting(real_sha(**kw)); c.update(data) if data else None; return c
+def new(name, data=b"", **kw):
+    if name.lower() == "sha256": return sha256(data)
+    return real_new(name, data, **kw)
+hashlib.sha256, hashlib.new = sha256, new
+import agcnn_zoo as zoo
+from agcnn_zoo.hub import get_record
+zoo.create_model("p4cnn_rotmnist", pretrained=True)
+print(sum(fed), get_record("p4cnn_rotmnist").size, "huggingface_hub" in sys.modules)
+"""
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                       env={**os.environ, "PYTHONPATH": str(REPO), "AGCNN_ZOO_CACHE": str(tmp_path)})
+    assert p.returncode == 0, p.stderr
+    hashed, size, hub_client = p.stdout.split()
+    assert int(hashed) == int(size) and hub_client == "False"

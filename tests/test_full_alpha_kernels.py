@@ -280,7 +280,8 @@ def test_the_default_budget_follows_the_largest_data_cache(tmp_path, monkeypatch
     assert cache_budget.default_chunk_elements(1 << 30) == 1 << 25
     assert cache_budget.default_chunk_elements(1024) == 1 << 16      # a floor, not op overhead
     assert cache_budget.largest_cache_bytes(tmp_path / "none") == cache_budget.FALLBACK_CACHE_BYTES
-    assert gnn.DEFAULT_MAX_CHUNK_ELEMENTS == cache_budget.default_chunk_elements()
+    layer = gnn.AttGroupConv(2, 2, 3, channel_attention=None, spatial_attention=None)
+    assert layer.max_chunk_elements == cache_budget.default_chunk_elements()
 
 
 def test_the_budget_can_be_set_from_the_environment(monkeypatch):
@@ -288,5 +289,11 @@ def test_the_budget_can_be_set_from_the_environment(monkeypatch):
     assert cache_budget.default_chunk_elements() == 4096
     for bad in ("0", "-3", "lots"):
         monkeypatch.setenv("AGCNN_ZOO_CHUNK_ELEMENTS", bad)
-        with pytest.raises(ValueError, match="positive integer"):
+        with pytest.raises(ValueError, match="AGCNN_ZOO_CHUNK_ELEMENTS.*positive integer"):
             cache_budget.default_chunk_elements()
+    # a bad value fails where it is used, never at import
+    import subprocess
+    import sys
+    p = subprocess.run([sys.executable, "-c", "import agcnn_zoo"], capture_output=True,
+                       text=True, env={**__import__("os").environ, "AGCNN_ZOO_CHUNK_ELEMENTS": "abc"})
+    assert p.returncode == 0, p.stderr

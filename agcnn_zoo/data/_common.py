@@ -11,7 +11,6 @@ checked here (``verified=False``) only warns, and the structural check decides.
 from __future__ import annotations
 
 import hashlib
-import os
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -38,7 +37,7 @@ __all__ = ["EvalSet", "Remote", "DataNotFoundError", "ChecksumError", "DataForma
 PathLike = Union[str, Path]
 
 #: environment variables: where data lives; "1" forbids any download (weights too)
-DATA_ENV = "AGCNN_ZOO_DATA"
+DATA_ENV = _env.DATA_ENV
 OFFLINE_ENV = _env.OFFLINE_ENV
 
 
@@ -107,8 +106,7 @@ def reading(path: PathLike, what: str) -> Iterator[None]:
 
 def default_data_dir() -> Path:
     """``$AGCNN_ZOO_DATA``, else ``data`` in the one cache root (beside the weights)."""
-    raw = os.environ.get(DATA_ENV)
-    return Path(raw).expanduser() if raw else _env.cache_root() / "data"
+    return _env.data_dir() or _env.cache_root() / "data"
 
 
 def _offline() -> bool:

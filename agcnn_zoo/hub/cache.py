@@ -18,7 +18,8 @@ import stat
 from pathlib import Path
 from typing import Optional
 
-from ..io.env import CACHE_ENV, cache_root
+from ..io import env
+from ..io.env import cache_root
 from ..io.errors import UnsafeFileError
 from ..io.files import as_cache_error, is_within, safe_remove
 from .records import OriginalHost, WeightRecord
@@ -31,19 +32,15 @@ def cache_dir() -> Path:
 
 def hf_cache_dir() -> str:
     """Where Hugging Face files are cached (huggingface_hub's layout)."""
-    if os.environ.get(CACHE_ENV):
-        return str(cache_root() / "huggingface")
-    if os.environ.get("HF_HUB_CACHE"):
-        return os.path.expanduser(os.environ["HF_HUB_CACHE"])
-    if os.environ.get("HF_HOME"):
-        return os.path.join(os.path.expanduser(os.environ["HF_HOME"]), "hub")
+    configured = env.hf_cache_dir()
+    if configured is not None:
+        return configured
     from huggingface_hub import constants
     return constants.HF_HUB_CACHE
 
 
 def hf_endpoint() -> Optional[str]:
-    raw = os.environ.get("HF_ENDPOINT")
-    return raw.rstrip("/") if raw else None
+    return env.hf_endpoint()
 
 
 def _inside(path: Path, root: Path) -> Path:

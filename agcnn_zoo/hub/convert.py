@@ -17,7 +17,6 @@
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import warnings
@@ -28,7 +27,7 @@ from typing import Dict, Mapping, Optional, Union
 import torch
 from torch import nn
 
-from ..io.files import atomic_write_bytes, sha256_file
+from ..io.files import atomic_write_bytes, sha256_bytes, sha256_file
 from ..models.registration import STORED_TRANSPOSED
 
 __all__ = ["CheckpointError", "load_original_checkpoint", "convert_state_dict",
@@ -141,7 +140,7 @@ def save_safetensors(tensors: Mapping[str, torch.Tensor], path: Union[str, Path]
     """Write atomically; return the file's sha256."""
     data = safetensors_bytes(tensors, metadata)
     atomic_write_bytes(path, data)
-    return hashlib.sha256(data).hexdigest()
+    return sha256_bytes(data)
 
 
 def load_safetensors(path: Union[str, Path]):
@@ -221,4 +220,4 @@ def convert_checkpoint(src: Union[str, Path], dst: Union[str, Path], model_name:
                               f"choose another output file")
     data = convert_checkpoint_bytes(src, model_name)
     atomic_write_bytes(dst, data)
-    return hashlib.sha256(data).hexdigest()
+    return sha256_bytes(data)

@@ -1,8 +1,10 @@
 """Fetch, verify and cache the published weights.
 
 ``fetch_weights(weight_id)`` returns a local safetensors file; ``load_state_dict(weight_id)``
-reads it once (its type and size checked before reading), checks sha256 on those very bytes
-and only then parses them. The record is parsed and validated first
+parses bytes that were read once and hashed once against the record's pin
+(:mod:`agcnn_zoo.hub.pin`): a host whose file is on this machine (package, local) hands its
+verified bytes on; any other file is read (type and size checked before reading) and checked
+there. The record is parsed and validated first
 (:mod:`agcnn_zoo.hub.records`); its hosts (one module each in :mod:`agcnn_zoo.hub.hosts`) are
 tried in order:
 
@@ -26,17 +28,17 @@ Every failure is a :class:`WeightsError` with a hint; when no host delivers,
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Dict, List, Optional, Union
 
 from ..io import env
 from ..io.errors import CacheError, ConfigError, IntegrityError, WeightsError
-from ..io.files import check_regular_file, ensure_dir, is_within, read_checked, sha256_file
+from ..io.files import check_regular_file, ensure_dir, is_within, sha256_file
 from . import cache as _cache
 from .errors import HostFailure, NoRecordError, WeightsUnavailableError
-from .hosts import module_for, package
-from .records import LocalHost, PackageHost, WeightRecord, parse_record
+from .hosts import module_for, on_this_machine, package
+from .pin import Pin
+from .records import WeightRecord, parse_record
 
 RecordLike = Union[dict, WeightRecord, None]
 
@@ -112,7 +114,7 @@ def fetch_weights(name: str, record: RecordLike = None, *, progress: bool = True
     target = _cache.cached_weights_path(rec)
     failures: List[HostFailure] = []
     hosts = list(rec.hosts)
-    while hosts and isinstance(hosts[0], (PackageHost, LocalHost)):  # files on this machine
+    while hosts and on_this_machine(hosts[0]):
         found = _try(rec, hosts.pop(0), target, progress, failures)
         if found is not None:
             return found
@@ -137,37 +139,51 @@ def _remove_if_cached(path: Path) -> None:
         _cache.discard(path)
 
 
+def _local_bytes(rec: WeightRecord) -> Optional[bytes]:
+    """The verified bytes of the first host on this machine that has them (hosts listed before
+    any download host), or None."""
+    for host in rec.hosts:
+        if not on_this_machine(host):
+            return None
+        try:
+            return module_for(host).read(rec, host)
+        except (ConfigError, CacheError):
+            raise
+        except WeightsError:
+            continue  # fetch_weights tries it again and reports it with the others
+    return None
+
+
+def _verified_bytes(name: str, rec: WeightRecord, progress: bool) -> bytes:
+    data = _local_bytes(rec) if rec.sha256 else None
+    if data is not None:
+        return data
+    path = fetch_weights(name, rec, progress=progress)
+    if not rec.sha256:  # re-derived from its source, verified by git blob id on this call
+        from .hosts.original import derive
+        return derive(rec, None, _cache.cached_weights_path(rec), progress=progress)[1]
+    max_size = package.MAX_BYTES if is_within(path, package.WEIGHTS_DIR) else MAX_WEIGHTS_BYTES
+    try:
+        return Pin.of(rec).read(path, max_size, follow_symlinks=not _cache.is_within_ours(path))
+    except IntegrityError:
+        _remove_if_cached(path)
+        raise
+
+
 def load_state_dict(name: str, record: RecordLike = None, *,
                     progress: bool = True) -> Dict[str, "torch.Tensor"]:  # noqa: F821
-    """``name``'s verified state dict: the file's type and size are checked, its bytes read
-    once, their sha256 checked, and only those checked bytes parsed. A cached file that fails
-    is deleted (so a retry downloads it again) and :class:`IntegrityError` raised; a file
-    shipped in the package is never deleted.
+    """``name``'s verified state dict: bytes read once, their size and sha256 checked, and only
+    those bytes parsed. A cached file that fails is deleted (so a retry downloads it again) and
+    :class:`IntegrityError` raised; a file shipped in the package is never deleted.
 
     A record without a pinned sha256 is re-derived from its source, verified by git blob id
     on this very call (:func:`agcnn_zoo.hub.hosts.original.derive`)."""
     rec = resolve_record(name, record)
-    path = fetch_weights(name, rec, progress=progress)
-    if rec.sha256:
-        in_package = is_within(path, package.WEIGHTS_DIR)
-        try:
-            data = read_checked(path, size=rec.size,
-                                max_size=package.MAX_BYTES if in_package else MAX_WEIGHTS_BYTES,
-                                follow_symlinks=not _cache.is_within_ours(path))
-        except IntegrityError:
-            _remove_if_cached(path)
-            raise
-        actual = hashlib.sha256(data).hexdigest()
-        if actual != rec.sha256:
-            _remove_if_cached(path)
-            raise IntegrityError(path, rec.sha256, actual)
-    else:
-        from .hosts.original import derive
-        _, data = derive(rec, None, _cache.cached_weights_path(rec), progress=progress)
+    data = _verified_bytes(name, rec, progress)
     from safetensors.torch import load
     try:
         return load(data)
     except Exception as e:  # the manifest pins a file that is not safetensors
-        raise WeightsError(f"{path}: verified bytes are not a readable safetensors file: {e}",
+        raise WeightsError(f"{rec.file}: verified bytes are not a readable safetensors file: {e}",
                            hint="the manifest pins a file that is not safetensors: fix the "
                                 "record") from e

@@ -31,12 +31,11 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Dict, List, Optional, Union
 
-from ..io.errors import ConfigError
+from ..io import env
 from ..io.files import atomic_write_bytes
 from ..io.strict_json import load_strict
 from .records import (HOST_TYPES, WEIGHT_ID, RecordError, WeightRecord,  # noqa: F401
@@ -49,20 +48,11 @@ __all__ = ["manifest_path", "user_manifest_path", "load_manifest", "save_manifes
 ORIGIN_KINDS = ("authors_checkpoint", "trained")
 
 
-MANIFEST_ENV = "AGCNN_ZOO_MANIFEST"
-USER_MANIFEST_ENV = "AGCNN_ZOO_USER_MANIFEST"
-
-
 def manifest_path() -> Path:
     """The package manifest (or ``AGCNN_ZOO_MANIFEST``, which must name an existing file)."""
-    env = os.environ.get(MANIFEST_ENV)
-    if env:
-        p = Path(env).expanduser()
-        if not p.is_file():
-            raise ConfigError(f"{MANIFEST_ENV}={env}: no such manifest file",
-                              hint=f"point {MANIFEST_ENV} at a weights manifest, or unset it to "
-                                   f"use the package's")
-        return p
+    override = env.manifest_override()
+    if override is not None:
+        return override
     package = Path(__file__).resolve().parent.parent
     installed = package / "weights_manifest.json"
     return installed if installed.exists() else package.parent / "weights_manifest.json"
@@ -70,9 +60,7 @@ def manifest_path() -> Path:
 
 def user_manifest_path() -> Path:
     """Where a user's own installed weights are listed (it need not exist)."""
-    from ..io.env import cache_root
-    env = os.environ.get(USER_MANIFEST_ENV)
-    return Path(env).expanduser() if env else cache_root() / "user" / "manifest.json"
+    return env.user_manifest()
 
 
 @lru_cache(maxsize=8)

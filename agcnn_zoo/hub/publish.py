@@ -13,14 +13,14 @@ repos and the original URL stay behind it as fallbacks, and the manifest is save
 """
 from __future__ import annotations
 
-import hashlib
-import os
 import re
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Callable, Iterable, List, Optional, Union
 
+from ..io import env
+from ..io.files import sha256_bytes
 from . import fetch as hub
 from .manifest import load_manifest, manifest_path as default_manifest_path, save_manifest
 
@@ -162,7 +162,7 @@ def _verified_file(name: str, record: dict, files_dir: Optional[Path], progress:
         from .hosts.original import derive
         rec = hub.resolve_record(name, record)
         path, data = derive(rec, None, cached_weights_path(rec), progress=progress)
-        record["sha256"], record["size"] = hashlib.sha256(data).hexdigest(), len(data)
+        record["sha256"], record["size"] = sha256_bytes(data), len(data)
     else:
         path = hub.fetch_weights(name, record, progress=progress)
     hub.verify_file(path, record["sha256"], record.get("size"))
@@ -205,7 +205,7 @@ def publish(repo_id: str, manifest_path: Optional[Union[str, Path]] = None,
     if not selected:
         raise ValueError("nothing to publish")
     files_dir = Path(files_dir) if files_dir else None
-    endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or "").rstrip("/") or None
+    endpoint = (endpoint or env.hf_endpoint() or "").rstrip("/") or None
 
     from huggingface_hub import CommitOperationAdd, HfApi
 

@@ -14,7 +14,8 @@ from .errors import (CacheError, CacheNotWritableError, CachePathError, ConfigEr
                      UnsafeFileError, WeightsError, ZooIOError)
 from .files import (FILE_MODE, atomic_write_bytes, atomic_writer, cache_errors, check_regular_file,
                     ensure_dir, git_blob_sha1_bytes, git_blob_sha1_file, is_within, md5_file,
-                    read_checked, remove_stale_parts, safe_remove, sha256_file, temp_name)
+                    read_checked, remove_stale_parts, safe_remove, sha256_bytes,
+                    sha256_file, sha256_hasher, temp_name)
 from .locks import file_lock, folder_lock
 
 __all__ = [
@@ -25,5 +26,5 @@ __all__ = [
     "UnexpectedContentError", "UnsafeFileError", "WeightsError", "ZooIOError", "FILE_MODE",
     "atomic_write_bytes", "atomic_writer", "cache_errors", "check_regular_file", "ensure_dir",
     "git_blob_sha1_bytes", "git_blob_sha1_file", "is_within", "md5_file", "read_checked",
-    "remove_stale_parts", "safe_remove", "sha256_file", "temp_name", "file_lock", "folder_lock",
+    "remove_stale_parts", "safe_remove", "sha256_bytes", "sha256_file", "sha256_hasher", "temp_name", "file_lock", "folder_lock",
 ]

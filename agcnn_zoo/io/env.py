@@ -14,6 +14,18 @@
     the one cache folder (:func:`cache_root`): weights in ``<root>/weights``, downloaded test data
     in ``<root>/data`` (``AGCNN_ZOO_DATA`` moves the data elsewhere). Default
     ``$XDG_CACHE_HOME/agcnn_zoo``, else ``~/.cache/agcnn_zoo``.
+``AGCNN_ZOO_DATA``, ``AGCNN_ZOO_MANIFEST``, ``AGCNN_ZOO_USER_MANIFEST``
+    where test data, the weights manifest and the user's own manifest are.
+``AGCNN_ZOO_CHUNK_ELEMENTS``
+    the full-alpha chunk budget (response entries).
+``HF_HUB_CACHE``, ``HF_HOME``, ``HF_ENDPOINT``, ``HF_HUB_OFFLINE``
+    as in huggingface_hub (read here, when used, so that a change after import counts).
+``WORLD_SIZE``, ``LOCAL_RANK``
+    set by ``torchrun`` for data-parallel training.
+
+This module is the only one of the package that reads the environment. Every value is read when
+it is used, never at import, and a bad value raises :class:`ConfigError` naming the variable
+where it is used.
 """
 from __future__ import annotations
 
@@ -28,6 +40,10 @@ DEFAULT_TIMEOUT = 30.0
 DEFAULT_DEADLINE = 3600.0
 OFFLINE_ENV = "AGCNN_ZOO_OFFLINE"
 CACHE_ENV = "AGCNN_ZOO_CACHE"
+DATA_ENV = "AGCNN_ZOO_DATA"
+MANIFEST_ENV = "AGCNN_ZOO_MANIFEST"
+USER_MANIFEST_ENV = "AGCNN_ZOO_USER_MANIFEST"
+CHUNK_ENV = "AGCNN_ZOO_CHUNK_ELEMENTS"
 
 
 def env_true(name: str) -> bool:
@@ -66,9 +82,85 @@ def deadline() -> float:
     return seconds("AGCNN_ZOO_DEADLINE", DEFAULT_DEADLINE)
 
 
-def mirror() -> Optional[Path]:
-    raw = os.environ.get("AGCNN_ZOO_MIRROR")
+def _path(name: str) -> Optional[Path]:
+    raw = os.environ.get(name)
     return Path(raw).expanduser() if raw else None
+
+
+def mirror() -> Optional[Path]:
+    """``AGCNN_ZOO_MIRROR``: a folder standing in for the network, or None."""
+    return _path("AGCNN_ZOO_MIRROR")
+
+
+def data_dir() -> Optional[Path]:
+    """``AGCNN_ZOO_DATA``: where test data lives, or None (the cache root's ``data``)."""
+    return _path(DATA_ENV)
+
+
+def manifest_override() -> Optional[Path]:
+    """``AGCNN_ZOO_MANIFEST``: another weights manifest, which must exist (or None)."""
+    p = _path(MANIFEST_ENV)
+    if p is not None and not p.is_file():
+        raise ConfigError(f"{MANIFEST_ENV}={os.environ[MANIFEST_ENV]}: no such manifest file",
+                          hint=f"point {MANIFEST_ENV} at a weights manifest, or unset it to use "
+                               f"the package's")
+    return p
+
+
+def user_manifest() -> Path:
+    """``AGCNN_ZOO_USER_MANIFEST``, else ``<cache root>/user/manifest.json`` (need not exist)."""
+    return _path(USER_MANIFEST_ENV) or cache_root() / "user" / "manifest.json"
+
+
+def positive_int(name: str) -> Optional[int]:
+    """A positive integer from the environment variable ``name`` (None when unset)."""
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigError(f"{name}={raw!r}: give a positive integer, e.g. 1048576",
+                          hint=f"set {name} to a positive integer, or unset it")
+    return value
+
+
+def chunk_elements() -> Optional[int]:
+    """``AGCNN_ZOO_CHUNK_ELEMENTS``: the full-alpha chunk budget, or None (detected)."""
+    return positive_int(CHUNK_ENV)
+
+
+def hf_cache_dir() -> Optional[str]:
+    """The Hugging Face cache huggingface_hub would use, as set in the environment (None: its
+    own default): ``<AGCNN_ZOO_CACHE>/huggingface`` when that is set, else ``HF_HUB_CACHE``,
+    else ``HF_HOME/hub``."""
+    if os.environ.get(CACHE_ENV):
+        return str(cache_root() / "huggingface")
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.path.expanduser(os.environ["HF_HUB_CACHE"])
+    if os.environ.get("HF_HOME"):
+        return os.path.join(os.path.expanduser(os.environ["HF_HOME"]), "hub")
+    return None
+
+
+def hf_endpoint() -> Optional[str]:
+    """``HF_ENDPOINT`` without a trailing slash, or None."""
+    raw = os.environ.get("HF_ENDPOINT")
+    return raw.rstrip("/") or None if raw else None
+
+
+def distributed() -> "tuple[int, Optional[int]]":
+    """``(WORLD_SIZE, LOCAL_RANK)`` as torchrun sets them (1 and None outside torchrun)."""
+    world = positive_int("WORLD_SIZE") or 1
+    raw = os.environ.get("LOCAL_RANK")
+    try:
+        local = int(raw) if raw not in (None, "") else None
+    except ValueError:
+        raise ConfigError(f"LOCAL_RANK={raw!r}: not an integer",
+                          hint="start data-parallel runs with torchrun") from None
+    return world, local
 
 
 def cache_root() -> Path:

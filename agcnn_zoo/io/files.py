@@ -48,6 +48,15 @@ def sha256_file(path: PathLike, chunk: int = _CHUNK) -> str:
     return file_digest(path, "sha256", chunk)
 
 
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_hasher():
+    """An incremental sha256 (``update`` / ``hexdigest``), for digests of several pieces."""
+    return hashlib.sha256()
+
+
 def md5_file(path: PathLike, chunk: int = _CHUNK) -> str:
     return file_digest(path, "md5", chunk)
 

@@ -7,7 +7,7 @@ Every layer is a ``Layer`` (``base.py``): ``forward`` dispatches to ``forward_fa
 from .attention import (CoAttention, FeatureChannelAttention, FeatureSpatialAttention,
                         GroupChannelAttention, GroupCoAttention, GroupSpatialAttention,
                         ResponseChannelAttention, ResponseSpatialAttention)
-from .attentive_conv import (DEFAULT_MAX_CHUNK_ELEMENTS, AttGroupConv, AttLiftingConv,
+from .attentive_conv import (AttGroupConv, AttLiftingConv,
                              FAttGroupConv, FAttLiftingConv, FullAlphaConv,
                              set_full_alpha_backend, set_max_chunk_elements)
 from .base import ExportError, Layer

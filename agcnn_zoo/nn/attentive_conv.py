@@ -28,9 +28,6 @@ from .cache_budget import default_chunk_elements
 from .conv import GroupConv, LiftingConv, group_bank, lifting_bank
 from .plain import FeatureAttentiveConv, modulate
 
-#: default bound (in tensor elements) on one chunk of un-summed responses, from the CPU's
-#: largest cache (``cache_budget.py``; 2^20, 4 MiB of float32, for a 32 MiB L3)
-DEFAULT_MAX_CHUNK_ELEMENTS = default_chunk_elements()
 
 
 def _export_attention(mod):
@@ -119,8 +116,19 @@ class FullAlphaConv:
                                  f"(build it with lifting={self.lifting})")
         self.channel_attention = channel_attention
         self.spatial_attention = spatial_attention
-        self.max_chunk_elements = DEFAULT_MAX_CHUNK_ELEMENTS
+        self._max_chunk_elements = None
         self.full_alpha_backend = "eager"
+
+    @property
+    def max_chunk_elements(self) -> int:
+        """The bound (in tensor elements) on one chunk of un-summed responses: set per layer
+        (``set_max_chunk_elements``), else the default of ``cache_budget.py`` read when used
+        (2^20, 4 MiB of float32, for a 32 MiB L3; ``AGCNN_ZOO_CHUNK_ELEMENTS`` overrides it)."""
+        return self._max_chunk_elements or default_chunk_elements()
+
+    @max_chunk_elements.setter
+    def max_chunk_elements(self, elements: int) -> None:
+        self._max_chunk_elements = elements
 
     def has_attention(self) -> bool:
         return self.channel_attention is not None or self.spatial_attention is not None

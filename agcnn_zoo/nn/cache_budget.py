@@ -10,15 +10,18 @@ per model.
 """
 from __future__ import annotations
 
-import os
 import re
+from functools import lru_cache
 from pathlib import Path
+
+from ..io import env
 
 #: used when the cache size cannot be read (no Linux sysfs): the 32 MiB case above
 FALLBACK_CACHE_BYTES = 32 << 20
 _SIZE = re.compile(r"^\s*(\d+)\s*([KMG]?)", re.IGNORECASE)
 
 
+@lru_cache(maxsize=4)
 def largest_cache_bytes(root: Path = Path("/sys/devices/system/cpu/cpu0/cache")) -> int:
     """The size of the largest data or unified cache of CPU 0 (sysfs), or the fallback."""
     sizes = []
@@ -36,16 +39,10 @@ def largest_cache_bytes(root: Path = Path("/sys/devices/system/cpu/cpu0/cache"))
 
 def default_chunk_elements(cache_bytes: int = None) -> int:
     """The budget for a cache of ``cache_bytes`` (detected when None), or the integer in
-    ``AGCNN_ZOO_CHUNK_ELEMENTS``; at least 2^16 (smaller chunks only add op overhead)."""
-    env = os.environ.get("AGCNN_ZOO_CHUNK_ELEMENTS")
-    if env:
-        try:
-            value = int(env)
-        except ValueError:
-            value = 0
-        if value < 1:
-            raise ValueError(f"AGCNN_ZOO_CHUNK_ELEMENTS={env!r}: give a positive integer number "
-                             "of response entries, e.g. 1048576")
+    ``AGCNN_ZOO_CHUNK_ELEMENTS`` (read now: a bad value fails here, naming the variable); at
+    least 2^16 (smaller chunks only add op overhead)."""
+    value = env.chunk_elements()
+    if value is not None:
         return value
     if cache_bytes is None:
         cache_bytes = largest_cache_bytes()

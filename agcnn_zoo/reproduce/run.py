@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
-import os
 import platform
 import shlex
 import sys
@@ -18,6 +17,7 @@ import torch
 
 from .. import data as zdata
 from ..hub import WeightsUnavailableError
+from ..io import env
 from ..hub.manifest import load_manifest, manifest_path, save_manifest
 from ..io.env import show_progress
 from .plan import COSTS, describe_costs, plan, smoke_plan
@@ -212,7 +212,7 @@ class _Runner:
 def _offline_command(prog: str) -> str:
     """The run that works with no network: the rot-MNIST weights on mnist-rot-aux (MNIST's test
     digits, rotated), weights from the package or a mirror folder."""
-    mirror = os.environ.get("AGCNN_ZOO_MIRROR")
+    mirror = str(env.mirror()) if env.mirror() is not None else None
     command = (f"AGCNN_ZOO_OFFLINE=1 AGCNN_ZOO_MIRROR={shlex.quote(mirror) if mirror else 'MIRROR'}"
                f" {prog} --dataset mnist-rot-aux --data-dir MNIST_DIR")
     where = ("MNIST_DIR: a folder holding t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz"

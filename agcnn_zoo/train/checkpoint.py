@@ -14,7 +14,6 @@ a dict whose keys are not all plain strings ``{"$dict": [[k, v], ...]}``.
 from __future__ import annotations
 
 import collections
-import hashlib
 import json
 from pathlib import Path
 from typing import Any, Dict, Mapping, Tuple
@@ -23,7 +22,7 @@ import numpy as np
 import torch
 
 from ..io.errors import ZooIOError
-from ..io.files import atomic_write_bytes
+from ..io.files import atomic_write_bytes, sha256_hasher
 from ..io.strict_json import JSONFileError, loads_strict
 
 __all__ = ["CHECKPOINT", "LEGACY_CHECKPOINT", "CheckpointError", "save_checkpoint",
@@ -44,7 +43,7 @@ class CheckpointError(ZooIOError, ValueError):
 
 def state_digest(tensors: Mapping[str, torch.Tensor]) -> str:
     """sha256 over the names, dtypes, shapes and bytes of ``tensors`` (in name order)."""
-    h = hashlib.sha256()
+    h = sha256_hasher()
     for k in sorted(tensors):
         v = tensors[k].detach().cpu().contiguous()
         h.update(f"{k}\0{v.dtype}\0{tuple(v.shape)}\0".encode())

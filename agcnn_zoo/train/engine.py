@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from ..hub.convert import save_safetensors
-from ..io import atomic_write_bytes
+from ..io import atomic_write_bytes, env
 from ..io.errors import ZooIOError
 from ..registry import get_entry
 from .recipes import Recipe, recipe_for
@@ -121,7 +121,7 @@ def _dist() -> Tuple[int, int]:
 
 def _init_distributed(device: torch.device) -> Tuple[int, int, torch.device, bool]:
     """(rank, world size, device, whether this call created the process group)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world, local_rank = env.distributed()
     if world <= 1:
         return 0, 1, device, False
     import torch.distributed as dist
@@ -130,7 +130,7 @@ def _init_distributed(device: torch.device) -> Tuple[int, int, torch.device, boo
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     rank = dist.get_rank()
     if device.type == "cuda":
-        local = int(os.environ.get("LOCAL_RANK", rank))
+        local = rank if local_rank is None else local_rank
         torch.cuda.set_device(local)
         device = torch.device("cuda", local)
     return rank, dist.get_world_size(), device, owned

@@ -21,7 +21,6 @@ under the same lock (a lock on the folder itself, which creates no file).
 from __future__ import annotations
 
 import copy
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ from typing import Optional, Union
 from ..hub.hosts import local as local_host
 from ..hub.hosts import package as package_host
 from ..io.errors import ZooIOError
-from ..io.files import atomic_write_bytes, read_checked, remove_stale_parts
+from ..io.files import atomic_write_bytes, read_checked, remove_stale_parts, sha256_bytes
 from ..io.locks import folder_lock
 from ..io.strict_json import load_strict
 
@@ -120,7 +119,7 @@ def _weight_bytes(record_path: Path, rec: dict) -> bytes:
         data = read_checked(weight, size=rec.get("size"), max_size=local_host.MAX_BYTES)
     except FileNotFoundError:
         raise InstallError(f"{weight}: the run's weight is missing", hint="train again") from None
-    if hashlib.sha256(data).hexdigest() != rec.get("sha256"):
+    if sha256_bytes(data) != rec.get("sha256"):
         raise InstallError(f"{weight} does not match the sha256 in {record_path} (modified after "
                            f"training?)", hint="train again, or restore the run folder")
     return data
@@ -153,7 +152,7 @@ def _recover(target: Target) -> None:
     intent = load_strict(j)
     try:
         weight = target.folder / intent["record"]["file"]
-        done = weight.is_file() and hashlib.sha256(weight.read_bytes()).hexdigest() == intent["sha256"]
+        done = weight.is_file() and sha256_bytes(weight.read_bytes()) == intent["sha256"]
         if done:
             manifest = _apply(target, intent["weight_id"], intent["record"], intent["default"])
             save_manifest(manifest, target.manifest, user=target.user)

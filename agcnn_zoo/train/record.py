@@ -4,10 +4,9 @@ block with the recipe as run), learning curves, and installation into the manife
 from __future__ import annotations
 
 import datetime
-import json
 import platform
 from pathlib import Path
-from typing import List, Optional, Union
+from typing import List, Optional
 
 import torch
 

@@ -10,8 +10,10 @@ A host module defines
     a filesystem lookup (no network) for a file the host delivered before;
 ``hint_line(record, host) -> Optional[str]`` (optional)
     one line of advice for the "nothing worked" message;
-``OWNS_FILES``
-    False when the host's files are never to be deleted by the cache logic.
+``read(record, host) -> bytes`` (hosts whose files are on this machine: package, local)
+    the file's bytes verified against the record's pin (``agcnn_zoo.hub.pin``); such hosts are
+    tried before any cache, and a load parses these bytes (read and hashed once). Their files
+    are never written or deleted by the cache logic.
 
 A new host kind is one new module added to :data:`KINDS` (and to ``records.parse_host``).
 """
@@ -26,3 +28,8 @@ KINDS = {"huggingface": huggingface, "original": original, "package": package, "
 
 def module_for(host) -> ModuleType:
     return KINDS[host.type]
+
+
+def on_this_machine(host) -> bool:
+    """Whether the host's files lie on this machine (it has ``read``)."""
+    return hasattr(module_for(host), "read")

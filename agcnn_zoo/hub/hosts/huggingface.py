@@ -18,12 +18,12 @@ from tqdm.auto import tqdm
 from ...io import env
 from ...io.download import download
 from ...io.errors import DownloadError, IntegrityError, OfflineError
-from ...io.files import atomic_writer, check_regular_file, sha256_file
+from ...io.files import atomic_writer
 from ...io.locks import file_lock
 from ..cache import discard, hf_cache_dir, hf_endpoint, require_regular_entry
+from ..pin import Pin
 from ..records import HuggingFaceHost, WeightRecord
 
-OWNS_FILES = True
 DEFAULT_HOST = "huggingface.co"
 
 
@@ -68,10 +68,8 @@ class _QuietBar(tqdm):
 
 
 def _verify(path: Path, record: WeightRecord) -> None:
-    check_regular_file(path, size=record.size)
-    actual = sha256_file(path)
-    if actual != record.sha256:
-        raise IntegrityError(path, record.sha256, actual)
+    from ..fetch import MAX_WEIGHTS_BYTES
+    Pin.of(record).read(path, MAX_WEIGHTS_BYTES)
 
 
 def fetch(record: WeightRecord, host: HuggingFaceHost, target: Path, *,

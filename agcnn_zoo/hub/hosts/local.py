@@ -5,20 +5,18 @@ that lists the record (``<cache root>/user/`` by default, see
 :func:`agcnn_zoo.hub.manifest.user_manifest_path`). The folder is attached when that manifest
 is merged into the catalogue; a package manifest may not hold such hosts. The record pins sha256
 and size, checked on every load as for any host; the file is never written or deleted by the
-cache logic.
+cache logic. A file on this machine: :func:`read` hands its verified bytes on.
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Optional
 
-from ...io.errors import DownloadError, IntegrityError
-from ...io.files import read_checked
+from ...io.errors import DownloadError
+from ..pin import Pin
 
 #: the largest weight a user manifest may list
 MAX_BYTES = 1 << 30
-OWNS_FILES = False
 
 
 def path_of(host) -> Path:
@@ -30,23 +28,20 @@ def path_of(host) -> Path:
     return Path(host.folder) / host.path
 
 
-def read_verified(record, host) -> bytes:
+def read(record, host) -> bytes:
+    """The file's bytes, verified against the record's pin."""
     path = path_of(host)
     if not path.exists() and not path.is_symlink():
         raise DownloadError(str(path), "the installed weight is gone from the user folder",
                             hint="install it again from its run folder (train --resume "
                                  "--update-manifest), or remove its record from the user manifest")
-    data = read_checked(path, size=record.size, max_size=MAX_BYTES, follow_symlinks=False)
-    actual = hashlib.sha256(data).hexdigest()
-    if actual != record.sha256:
-        raise IntegrityError(path, record.sha256, actual,
-                             hint="the installed file was modified: install it again from its "
-                                  "run folder")
-    return data
+    return Pin.of(record).read(path, MAX_BYTES, follow_symlinks=False,
+                               hint="the installed file was modified: install it again from its "
+                                    "run folder")
 
 
 def fetch(record, host, target: Path, *, progress: bool = False) -> Path:
-    read_verified(record, host)
+    read(record, host)
     return path_of(host)
 
 

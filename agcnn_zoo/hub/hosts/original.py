@@ -18,7 +18,6 @@ cannot be computed and pinned here). Nothing recorded in the cache is ever trust
 """
 from __future__ import annotations
 
-import hashlib
 import urllib.parse
 import warnings
 from pathlib import Path
@@ -27,13 +26,13 @@ from typing import Optional, Tuple
 from ...io.download import download
 from ...io.errors import DownloadError, IntegrityError, UnsafeFileError
 from ...io.files import (atomic_write_bytes, atomic_writer, check_regular_file, create_exclusive,
-                         git_blob_sha1_file, remove_stale_parts, sha256_file, temp_name)
+                         git_blob_sha1_file, remove_stale_parts, sha256_bytes, sha256_file,
+                         temp_name)
 from ...io.locks import file_lock
 from ..cache import cached_source_path, discard, require_regular_entry
 from ..errors import UnpinnedWeightsWarning
+from ..pin import Pin
 from ..records import OriginalHost, WeightRecord
-
-OWNS_FILES = True
 #: the largest source checkpoint downloaded when the manifest pins no size
 MAX_SOURCE_BYTES = 2 << 30
 
@@ -91,12 +90,7 @@ def fetch(record: WeightRecord, host: OriginalHost, target: Path, *, progress: b
                 data = _convert(record, src_tmp, host.url)
             finally:
                 src_tmp.unlink(missing_ok=True)
-            if record.size is not None and len(data) != record.size:
-                raise IntegrityError(target, record.size, len(data), what="size")
-            sha = hashlib.sha256(data).hexdigest()
-            if sha != record.sha256:
-                raise IntegrityError(target, record.sha256, sha)
-            out.write(data)
+            out.write(Pin.of(record).check(data, target))
     return target
 
 
@@ -126,13 +120,13 @@ def derive(record: WeightRecord, host: Optional[OriginalHost], target: Path, *,
                 raise DownloadError(host.url, "the verified source is not cached")
             _download_source(host, source, progress, record.weight_id)
         data = _convert(record, source, host.url)
-        sha = hashlib.sha256(data).hexdigest()
+        sha = sha256_bytes(data)
         if require_regular_entry(target):
             with open(target, "rb") as f:
                 cached = f.read(len(data) + 1)
             if cached != data:
                 discard(target)
-                raise IntegrityError(target, sha, hashlib.sha256(cached).hexdigest(),
+                raise IntegrityError(target, sha, sha256_bytes(cached),
                                      hint="the cached file is not what its verified source "
                                           "converts to; it was removed, retry")
         else:

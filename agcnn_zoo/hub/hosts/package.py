@@ -3,23 +3,22 @@
 ``{"type": "package", "path": "<file name>"}`` reads ``WEIGHTS_DIR/<file name>``
 (``agcnn_zoo/weights/``, package data carried by wheels). Such files are at most
 :data:`MAX_BYTES` (512 KB); the record must pin their sha256 and size, which are checked on every
-load as for any other host. The cache logic never writes or deletes them (``OWNS_FILES``).
-Tests point :data:`WEIGHTS_DIR` at another folder with monkeypatch.
+load as for any other host. The cache logic never writes or deletes them.
+Tests point :data:`WEIGHTS_DIR` at another folder with monkeypatch. A file on this machine:
+:func:`read` hands its verified bytes on, so a load reads and hashes them once.
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Optional
 
-from ...io.errors import DownloadError, IntegrityError, UnsafeFileError
-from ...io.files import read_checked
+from ...io.errors import DownloadError, UnsafeFileError
+from ..pin import Pin
 
 #: the folder of embedded weights (read at call time: tests may replace it)
 WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
 #: the largest embedded weight file accepted
 MAX_BYTES = 512 * 1024
-OWNS_FILES = False
 
 
 def path_of(host) -> Path:
@@ -37,29 +36,23 @@ def restore_hint(path: Path) -> str:
     return "reinstall it: pip install --force-reinstall --no-deps agcnn-zoo"
 
 
-def read_verified(record, host) -> bytes:
-    """The file's bytes after checking type and size (before reading) and sha256."""
+def read(record, host) -> bytes:
+    """The file's bytes, verified against the record's pin (type and size checked first)."""
     path = path_of(host)
-    if not record.sha256 or record.size is None:
-        raise IntegrityError(path, "a sha256 and size pinned in the manifest", "none",
-                             what="pin", hint="package weights must pin sha256 and size")
-    if record.size > MAX_BYTES:
-        raise UnsafeFileError(path, f"the record pins {record.size} bytes; package weights are "
-                                    f"at most {MAX_BYTES} bytes",
+    pin = Pin.of(record, "package weights")
+    if pin.size is None or pin.size > MAX_BYTES:
+        raise UnsafeFileError(path, f"the record pins {pin.size} bytes; package weights pin a "
+                                    f"size of at most {MAX_BYTES} bytes",
                               hint="publish a file this large on a download host instead")
     if not path.exists() and not path.is_symlink():
         raise DownloadError(str(path), "not shipped in this installation of agcnn-zoo",
                             hint=restore_hint(path) + "; or let the next host deliver it")
-    data = read_checked(path, size=record.size, max_size=MAX_BYTES, follow_symlinks=False)
-    actual = hashlib.sha256(data).hexdigest()
-    if actual != record.sha256:
-        raise IntegrityError(path, record.sha256, actual,
-                             hint="the installed package file was modified: " + restore_hint(path))
-    return data
+    return pin.read(path, MAX_BYTES, follow_symlinks=False,
+                    hint="the installed package file was modified: " + restore_hint(path))
 
 
 def fetch(record, host, target: Path, *, progress: bool = False) -> Path:
-    read_verified(record, host)
+    read(record, host)
     return path_of(host)
 
 
