@@ -13,7 +13,8 @@ the input it sees in the model (captured by a forward hook on one random batch):
 * ``train`` is the layer's forward and backward (output gradient of ones);
 * ``eval`` is its forward without gradients, in eval mode.
 
-The baseline's kernel file ``PATH/agcnn_zoo/nn/full_alpha.py`` (e.g. from ``git worktree add
+The baseline's kernel ``PATH/agcnn_zoo/nn/full_alpha/`` (or, in older checkouts, the file
+``full_alpha.py``; e.g. from ``git worktree add
 /tmp/before <commit>``) is loaded as a module of its own and swapped in for the kernel the
 layers call. A kernel with another interface fails with a clear message. Before timing, the
 script checks that both kernels give the same layer outputs.
@@ -36,15 +37,28 @@ from agcnn_zoo import create_model  # noqa: E402
 from agcnn_zoo.nn import attentive_conv  # noqa: E402
 from agcnn_zoo.nn.attentive_conv import FullAlphaConv  # noqa: E402
 
+#: the kernel of a checkout: a package (this one) or, in older checkouts, one file
+KERNEL_PACKAGE = Path("agcnn_zoo", "nn", "full_alpha")
 KERNEL_FILE = Path("agcnn_zoo", "nn", "full_alpha.py")
 
 
+def kernel_path(checkout: Path):
+    """The kernel's ``__init__.py`` (a package) or its single file in ``checkout``, or None."""
+    for path in (checkout / KERNEL_PACKAGE / "__init__.py", checkout / KERNEL_FILE):
+        if path.is_file():
+            return path
+    return None
+
+
 def load_kernel(checkout: Path):
-    """The full-alpha kernel module of another checkout, imported under a name of its own
-    (relative imports resolve against this checkout's package)."""
-    path = checkout / KERNEL_FILE
-    spec = importlib.util.spec_from_file_location("agcnn_zoo.nn._baseline_full_alpha", path)
+    """The full-alpha kernel of another checkout, imported under a name of its own (its
+    modules import only torch and each other)."""
+    path = kernel_path(checkout)
+    name = "agcnn_zoo.nn._baseline_full_alpha"
+    package = [str(path.parent)] if path.name == "__init__.py" else None
+    spec = importlib.util.spec_from_file_location(name, path, submodule_search_locations=package)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module           # its submodules import each other through the name
     spec.loader.exec_module(module)      # a missing function shows on the first layer call
     return module
 
@@ -154,9 +168,9 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.rounds < 1 or args.batch_size < 1 or args.threads < 1:
         p.error("--rounds, --batch-size and --threads must be positive")
-    if args.baseline is not None and not (args.baseline / KERNEL_FILE).is_file():
-        p.error(f"{args.baseline} has no {KERNEL_FILE}: pass a checkout of agcnn-zoo "
-                "(git worktree add /tmp/before <commit>)")
+    if args.baseline is not None and kernel_path(args.baseline) is None:
+        p.error(f"{args.baseline} has no {KERNEL_PACKAGE}/ (nor {KERNEL_FILE}): pass a checkout "
+                "of agcnn-zoo (git worktree add /tmp/before <commit>)")
     torch.set_num_threads(args.threads)
     current = attentive_conv.kernel
     kernels = {"current": current}

@@ -102,11 +102,13 @@ def test_bench_layers_times_a_baseline_kernel_layer_by_layer(tmp_path):
 
 
 def test_bench_layers_refuses_a_kernel_that_computes_another_layer(tmp_path):
-    kernel = tmp_path / "agcnn_zoo" / "nn" / "full_alpha.py"
-    kernel.parent.mkdir(parents=True)
-    kernel.write_text((REPO / "agcnn_zoo" / "nn" / "full_alpha.py").read_text()
-                      + "\n_exact = attention_term\n\n\ndef attention_term(*args, **kwargs):\n"
-                        "    return 2 * _exact(*args, **kwargs)\n")
+    import shutil
+    kernel = tmp_path / "agcnn_zoo" / "nn" / "full_alpha"
+    shutil.copytree(REPO / "agcnn_zoo" / "nn" / "full_alpha", kernel,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    init = kernel / "__init__.py"
+    init.write_text(init.read_text() + "\n_exact = attention_term\n\n\n"
+                    "def attention_term(*args, **kwargs):\n    return 2 * _exact(*args, **kwargs)\n")
     out = _bench_layers("--models", "ach_p4cnn_rotmnist", "--batch-size", 2, "--rounds", 1,
                         "--baseline", tmp_path, cwd=tmp_path)
     assert out.returncode != 0
@@ -126,4 +128,4 @@ def test_bench_layers_explains_a_kernel_with_another_interface(tmp_path):
 def test_bench_layers_refuses_a_baseline_without_the_kernel(tmp_path):
     out = _bench_layers("--baseline", tmp_path, cwd=REPO)
     assert out.returncode == 2
-    assert "has no agcnn_zoo/nn/full_alpha.py" in out.stderr and "git worktree add" in out.stderr
+    assert "has no agcnn_zoo/nn/full_alpha/" in out.stderr and "git worktree add" in out.stderr

@@ -95,11 +95,12 @@ def test_tied_maxima_share_their_gradient_like_amax(kind, lifting, chunks, monke
     move within the chunk); the kinds with spatial attention through dense masks, recording
     nothing."""
     records, backward_batches = [], []
-    real, real_backward = full_alpha._locate_max, full_alpha._alpha_chunk_backward
-    monkeypatch.setattr(full_alpha, "_locate_max", lambda y: records.append(real(y)) or records[-1])
-    monkeypatch.setattr(full_alpha, "_alpha_chunk_backward", lambda x, *a: (
+    real, real_backward = full_alpha.forward._locate_max, full_alpha.backward._alpha_chunk_backward
+    monkeypatch.setattr(full_alpha.forward, "_locate_max",
+                        lambda y: records.append(real(y)) or records[-1])
+    monkeypatch.setattr(full_alpha.backward, "_alpha_chunk_backward", lambda x, *a: (
         backward_batches.append(x.shape[0]), real_backward(x, *a))[1])
-    monkeypatch.setattr(full_alpha, "RECORDED_BACKWARD_MERGE", 2)
+    monkeypatch.setattr(full_alpha.backward, "RECORDED_BACKWARD_MERGE", 2)
     torch.manual_seed(0)
     layer = _layer(kind, lifting, padding=1).train()
     x = _input(lifting, 7, batch=3)
@@ -168,7 +169,7 @@ def compiled_calls(monkeypatch):
     def counting(*args):
         calls.append(1)
         return compiled(*args)
-    monkeypatch.setattr(full_alpha, "_compiled", [counting])
+    monkeypatch.setattr(full_alpha.backends, "_compiled", [counting])
     return calls
 
 
@@ -217,7 +218,7 @@ def test_a_failing_compiler_is_reported_with_the_way_back_to_eager(monkeypatch):
         return run
 
     monkeypatch.setattr(torch, "compile", broken_compile)
-    monkeypatch.setattr(full_alpha, "_compiled", [])
+    monkeypatch.setattr(full_alpha.backends, "_compiled", [])
     layer = gnn.set_full_alpha_backend(_layer("alpha", True), "compiled")
     with pytest.raises(RuntimeError, match=r"C\+\+ compiler.*set_full_alpha_backend\(model, 'eager'\)"):
         with torch.no_grad():

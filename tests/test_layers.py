@@ -417,13 +417,13 @@ FULL_ALPHA = [c for c in CASES if c.full_alpha and "none" not in c.name]
 @pytest.mark.parametrize("case", FULL_ALPHA, ids=lambda c: c.name)
 def test_full_alpha_chunked_and_checkpointed_equals_reference(case, g, mode, monkeypatch):
     calls = []
-    real_hook = full_alpha.run_recomputed_chunk
+    real_hook = full_alpha.plan.run_recomputed_chunk
 
     def counting_hook(*args, **kwargs):
         calls.append(1)
         return real_hook(*args, **kwargs)
 
-    monkeypatch.setattr(full_alpha, "run_recomputed_chunk", counting_hook)
+    monkeypatch.setattr(full_alpha.plan, "run_recomputed_chunk", counting_hook)
     layer = make(case, g).train(mode == "train")
     x = make_input(case, g, case.sizes[0])
     y_whole = layer(x).detach()

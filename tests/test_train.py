@@ -286,16 +286,16 @@ def test_a_trained_weight_ships_and_loads_through_the_verified_path(tmp_path, mo
     # a limited run is a smoke test, never a zoo weight
     small = train("coa_p4cnn_rotmnist", out=tmp_path / "small", epochs=1, tag="t", data_dir=shared(DATA), **SMALL)
     with pytest.raises(ValueError, match="smoke test"):
-        install(small.out / "record.json", manifest)
+        install(small.out / "record.json", manifest, package=True)
     # one whole epoch on the whole split (the weight's record is what --update-manifest adds)
     run = train("coa_p4cnn_rotmnist", out=tmp_path / "run", epochs=1, tag="t", data_dir=shared(DATA),
                 dataset="mnist-rot-gen", threads=2, progress=False)
-    assert install(run.out / "record.json", manifest, default=True) == "coa_p4cnn_rotmnist.t"
+    assert install(run.out / "record.json", manifest, default=True, package=True) == "coa_p4cnn_rotmnist.t"
     assert (tmp_path / "embedded" / "coa_p4cnn_rotmnist.t.safetensors").stat().st_mode & 0o777 == 0o644
     assert "coa_p4cnn_rotmnist" in zoo.list_models(pretrained=True)
     assert zoo.model_info("coa_p4cnn_rotmnist")["weight_id"] == "coa_p4cnn_rotmnist.t"
     # the same id installed again (a resumed, longer run) stays the name's default
-    install(run.out / "record.json", manifest)
+    install(run.out / "record.json", manifest, package=True)
     assert zoo.model_info("coa_p4cnn_rotmnist")["weight_id"] == "coa_p4cnn_rotmnist.t"
     model = zoo.create_model("coa_p4cnn_rotmnist", pretrained=True)  # the default: ours
     for k, v in load_checkpoint(run.out / CHECKPOINT)["best"]["state"].items():
@@ -314,4 +314,4 @@ def test_a_trained_weight_ships_and_loads_through_the_verified_path(tmp_path, mo
         rec["file"] = "p4cnn_rotmnist.safetensors"
         (run.out / "p4cnn_rotmnist.safetensors").write_bytes(run.weight.read_bytes())
         (run.out / "other.json").write_text(json.dumps(rec))
-        install(run.out / "other.json", manifest)
+        install(run.out / "other.json", manifest, package=True)

@@ -127,60 +127,77 @@ def download(url: str, out: BinaryIO, *, max_size: Optional[int] = None,
     per_read = env.timeout() if timeout is None else float(timeout)
     overall = deadline if deadline is not None else env.deadline()
     start = time.monotonic()
-    from .. import __version__
-    request = urllib.request.Request(url, headers={"User-Agent": f"agcnn-zoo/{__version__}",
-                                                   "Accept-Encoding": "identity"})
-    try:
-        response = urllib.request.urlopen(request, timeout=min(per_read, overall))
-    except urllib.error.HTTPError as e:
-        e.close()
-        raise DownloadError(url, f"HTTP {e.code} {e.reason}", status=e.code) from None
-    except urllib.error.URLError as e:
-        reason = e.reason
-        if isinstance(reason, (socket.timeout, TimeoutError)):
-            reason = f"timed out after {min(per_read, overall):g} s ({reason})"
-        raise DownloadError(url, f"network error: {reason}") from None
-    except (OSError, http.client.HTTPException) as e:  # timeouts, resets, bad status lines
-        raise DownloadError(url, f"network error: {e}") from None
-    with response:
-        ctype = response.headers.get("Content-Type", "")
-        if "text/html" in ctype.lower() and not allow_html:
-            raise UnexpectedContentError(url, f"served an HTML page (Content-Type: {ctype}) "
-                                              f"instead of the file", status=response.status)
-        length = response.headers.get("Content-Length")
-        length = int(length) if length and length.strip().isdigit() else None
-        if length is not None and max_size is not None and length > max_size:
-            raise TooLargeError(url, max_size, length, announced=True)
+    with _open(url, min(per_read, overall)) as response:
+        length = _announced_length(url, response, max_size, allow_html)
         with _bar(length, desc, progress) as bar:
             sink = _Sink(url, out, max_size, allow_html, on_chunk, bar, "served")
-            while True:
-                left = overall - (time.monotonic() - start)
-                if left <= 0:
-                    raise DeadlineError(url, f"the transfer took more than {overall:g} s "
-                                             f"({sink.received} bytes received)")
-                _set_socket_timeout(response, min(per_read, left))
-                try:
-                    chunk = response.read1(_CHUNK)
-                except http.client.IncompleteRead as e:
-                    raise TruncatedDownloadError(url, length or -1,
-                                                 sink.received + len(e.partial)) from None
-                except (socket.timeout, TimeoutError):
-                    if time.monotonic() - start >= overall:
-                        raise DeadlineError(url, f"the transfer took more than {overall:g} s "
-                                                 f"({sink.received} bytes received)") from None
-                    raise DownloadError(url, f"timed out: no data for {per_read:g} s after "
-                                             f"{sink.received} bytes") from None
-                except (OSError, http.client.HTTPException) as e:
-                    raise DownloadError(url, f"connection lost after {sink.received} bytes: {e}") from None
-                if not chunk:
-                    break
-                sink.write(chunk)
+            _stream(url, response, sink, length, per_read, overall, start)
         if length is not None and sink.received != length:
             raise TruncatedDownloadError(url, length, sink.received)
         if expected_size is not None and sink.received != expected_size:
             from .errors import IntegrityError
             raise IntegrityError(url, expected_size, sink.received, what="size")
     return sink.received
+
+
+def _open(url: str, timeout: float):
+    """The HTTP response of ``url``; refusals and network errors as :class:`DownloadError`."""
+    from .. import __version__
+    request = urllib.request.Request(url, headers={"User-Agent": f"agcnn-zoo/{__version__}",
+                                                   "Accept-Encoding": "identity"})
+    try:
+        return urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as e:
+        e.close()
+        raise DownloadError(url, f"HTTP {e.code} {e.reason}", status=e.code) from None
+    except urllib.error.URLError as e:
+        reason = e.reason
+        if isinstance(reason, (socket.timeout, TimeoutError)):
+            reason = f"timed out after {timeout:g} s ({reason})"
+        raise DownloadError(url, f"network error: {reason}") from None
+    except (OSError, http.client.HTTPException) as e:  # timeouts, resets, bad status lines
+        raise DownloadError(url, f"network error: {e}") from None
+
+
+def _announced_length(url: str, response, max_size: Optional[int], allow_html: bool) -> Optional[int]:
+    """The announced size (None if not announced), after refusing an HTML page or a size over
+    ``max_size`` before a byte of the body is read."""
+    ctype = response.headers.get("Content-Type", "")
+    if "text/html" in ctype.lower() and not allow_html:
+        raise UnexpectedContentError(url, f"served an HTML page (Content-Type: {ctype}) "
+                                          f"instead of the file", status=response.status)
+    length = response.headers.get("Content-Length")
+    length = int(length) if length and length.strip().isdigit() else None
+    if length is not None and max_size is not None and length > max_size:
+        raise TooLargeError(url, max_size, length, announced=True)
+    return length
+
+
+def _stream(url: str, response, sink, length: Optional[int], per_read: float, overall: float,
+            start: float) -> None:
+    """Read ``response`` into ``sink`` chunk by chunk, each read bounded by the per-read
+    timeout and what is left of the overall deadline."""
+    while True:
+        left = overall - (time.monotonic() - start)
+        if left <= 0:
+            raise DeadlineError(url, f"the transfer took more than {overall:g} s "
+                                     f"({sink.received} bytes received)")
+        _set_socket_timeout(response, min(per_read, left))
+        try:
+            chunk = response.read1(_CHUNK)
+        except http.client.IncompleteRead as e:
+            raise TruncatedDownloadError(url, length or -1, sink.received + len(e.partial)) from None
+        except (socket.timeout, TimeoutError):
+            if time.monotonic() - start >= overall:
+                raise DeadlineError(url, f"the transfer took more than {overall:g} s "
+                                         f"({sink.received} bytes received)") from None
+            raise DownloadError(url, f"timed out: no data for {per_read:g} s after "
+                                     f"{sink.received} bytes") from None
+        except (OSError, http.client.HTTPException) as e:
+            raise DownloadError(url, f"connection lost after {sink.received} bytes: {e}") from None
+        if not chunk:
+            return
+        sink.write(chunk)
 
 
 def _from_mirror(mirror: Path, url: str, out: BinaryIO, max_size: Optional[int], progress: bool,

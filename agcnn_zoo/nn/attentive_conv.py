@@ -10,7 +10,7 @@ Full alpha (``AttLiftingConv`` / ``AttGroupConv``): attention on the responses o
 ``beta`` from the channel mean/max of ``A = alpha Y``, ``y = s * sum_{c,j} (Y - beta A)``.
 
 The full-alpha computation itself (chunked, exact, with a hand-written backward) is the
-functional kernel ``full_alpha.py``; these layers hold the parameters, build the banks in its
+functional kernel ``full_alpha/``; these layers hold the parameters, build the banks in its
 layouts, choose the chunks and dispatch between it and ``reference.att_conv``.
 """
 from __future__ import annotations

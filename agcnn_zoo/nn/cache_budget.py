@@ -1,7 +1,7 @@
 """The default chunk budget of the full-alpha kernel, from the CPU's largest cache.
 
 A chunk of ``E`` response entries holds about ``6 E`` float32 values at once in backward
-(``Y``, ``A``, their gradients and the masks of the max reductions, see ``full_alpha.py``), so
+(``Y``, ``A``, their gradients and the masks of the max reductions, see ``full_alpha/``), so
 ``E = cache bytes / (6 * 4)``, rounded down to a power of two, keeps a whole chunk resident.
 Measured on a 2-core AMD EPYC with a 32 MiB L3 (a_p4cnn / ach_p4cnn, batch 128): 2^20 and
 2^22 were the fastest budgets, 2^16 (op overheads) and 2^24 (main memory) 2-4x slower.

@@ -242,37 +242,60 @@ def run(args: argparse.Namespace, argv: Sequence[str] = (),
     device = resolve_device(args.device)
     set_deterministic()
     auto = args.dataset is None and args.data_dir is None
-    date = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d")
+    _print_costs(prog, todo, weights, device, auto)
+    runner = _Runner(args, weights, factory, device, auto)
+    for _, set_name in todo:  # every set first: the smoke check is decided by what is missing
+        runner.load(set_name)
+    absent = sorted({s for _, s in todo if isinstance(runner.sets[s], zdata.DataNotFoundError)})
+    smoke = _smoke_check(runner, weights, todo) if auto and absent else []
+    results = [runner.measure(n, s) for n, s in todo]
+    _report(args, argv, prog, manifest, mpath, runner, smoke, results)
+    verdicts = {r.verdict for r in [*smoke, *results]}
+    print()
+    if absent and auto:
+        print("the full run downloads: " + "; ".join(
+            f"{s}: {COSTS[s].files}" if s in COSTS else s for s in absent)
+            + " (run it online, or fetch them by hand into the data folder)")
+    print(summary_line(results, smoke))
+    if verdicts & {NOT_DOWNLOADED, "MISSING"}:
+        print(f"offline: {_offline_command(prog)}")
+    if verdicts & {"FAIL", "ERROR"}:
+        return 1
+    return 2 if "MISSING" in verdicts else 0
 
+
+def _print_costs(prog: str, todo, weights, device, auto: bool) -> None:
     print(f"{prog}: {len(todo)} weight(s), on {device_label(device)}; what each test set takes:")
     print("\n".join(describe_costs(todo)))
     if auto and smoke_plan(weights, todo):
         print("  (a full set that cannot be fetched is replaced by a smoke check of the shipped "
               "rot-MNIST weights on the embedded sample: a few minutes on 2 CPU cores)")
     print(flush=True)
-    runner = _Runner(args, weights, factory, device, auto)
-    for _, set_name in todo:  # every set first: the smoke check is decided by what is missing
-        runner.load(set_name)
-    absent = sorted({s for _, s in todo if isinstance(runner.sets[s], zdata.DataNotFoundError)})
 
-    smoke: List[Result] = []
-    if auto and absent:
-        pairs = smoke_plan(weights, todo)
-        if pairs:
-            print(f"\nSMOKE CHECK (not a reproduction): {len(pairs)} shipped rot-MNIST weight(s) "
-                  f"on the embedded sample of {zdata.SAMPLE_SIZE} rotated MNIST test digits",
-                  flush=True)
-            smoke = [runner.measure(n, s) for n, s in pairs]
-            print(format_text(smoke))
-            print("\nFULL TEST SETS")
-    results = [runner.measure(n, s) for n, s in todo]
 
+def _smoke_check(runner, weights, todo) -> List[Result]:
+    """The shipped rot-MNIST weights on the embedded sample (when a full set is absent)."""
+    pairs = smoke_plan(weights, todo)
+    if not pairs:
+        return []
+    print(f"\nSMOKE CHECK (not a reproduction): {len(pairs)} shipped rot-MNIST weight(s) "
+          f"on the embedded sample of {zdata.SAMPLE_SIZE} rotated MNIST test digits", flush=True)
+    smoke = [runner.measure(n, s) for n, s in pairs]
+    print(format_text(smoke))
+    print("\nFULL TEST SETS")
+    return smoke
+
+
+def _report(args, argv, prog: str, manifest: dict, mpath: Path, runner, smoke, results) -> None:
+    """The table, the speeds, the legend, and the JSON / markdown files and manifest entries
+    asked for."""
     print(format_text(results))
     for r in [*smoke, *results]:
         if r.images_per_s:
             print(f"{r.model} on {r.dataset}: {r.images} images in {r.seconds:.1f} s "
                   f"({r.images_per_s:.1f} images/s on {r.device})")
     print("\n" + LEGEND)
+    date = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d")
     meta = {"date": date, "device": runner.label, "torch": torch.__version__,
             "command": shlex.join([*shlex.split(prog), *argv]),
             "manifest": str(mpath), "limit": args.limit, "batch_size": args.batch_size}
@@ -287,21 +310,6 @@ def run(args: argparse.Namespace, argv: Sequence[str] = (),
         n = update_manifest(manifest, mpath,
                             [r for r in results if r.expected_from != "smoke floor"], date)
         print(f"recorded {n} measurement(s) in {mpath}")
-
-    verdicts = {r.verdict for r in [*smoke, *results]}
-    print()
-    if absent and auto:
-        print("the full run downloads: " + "; ".join(
-            f"{s}: {COSTS[s].files}" if s in COSTS else s for s in absent)
-            + " (run it online, or fetch them by hand into the data folder)")
-    print(summary_line(results, smoke))
-    if verdicts & {NOT_DOWNLOADED, "MISSING"}:
-        print(f"offline: {_offline_command(prog)}")
-    if verdicts & {"FAIL", "ERROR"}:
-        return 1
-    if "MISSING" in verdicts:
-        return 2
-    return 0
 
 
 def _write_text(path: str, text: str) -> None:

@@ -40,13 +40,8 @@ def _paper_accuracy(name: str) -> dict:
                                     "(see the reference PAPER.md)", "confirmed": False}
 
 
-def build_record(*, entry, recipe, settings, data, weight: Path, sha256: str, num_params: int,
-                 best: dict, metrics: List[dict], test: dict, device: torch.device, world: int,
-                 wall_s: float, command: Optional[str]) -> dict:
-    from .. import __version__
-    from .recipes import recipe_for
-    default_epochs = recipe_for(settings.name).epochs
-    size = weight.stat().st_size
+def _preprocessing(entry, settings, data) -> dict:
+    """The weight's preprocessing: its dataset's, with the numbers this run normalised with."""
     prep = dict(entry.preprocessing)
     norm = data.info.get("normalize", {})
     if "mean" in norm:
@@ -57,22 +52,69 @@ def build_record(*, entry, recipe, settings, data, weight: Path, sha256: str, nu
     prep["training_set"] = settings.dataset
     if data.test_name in _TEST_SET:
         prep["test_set"] = _TEST_SET[data.test_name]
-    today = datetime.date.today().isoformat()
-    dev = device.type if device.type == "cpu" else torch.cuda.get_device_name(device)
-    shortened = recipe.epochs < default_epochs
+    return prep
+
+
+def _notes(settings, recipe, data, default_epochs: int) -> List[str]:
+    split = data.info.get("split", "")
     if settings.validation:
         notes = [f"Trained by agcnn-zoo, not by the paper's authors; model selection on a "
-                 f"validation split of the training data ({data.info.get('split', '')}); the test "
-                 f"set was evaluated once, with the selected weight."]
+                 f"validation split of the training data ({split}); the test set was evaluated "
+                 f"once, with the selected weight."]
     else:
-        notes = [f"Trained by agcnn-zoo, not by the paper's authors, on a fixed schedule: "
-                 f"{data.info.get('split', '')}; no model selection (the weight after the last "
-                 f"epoch is the result); the test set was evaluated once, with that weight."]
-    if shortened:
+        notes = [f"Trained by agcnn-zoo, not by the paper's authors, on a fixed schedule: {split}; "
+                 f"no model selection (the weight after the last epoch is the result); the test "
+                 f"set was evaluated once, with that weight."]
+    if recipe.epochs < default_epochs:
         notes.append(f"Shortened schedule: {recipe.epochs} of the recipe's {default_epochs} epochs "
                      f"(CPU time); the recipe is otherwise unchanged.")
     if settings.limited:
         notes.append("A limited run (--limit-*): a smoke test, not a zoo weight.")
+    return notes
+
+
+def _training(*, recipe, settings, data, best: dict, metrics: List[dict], test: dict, device,
+              world: int, wall_s: float, command: Optional[str], default_epochs: int) -> dict:
+    """The record's ``training`` block: the run as it ran."""
+    from .. import __version__
+    dev = _device_name(device)
+    return {
+        "recipe": recipe.as_dict(),
+        "recipe_epochs": default_epochs,
+        "shortened": recipe.epochs < default_epochs,
+        "dataset": settings.dataset,
+        "data": {k: v for k, v in data.info.items() if k != "source"},
+        "seed": settings.seed,
+        "limits": {"train": settings.limit_train, "val": settings.limit_val,
+                   "test": settings.limit_test},
+        "epochs_run": len(metrics),
+        "selection": "validation" if settings.validation else "last epoch",
+        "selected_epoch": best["epoch"],
+        "val_top1": round(best["top1"], 3) if best["top1"] is not None else None,
+        "test": {**{k: (round(v, 4) if isinstance(v, float) else v) for k, v in test.items()},
+                 "normalize": "the training statistics above", "device": f"{dev} ({platform.machine()})"},
+        "command": command,
+        "project_version": __version__,
+        "torch": torch.__version__,
+        "device": dev,
+        "world_size": world,
+        "threads": torch.get_num_threads(),
+        "wall_time_s": round(wall_s, 1),
+        "date": datetime.date.today().isoformat(),
+    }
+
+
+def _device_name(device: torch.device) -> str:
+    return device.type if device.type == "cpu" else torch.cuda.get_device_name(device)
+
+
+def build_record(*, entry, recipe, settings, data, weight: Path, sha256: str, num_params: int,
+                 best: dict, metrics: List[dict], test: dict, device: torch.device, world: int,
+                 wall_s: float, command: Optional[str]) -> dict:
+    from .. import __version__
+    from .recipes import recipe_for
+    default_epochs = recipe_for(settings.name).epochs
+    size = weight.stat().st_size
     return {
         "architecture": entry.architecture,
         "original_class": entry.original_class,
@@ -82,7 +124,7 @@ def build_record(*, entry, recipe, settings, data, weight: Path, sha256: str, nu
         "size": size,
         "hosts": [{"type": "package", "path": weight.name}] if size <= EMBED_LIMIT else [],
         "num_params": num_params,
-        "preprocessing": prep,
+        "preprocessing": _preprocessing(entry, settings, data),
         "license": {"weights": "MIT", "text": "MIT (agcnn-zoo); trained by agcnn-zoo",
                     "code": "MIT (agcnn-zoo)", "data": _DATA_LICENSE.get(settings.dataset, "")},
         "origin": {"kind": "trained", "by": "agcnn-zoo", "command": command,
@@ -97,31 +139,10 @@ def build_record(*, entry, recipe, settings, data, weight: Path, sha256: str, nu
         },
         "tolerance": 0.1,
         "default": False,
-        "training": {
-            "recipe": recipe.as_dict(),
-            "recipe_epochs": default_epochs,
-            "shortened": shortened,
-            "dataset": settings.dataset,
-            "data": {k: v for k, v in data.info.items() if k != "source"},
-            "seed": settings.seed,
-            "limits": {"train": settings.limit_train, "val": settings.limit_val,
-                       "test": settings.limit_test},
-            "epochs_run": len(metrics),
-            "selection": "validation" if settings.validation else "last epoch",
-            "selected_epoch": best["epoch"],
-            "val_top1": round(best["top1"], 3) if best["top1"] is not None else None,
-            "test": {**{k: (round(v, 4) if isinstance(v, float) else v) for k, v in test.items()},
-                     "normalize": "the training statistics above", "device": f"{dev} ({platform.machine()})"},
-            "command": command,
-            "project_version": __version__,
-            "torch": torch.__version__,
-            "device": dev,
-            "world_size": world,
-            "threads": torch.get_num_threads(),
-            "wall_time_s": round(wall_s, 1),
-            "date": today,
-        },
-        "notes": notes,
+        "training": _training(recipe=recipe, settings=settings, data=data, best=best,
+                              metrics=metrics, test=test, device=device, world=world,
+                              wall_s=wall_s, command=command, default_epochs=default_epochs),
+        "notes": _notes(settings, recipe, data, default_epochs),
     }
 
 
