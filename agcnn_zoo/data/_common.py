@@ -30,7 +30,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 __all__ = ["EvalSet", "Remote", "DataNotFoundError", "ChecksumError", "DataFormatError",
-           "DataFileError", "reading",
+           "DataFileError", "reading", "scalar_mean_std",
            "DownloadError", "default_data_dir", "download_url", "md5_file", "fetch_remote",
            "check_md5", "DATA_ENV", "OFFLINE_ENV", "PathLike"]
 
@@ -211,6 +211,16 @@ def check_md5(path: Path, md5: Optional[str], verified: bool, gunzipped: bool = 
     if verified:
         raise ChecksumError(path, md5, got, what="md5" + (" (gunzipped)" if gunzipped else ""))
     warnings.warn(msg + " (the expected value was never verified here)", stacklevel=3)
+
+
+def scalar_mean_std(x) -> Tuple[float, float]:
+    """The scalar mean and population std (ddof 0) of every pixel of a digit set, in float64:
+    the authors' rot-MNIST normalisation (their numpy ``x.mean()`` / ``x.std()``). The one place
+    these statistics are computed (a tensor or a numpy array)."""
+    import numpy as np
+    x64 = x.to(torch.float64) if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x, dtype=np.float64))
+    mean = float(x64.mean())
+    return mean, float((x64 - mean).pow(2).mean().sqrt())
 
 
 def require_finite(x, what: str) -> None:

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ._common import (DataFileError, DataNotFoundError, EvalSet, PathLike, Remote, check_md5,
-                      default_data_dir, fetch_remote, reading)
+                      default_data_dir, fetch_remote, reading, scalar_mean_std)
 
 __all__ = ["MNISTRotAux", "MNIST_REMOTES", "MNIST_TRAIN_REMOTES", "MNIST_ROT_AUX_SEED",
            "MNIST_ROT_GEN_SEED", "MNIST_ROT_GEN_SIZE", "read_idx", "rotate_digits",
@@ -190,9 +190,7 @@ class MNISTRotAux(EvalSet):
         #: the rotated digits before normalisation (a model trained elsewhere normalises them
         #: with its own training statistics)
         self.pixels = rotated_pixels(digits, self.angles)
-        x = self.pixels.to(torch.float64)
-        self.mean = float(x.mean())
-        self.std = float((x - self.mean).pow(2).mean().sqrt())
+        self.mean, self.std = scalar_mean_std(self.pixels)
         self.labels = labels
 
     def _locate(self, download: bool, progress: bool) -> Dict[str, Path]:

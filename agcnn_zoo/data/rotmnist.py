@@ -31,7 +31,7 @@ from ..io.env import show_progress
 from ..io.errors import CacheError
 from ..io.files import atomic_write_bytes, md5_file
 from ._common import (DataFormatError, DataNotFoundError, EvalSet, PathLike, Remote,
-                      default_data_dir, fetch_remote)
+                      default_data_dir, fetch_remote, scalar_mean_std)
 
 __all__ = ["RotMNIST", "ROTMNIST_REMOTE", "ROTMNIST_FILES", "ROTMNIST_NPZ", "ROTMNIST_SIZES",
            "ROTMNIST_STATS", "check_rotmnist_zip", "read_npz"]
@@ -236,9 +236,7 @@ class RotMNIST(EvalSet):
             except (ValueError, KeyError, TypeError):
                 pass  # unreadable cache: recompute
         train, _ = self._read("train")
-        x = train.astype(np.float64)
-        mean = float(x.mean())
-        std = float((x - mean).std())  # ddof=0 on the centred data, as the original
+        mean, std = scalar_mean_std(train)
         record = {"mean": mean, "std": std, "images": int(len(train)),
                   "how": "scalar mean / population std of all training pixels (float64)",
                   "source": fingerprint}

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..io.files import atomic_write_bytes
-from ._common import DataFormatError, DataNotFoundError, EvalSet, PathLike
+from ._common import DataFormatError, DataNotFoundError, EvalSet, PathLike, scalar_mean_std
 from .mnist import MNISTRotAux, read_idx
 
 __all__ = ["MNISTRotSample", "SAMPLE_DIR", "SAMPLE_SIZE", "SAMPLE_FILES", "write_sample"]
@@ -79,10 +79,8 @@ class MNISTRotSample(EvalSet):
             raise DataFormatError(self.paths["images"], "[N, 28, 28] digits with N labels",
                                   f"{tuple(digits.shape)} / {tuple(labels.shape)}", what="shape")
         self.pixels = digits.to(torch.float32).div(255.0).unsqueeze(1)
-        x = self.pixels.to(torch.float64)
         # normalised by their own statistics, as mnist-rot-aux is
-        self.mean = float(x.mean())
-        self.std = float((x - self.mean).pow(2).mean().sqrt())
+        self.mean, self.std = scalar_mean_std(self.pixels)
         self.labels = labels
 
     def _images(self, start: int, stop: int) -> torch.Tensor:
