@@ -84,7 +84,7 @@ def _cmd_download(args) -> int:
         try:
             weight_id, record = resolve_weight(name)
             if record is None:
-                raise hub.NoRecordError(f"{name!r} has no published weights (list them: "
+                raise hub.NoPretrainedWeightsError(f"{name!r} has no published weights (list them: "
                                         f"`list --pretrained`)")
             path = _fetch_verified(hub, weight_id, record, progress=not args.quiet)
             print(f"{name}: {path}")
@@ -239,7 +239,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "reproduce":
-        from .reproduce.run import check_arguments
+        from .reproduce.runner import check_arguments
         check_arguments(parser, args)
         args.argv = argv[argv.index("reproduce") + 1:]
     return guarded(lambda: args.fn(args), debug=getattr(args, "debug", False))

@@ -16,6 +16,7 @@ from typing import Dict, List, Optional, Tuple
 
 from torch import nn
 
+from .hub.errors import NoPretrainedWeightsError
 from .hub.manifest import load_manifest
 from .registry import get_entry, list_registered
 
@@ -23,10 +24,6 @@ _logger = logging.getLogger("agcnn_zoo")
 
 __all__ = ["NoPretrainedWeightsError", "list_models", "list_pretrained", "weight_ids", "create_model",
            "model_info", "split_weight_id", "resolve_weight"]
-
-
-class NoPretrainedWeightsError(ValueError):
-    """pretrained=True for a model (or weight id) that has no published weight."""
 
 
 def _published(manifest: Optional[dict] = None) -> dict:

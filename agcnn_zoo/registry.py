@@ -17,9 +17,6 @@ from .models.registration import (DATASETS, REGISTRY, ROTMNIST_MEAN_STD_ESTIMATE
 __all__ = ["ModelEntry", "register_model", "register_class", "original_classes", "get_entry",
            "list_registered", "DATASETS", "UnknownModelError", "ROTMNIST_MEAN_STD_ESTIMATE"]
 
-#: the former private name
-_REGISTRY = REGISTRY
-
 
 class UnknownModelError(KeyError, ValueError):
     """An unregistered model name (a KeyError and a ValueError, so either except works)."""

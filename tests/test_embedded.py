@@ -4,6 +4,7 @@ rotated MNIST test digits is what ``mnist-rot-aux`` makes."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 import subprocess
 import sys
 
@@ -31,9 +32,12 @@ def fresh_offline(tmp_path, monkeypatch):
     return tmp_path / "cache"
 
 
-def test_shipped_weights_are_the_rotmnist_and_pcam_ones():
-    assert len(SHIPPED) == 11
+def test_shipped_weights_are_the_rotmnist_and_pcam_ones_and_every_file_is_listed():
+    from agcnn_zoo.hub.hosts import package
     assert {WEIGHTS[k]["dataset"] for k in SHIPPED} == {"rotmnist", "pcam"}
+    listed = sorted(WEIGHTS[k]["file"] for k in SHIPPED)
+    on_disk = sorted(p.name for p in Path(package.WEIGHTS_DIR).glob("*.safetensors"))
+    assert listed == on_disk        # no unlisted weight in the package, none missing
 
 
 @pytest.mark.parametrize("weight_id", SHIPPED)

@@ -129,7 +129,14 @@ def test_trained_records_say_how_they_were_made(name):
     assert t["epochs_run"] == t["recipe"]["epochs"] and 1 <= t["selected_epoch"] <= t["epochs_run"]
     assert t["shortened"] == (t["recipe"]["epochs"] < t["recipe_epochs"])
     assert t["limits"] == {"train": None, "val": None, "test": None}
-    assert t["dataset"] == "mnist-rot-gen" and t["data"]["train"] == 10000 and t["data"]["val"] == 2000
+    # the validated protocol: 10,000 train + 2,000 validate; the fixed schedule: all 12,000,
+    # no validation, the last epoch
+    if t.get("selection") == "last epoch":
+        assert (t["data"]["train"], t["data"]["val"], t["val_top1"]) == (12000, 0, None)
+        assert t["selected_epoch"] == t["epochs_run"] and rec["origin"]["frame"].startswith("natural")
+    else:
+        assert (t["data"]["train"], t["data"]["val"]) == (10000, 2000)
+    assert t["dataset"] == "mnist-rot-gen"
     assert t["test"]["dataset"] == "mnist-rot-aux" and t["test"]["images"] == 10000
     assert rec["preprocessing"]["mean"] == [t["data"]["normalize"]["mean"]]
     measured = [m for m in acc["measured"] if m["dataset"] == "mnist-rot-aux"]

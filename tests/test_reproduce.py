@@ -254,9 +254,11 @@ def test_zero_config_offline_run_smoke_checks_the_shipped_weights_and_exits_0(tm
     assert "MB" in out.split("SMOKE")[0] and "min on 2 CPU cores" in out.split("SMOKE")[0]
     res = json.loads(js.read_text())["results"]
     smoke = {r["model"]: r for r in res if r["dataset"] == "mnist-rot-sample"}
-    assert sorted(smoke) == ["p4cnn_rotmnist", "p4cnn_rotmnist.zoo_rotgen_s0",
-                             "p4cnn_rotmnist.zoo_rotgen_s1", "p4cnn_rotmnist.zoo_rotgen_s2",
-                             "z2cnn_rotmnist"]
+    shipped_p4_z2 = sorted(k for k, r in load_manifest()["weights"].items()
+                           if k.split(".")[0] in ("p4cnn_rotmnist", "z2cnn_rotmnist")
+                           and any(h["type"] == "package" for h in r["hosts"]))
+    assert {"p4cnn_rotmnist", "p4cnn_rotmnist.zoo_rotgen_s0", "z2cnn_rotmnist"} <= set(shipped_p4_z2)
+    assert sorted(smoke) == shipped_p4_z2
     for r in smoke.values():
         assert r["verdict"] == "OK" and r["images"] == data.SAMPLE_SIZE and r["measured"] >= 94
     full = [r for r in res if r["dataset"] != "mnist-rot-sample"]
@@ -284,7 +286,8 @@ def test_smoke_plan_is_every_shipped_rotmnist_weight(reproduce):
     pairs = reproduce.smoke_plan(weights, reproduce.plan(weights, "*", None))
     shipped = sorted(k for k, r in weights.items()
                      if r["dataset"] == "rotmnist" and r["hosts"][0]["type"] == "package")
-    assert [n for n, _ in pairs] == shipped and len(shipped) == 10
+    assert [n for n, _ in pairs] == shipped
+    assert {"z2cnn_rotmnist", "p4cnn_rotmnist", "a_p4cnn_rotmnist", "af_p4cnn_rotmnist"} <= set(shipped)
     assert {s for _, s in pairs} == {"mnist-rot-sample"}
 
 

@@ -18,7 +18,7 @@ from ..io.env import DEFAULT_DEADLINE, DEFAULT_TIMEOUT
 from .cache import cache_dir, hf_cache_dir
 from .errors import (CacheError, CacheNotWritableError, CachePathError, ConfigError,
                      DeadlineError, DiskFullError, DownloadError, HostFailure, IntegrityError,
-                     MirrorError, NoRecordError, OfflineError, RecordError, TooLargeError,
+                     MirrorError, NoPretrainedWeightsError, NoRecordError, OfflineError, RecordError, TooLargeError,
                      TruncatedDownloadError, UnexpectedContentError, UnpinnedWeightsWarning,
                      UnsafeFileError, WeightsError, WeightsUnavailableError, ZooIOError)
 from .fetch import cached_weights_path, fetch_weights, load_state_dict, resolve_record, verify_file
@@ -33,7 +33,7 @@ __all__ = [
     "DownloadError", "UnexpectedContentError", "TruncatedDownloadError", "TooLargeError",
     "DeadlineError", "OfflineError", "MirrorError", "ConfigError", "CacheError",
     "CacheNotWritableError", "DiskFullError", "CachePathError", "UnsafeFileError", "RecordError",
-    "NoRecordError", "WeightsUnavailableError", "UnpinnedWeightsWarning", "HostFailure",
+    "NoPretrainedWeightsError", "NoRecordError", "WeightsUnavailableError", "UnpinnedWeightsWarning", "HostFailure",
     "DEFAULT_TIMEOUT", "DEFAULT_DEADLINE", "WeightRecord", "HuggingFaceHost", "OriginalHost",
     "PackageHost", "parse_record", "trust_host", "get_record", "load_manifest", "load_records",
     "manifest_path", "save_manifest", "validate_manifest", "weight_record",

@@ -1,5 +1,6 @@
 """Errors of the weight hub: the shared I/O hierarchy (:mod:`agcnn_zoo.io.errors`) plus the
-hub's own. ``WeightsError`` is the root of both (every failure of the hub is one)."""
+hub's own. ``ZooIOError`` is the root of both (every failure of the hub is one; ``WeightsError`` is
+the same class under its historic name, kept for code that catches it)."""
 from __future__ import annotations
 
 from typing import List, NamedTuple
@@ -16,12 +17,16 @@ class HostFailure(NamedTuple):
     error: Exception
 
 
-class NoRecordError(WeightsError):
-    """The manifest has no record for that weight id."""
+class NoPretrainedWeightsError(ZooIOError, ValueError):
+    """A model name or weight id with no published weight (no record in the manifest)."""
     default_hint = "list the published weights with `python -m agcnn_zoo list --pretrained`"
 
 
-class WeightsUnavailableError(WeightsError):
+#: the same error under the hub's former name
+NoRecordError = NoPretrainedWeightsError
+
+
+class WeightsUnavailableError(ZooIOError):
     """No host delivered verified weights; ``failures`` holds each host's own error."""
 
     def __init__(self, name: str, failures: List[HostFailure], hint: str = ""):

@@ -23,7 +23,7 @@ Environment (read at call time): ``AGCNN_ZOO_CACHE``, ``AGCNN_ZOO_MIRROR``,
 ``HF_ENDPOINT``, ``HF_HUB_CACHE``, ``HF_HOME``, ``HF_HUB_OFFLINE`` (as in huggingface_hub,
 honoured when set after import).
 
-Every failure is a :class:`WeightsError` with a hint; when no host delivers,
+Every failure is a :class:`~agcnn_zoo.io.errors.ZooIOError` with a hint; when no host delivers,
 :class:`WeightsUnavailableError` lists each host's own error and says what to do.
 """
 from __future__ import annotations
@@ -32,10 +32,10 @@ from pathlib import Path
 from typing import Dict, List, Optional, Union
 
 from ..io import env
-from ..io.errors import CacheError, ConfigError, IntegrityError, WeightsError
+from ..io.errors import CacheError, ConfigError, IntegrityError, ZooIOError
 from ..io.files import check_regular_file, ensure_dir, is_within, sha256_file
 from . import cache as _cache
-from .errors import HostFailure, NoRecordError, WeightsUnavailableError
+from .errors import HostFailure, NoPretrainedWeightsError, WeightsUnavailableError
 from .hosts import module_for, on_this_machine, package
 from .pin import Pin
 from .records import WeightRecord, parse_record
@@ -52,7 +52,7 @@ def resolve_record(name: str, record: RecordLike = None) -> WeightRecord:
         from .manifest import get_record, manifest_path
         rec = get_record(name)
         if rec is None:
-            raise NoRecordError(f"{name!r} has no published weights in the manifest "
+            raise NoPretrainedWeightsError(f"{name!r} has no published weights in the manifest "
                                 f"({manifest_path()})")
         return rec
     return parse_record(name, record)
@@ -98,7 +98,7 @@ def _try(record: WeightRecord, host, target: Path, progress: bool,
         return module_for(host).fetch(record, host, target, progress=progress)
     except (ConfigError, CacheError):  # a setting or our own cache: no other host helps
         raise
-    except WeightsError as e:
+    except ZooIOError as e:
         failures.append(HostFailure(host.describe(), e))
         return None
 
@@ -149,7 +149,7 @@ def _local_bytes(rec: WeightRecord) -> Optional[bytes]:
             return module_for(host).read(rec, host)
         except (ConfigError, CacheError):
             raise
-        except WeightsError:
+        except ZooIOError:
             continue  # fetch_weights tries it again and reports it with the others
     return None
 
@@ -184,6 +184,6 @@ def load_state_dict(name: str, record: RecordLike = None, *,
     try:
         return load(data)
     except Exception as e:  # the manifest pins a file that is not safetensors
-        raise WeightsError(f"{rec.file}: verified bytes are not a readable safetensors file: {e}",
+        raise ZooIOError(f"{rec.file}: verified bytes are not a readable safetensors file: {e}",
                            hint="the manifest pins a file that is not safetensors: fix the "
                                 "record") from e

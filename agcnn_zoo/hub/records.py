@@ -241,9 +241,9 @@ class WeightRecord:
         return parts[1] if len(parts) == 2 else None
 
     @property
-    def pinned(self) -> bool:
+    def has_sha256(self) -> bool:
         """Whether the manifest pins our safetensors file's sha256 (else: only its source's
-        git blob id, see :mod:`agcnn_zoo.hub.unpinned`)."""
+        git blob id, see :mod:`agcnn_zoo.hub.hosts.original`)."""
         return bool(self.sha256)
 
     def get(self, key: str, default=None):

@@ -236,7 +236,3 @@ class AttGroupConv(FullAlphaConv, GroupConv):
                            dilation)
         self.scale = 2 * math.pi / self.group.order
         self._init_attention(channel_attention, spatial_attention)
-
-
-#: the former private name (``interpret.py`` and older code)
-_FullAlphaConv = FullAlphaConv

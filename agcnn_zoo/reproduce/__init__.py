@@ -43,11 +43,11 @@ date, torch version), replacing an earlier entry for the same dataset and device
 record partial (--limit) runs and smoke checks.
 
 Modules: :mod:`.plan` (what runs where, costs), :mod:`.verdicts` (expectations and verdicts),
-:mod:`.report` (table, legend, summary, markdown), :mod:`.run` (arguments and the loop).
+:mod:`.report` (table, legend, summary, markdown), :mod:`.runner` (arguments and the loop).
 """
 from .plan import COSTS, describe_costs, plan, shipped, smoke_plan
 from .report import LEGEND, format_markdown, format_text, summary_line, table_rows
-from .run import (add_arguments, create_pretrained, device_label, evaluate, main, parse_args,
+from .runner import (add_arguments, create_pretrained, device_label, evaluate, main, parse_args,
                   resolve_device, run, set_deterministic, update_manifest)
 from .verdicts import (DEFAULT_TOLERANCE, SMOKE_FLOOR, Result, check_preprocessing, decide,
                        expectation, is_complete, normalisation_report)

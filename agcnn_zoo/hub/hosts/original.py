@@ -73,7 +73,7 @@ def _download_source(host: OriginalHost, dest: Path, progress: bool, desc: str) 
 
 
 def fetch(record: WeightRecord, host: OriginalHost, target: Path, *, progress: bool = False) -> Path:
-    if not record.pinned:
+    if not record.has_sha256:
         path, _ = derive(record, host, target, progress=progress, download_ok=True)
         return path
     with file_lock(target):
