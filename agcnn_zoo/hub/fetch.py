@@ -8,6 +8,8 @@ tried in order:
 
 * ``package``: a file shipped in ``agcnn_zoo/weights/`` (tried before any cache when it is
   listed first; never written or deleted by the cache);
+* ``checkout``: a file in the repository's ``hf/agcnn-zoo/`` folder (a clone or a torch.hub
+  checkout; the same rules as ``package``, files up to 12 MiB);
 * ``huggingface``: the file at the pinned revision, into the Hugging Face cache;
 * ``original``: the authors' checkpoint at a pinned URL, checked and converted.
 
@@ -35,8 +37,8 @@ from ..io.errors import CacheError, ConfigError, IntegrityError, WeightsError
 from ..io.files import check_regular_file, ensure_dir, read_checked, sha256_file
 from . import cache as _cache
 from .errors import HostFailure, NoRecordError, WeightsUnavailableError
-from .hosts import module_for, package
-from .records import PackageHost, WeightRecord, parse_record
+from .hosts import LOCAL_KINDS, LOCAL_MAX_BYTES, module_for
+from .records import WeightRecord, parse_record
 
 RecordLike = Union[dict, WeightRecord, None]
 
@@ -104,15 +106,15 @@ def _try(record: WeightRecord, host, target: Path, progress: bool,
 def fetch_weights(name: str, record: RecordLike = None, *, progress: bool = True) -> Path:
     """A local safetensors file of ``name``'s published weights, verified when it was written.
 
-    Package hosts listed first, then caches (no request at all), then the record's hosts in
-    order; a host that fails leaves nothing behind and the next one is tried. Raises
-    :class:`WeightsUnavailableError` (with each host's error) when none delivers."""
+    Local hosts (package, checkout) listed first, then caches (no request at all), then the
+    record's hosts in order; a host that fails leaves nothing behind and the next one is tried.
+    Raises :class:`WeightsUnavailableError` (with each host's error) when none delivers."""
     rec = resolve_record(name, record)
     env.timeout(), env.deadline()  # a bad setting is an error of its own, not a host failure
     target = _cache.cached_weights_path(rec)
     failures: List[HostFailure] = []
     hosts = list(rec.hosts)
-    while hosts and isinstance(hosts[0], PackageHost):
+    while hosts and hosts[0].type in LOCAL_KINDS:
         found = _try(rec, hosts.pop(0), target, progress, failures)
         if found is not None:
             return found
@@ -142,17 +144,17 @@ def load_state_dict(name: str, record: RecordLike = None, *,
     """``name``'s verified state dict: the file's type and size are checked, its bytes read
     once, their sha256 checked, and only those checked bytes parsed. A cached file that fails
     is deleted (so a retry downloads it again) and :class:`IntegrityError` raised; a file
-    shipped in the package is never deleted.
+    shipped in the package or the checkout is never deleted.
 
     A record without a pinned sha256 is re-derived from its source, verified by git blob id
     on this very call (:func:`agcnn_zoo.hub.hosts.original.derive`)."""
     rec = resolve_record(name, record)
     path = fetch_weights(name, rec, progress=progress)
     if rec.sha256:
-        in_package = not _cache.is_cache_path(path)
+        local = not _cache.is_cache_path(path)  # a package or checkout file
         try:
             data = read_checked(path, size=rec.size,
-                                max_size=package.MAX_BYTES if in_package else MAX_WEIGHTS_BYTES,
+                                max_size=LOCAL_MAX_BYTES if local else MAX_WEIGHTS_BYTES,
                                 follow_symlinks=not _cache.is_within_ours(path))
         except IntegrityError:
             _remove_if_cached(path)

@@ -19,9 +19,14 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import huggingface, original, package
+from . import checkout, huggingface, original, package
 
-KINDS = {"huggingface": huggingface, "original": original, "package": package}
+KINDS = {"checkout": checkout, "huggingface": huggingface, "original": original,
+         "package": package}
+#: kinds that read a local file they never delete (tried before any cache or network)
+LOCAL_KINDS = ("package", "checkout")
+#: the largest file a local host may hand over
+LOCAL_MAX_BYTES = max(package.MAX_BYTES, checkout.MAX_BYTES)
 
 
 def module_for(host) -> ModuleType:
