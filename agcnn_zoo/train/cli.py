@@ -12,7 +12,8 @@ def add_parser(sub) -> None:
                                    "field below overrides it and the output records what ran.")
     s.add_argument("name", help="registry name, e.g. p4cnn_rotmnist")
     s.add_argument("--dataset", help="training data: rotmnist (the paper's), mnist-rot-gen (offline "
-                                     "stand-in from MNIST training digits), cifar10, pcam")
+                                     "stand-in from MNIST training digits), cifar10, cifar10-jpeg "
+                                     "(offline JPEG copy of the CIFAR-10 training set), pcam")
     s.add_argument("--data-dir", help="where the data files are (default $AGCNN_ZOO_DATA)")
     s.add_argument("--download", action="store_true", help="download missing data files")
     s.add_argument("--out", help="run folder (default runs/<weight id>)")
@@ -36,6 +37,16 @@ def add_parser(sub) -> None:
     s.add_argument("--amp", choices=["bf16"], help="bf16 autocast (CUDA)")
     s.add_argument("--channels-last", action="store_true", help="channels_last inputs (CUDA)")
     s.add_argument("--no-progress", action="store_true", help="no progress bars")
+    s.add_argument("--checkpoint-every", type=float, metavar="S",
+                   help="also checkpoint inside an epoch, at most S seconds apart (long epochs)")
+    s.add_argument("--time-limit", type=float, metavar="S",
+                   help="checkpoint and stop after S seconds (exit 3; continue with --resume)")
+    s.add_argument("--data-on-device", action="store_true",
+                   help="keep the training pixels on the device (GPU: no copies per batch)")
+    s.add_argument("--compile", action="store_true", help="torch.compile the training forward")
+    s.add_argument("--cudnn-benchmark", action="store_true",
+                   help="cuDNN autotuning, non-deterministic kernels (GPU speed; resumes match "
+                        "to rounding, not bit for bit)")
     s.add_argument("--update-manifest", action="store_true",
                    help="add the selected weight to the manifest and the package's weights folder")
     s.add_argument("--default", action="store_true",
@@ -44,11 +55,22 @@ def add_parser(sub) -> None:
 
 
 def run_cli(args) -> int:
+    import time
+
     from ..data import DataNotFoundError
     from ..registry import UnknownModelError
+    from .clock import TrainingStopped
     from .engine import train
     from .record import install
+    from .speed import Speed
     command = "python -m agcnn_zoo " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["train"] else None
+    for flag, value in (("--checkpoint-every", args.checkpoint_every), ("--time-limit", args.time_limit)):
+        if value is not None and not value > 0:
+            print(f"error: {flag} must be a positive number of seconds, got {value}", file=sys.stderr)
+            return 2
+    speed = Speed(data_on_device=args.data_on_device, compile=args.compile,
+                  benchmark=args.cudnn_benchmark, checkpoint_every_s=args.checkpoint_every,
+                  stop_at=time.time() + args.time_limit if args.time_limit else None)
     try:
         result = train(args.name, dataset=args.dataset, out=args.out, data_dir=args.data_dir,
                        seed=args.seed, limit_train=args.limit_train, limit_val=args.limit_val,
@@ -58,7 +80,10 @@ def run_cli(args) -> int:
                        device=args.device, download=args.download, progress=not args.no_progress,
                        command=command, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                        weight_decay=args.weight_decay, optimizer=args.optimizer,
-                       momentum=args.momentum)
+                       momentum=args.momentum, speed=speed)
+    except TrainingStopped as e:
+        print(f"{args.name}: {e}", file=sys.stderr)
+        return 3
     except DataNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -7,7 +7,11 @@ nothing is chosen by looking at any evaluation.
 
 Files in ``out`` (rank 0 writes, each atomically):
 ``checkpoint.pt``  model, optimizer, scheduler, every rank's RNG states, epoch, best validation
-                   accuracy and its weights, metrics, the run's settings (checked on --resume)
+                   accuracy and its weights, metrics, the run's settings (checked on --resume);
+                   written after every epoch and, with ``Speed.checkpoint_every_s``, inside an
+                   epoch too: then ``step`` (training steps done in the epoch) and ``partial``
+                   (per rank: the augmentation generator's state and the epoch's running sums)
+                   let a resumed run continue from that very step, bit for bit on a CPU
 ``metrics.jsonl``  one line per epoch
 ``<weight id>.safetensors``, ``record.json``  the selected weight and its manifest record
 ``curves.png``     learning curves, when matplotlib is installed
@@ -34,10 +38,13 @@ import torch.nn.functional as F
 from ..hub.convert import save_safetensors
 from ..io import atomic_write_bytes
 from ..registry import get_entry
+from .clock import CheckpointClock, TrainingStopped
 from .recipes import Recipe, recipe_for
+from .speed import Speed, compiled, configure_backends, prepare_model
 from .splits import Source, TrainingData, load_training_data, without_validation
 
-__all__ = ["RunSettings", "TrainResult", "train", "ResumeError", "CHECKPOINT", "METRICS"]
+__all__ = ["RunSettings", "TrainResult", "train", "ResumeError", "CHECKPOINT", "METRICS", "Speed",
+           "TrainingStopped"]
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
@@ -164,6 +171,15 @@ def _gather_rng() -> List[dict]:
     return states  # type: ignore[return-value]
 
 
+def _gather(obj) -> list:
+    """``obj`` of every rank, in rank order (a list of one without torchrun)."""
+    if _dist()[1] == 1:
+        return [obj]
+    out: List[object] = [None] * _dist()[1]
+    torch.distributed.all_gather_object(out, obj)
+    return out
+
+
 def _atomic_torch_save(obj, path: Path) -> None:
     buf = io.BytesIO()
     torch.save(obj, buf)
@@ -227,7 +243,11 @@ def evaluate(model: torch.nn.Module, source: Source, settings: RunSettings, devi
 
 
 def _train_epoch(model, ddp_model, opt, data: TrainingData, recipe: Recipe, settings: RunSettings,
-                 device: torch.device, epoch: int, progress: bool) -> Tuple[float, float]:
+                 device: torch.device, epoch: int, progress: bool, start_step: int = 0,
+                 partial: Optional[dict] = None, on_step=None) -> Tuple[float, float]:
+    """One epoch from step ``start_step`` (``partial``: this rank's generator state and running
+    sums at that step, from a mid-epoch checkpoint). ``on_step(step, steps, snapshot)`` runs
+    after every step; ``snapshot()`` gives what a checkpoint at that step must hold."""
     from torch.utils.data import DistributedSampler
     rank, world = _dist()
     sampler = DistributedSampler(range(len(data.train)), num_replicas=world, rank=rank,
@@ -240,10 +260,22 @@ def _train_epoch(model, ddp_model, opt, data: TrainingData, recipe: Recipe, sett
     bar = None
     if progress and rank == 0 and sys.stderr.isatty():
         from tqdm.auto import tqdm
-        bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{recipe.epochs}", unit="batch", leave=False)
+        bar = tqdm(total=steps, initial=start_step, desc=f"epoch {epoch + 1}/{recipe.epochs}",
+                   unit="batch", leave=False)
     model.train()
-    correct = loss_sum = 0.0
-    for start in range(0, len(order), per_rank):
+    # running sums stay on the device: reading them every step would stall a GPU each step
+    correct = torch.zeros((), dtype=torch.float64, device=device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    if partial is not None:
+        gen.set_state(partial["gen"])
+        correct += partial["correct"]
+        loss_sum += partial["loss_sum"]
+
+    def snapshot() -> dict:
+        return {"gen": gen.get_state(), "correct": float(correct), "loss_sum": float(loss_sum)}
+
+    for step in range(start_step, steps):
+        start = step * per_rank
         x, y = data.train.batch(order[start:start + per_rank], recipe.augment, gen)
         x, y = _to_device(x, settings, device), y.to(device)
         with _autocast(settings, device):
@@ -252,14 +284,16 @@ def _train_epoch(model, ddp_model, opt, data: TrainingData, recipe: Recipe, sett
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        loss_sum += float(loss.detach()) * len(y)
-        correct += float((out.argmax(1) == y).sum())
+        loss_sum += loss.detach().double() * len(y)
+        correct += (out.argmax(1) == y).sum()
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
+        if on_step is not None:
+            on_step(step + 1, steps, snapshot)
     if bar is not None:
         bar.close()
-    correct, loss_sum, n = _all_reduce([correct, loss_sum, float(len(order))], device)
+    correct, loss_sum, n = _all_reduce([float(correct), float(loss_sum), float(len(order))], device)
     return 100.0 * correct / n, loss_sum / n
 
 
@@ -302,8 +336,11 @@ def _write_metrics(out: Path, metrics: List[dict]) -> None:
 
 def run(recipe: Recipe, settings: RunSettings, out: Union[str, Path], *,
         data_dir: Optional[Union[str, Path]] = None, download: bool = False, resume: bool = False,
-        device: str = "auto", progress: bool = True, command: Optional[str] = None) -> TrainResult:
-    """Train ``settings.name`` with ``recipe``; see the module docstring for what is written."""
+        device: str = "auto", progress: bool = True, command: Optional[str] = None,
+        speed: Optional[Speed] = None) -> TrainResult:
+    """Train ``settings.name`` with ``recipe``; see the module docstring for what is written.
+    ``speed`` (:class:`agcnn_zoo.train.speed.Speed`): how fast, and when to checkpoint or stop;
+    a :class:`TrainingStopped` is raised at ``speed.stop_at``, after its checkpoint."""
     for k in ("limit_train", "limit_val", "limit_test", "threads"):
         _check_int(k, getattr(settings, k), minimum=1)
     _check_int("seed", settings.seed, minimum=0, optional=False)
@@ -323,7 +360,8 @@ def run(recipe: Recipe, settings: RunSettings, out: Union[str, Path], *,
     rank, world, dev, owned = _init_distributed(dev)
     try:
         return _run(recipe, settings, Path(out), entry, dev, rank, world, data_dir=data_dir,
-                    download=download, resume=resume, progress=progress, command=command)
+                    download=download, resume=resume, progress=progress, command=command,
+                    speed=speed or Speed())
     finally:
         if owned:
             torch.distributed.destroy_process_group()
@@ -331,7 +369,7 @@ def run(recipe: Recipe, settings: RunSettings, out: Union[str, Path], *,
 
 def _run(recipe: Recipe, settings: RunSettings, out: Path, entry, dev: torch.device, rank: int,
          world: int, *, data_dir, download: bool, resume: bool, progress: bool,
-         command: Optional[str]) -> TrainResult:
+         command: Optional[str], speed: Speed) -> TrainResult:
     from ..api import create_model
     from . import record as zrecord
     if recipe.batch_size % world:
@@ -341,6 +379,7 @@ def _run(recipe: Recipe, settings: RunSettings, out: Path, entry, dev: torch.dev
     torch.use_deterministic_algorithms(True, warn_only=True)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = False
+    configure_backends(speed, dev)
 
     ckpt_path = out / CHECKPOINT
     ident = _settings_dict(recipe, settings, world)
@@ -359,6 +398,9 @@ def _run(recipe: Recipe, settings: RunSettings, out: Path, entry, dev: torch.dev
         if recipe.epochs < state["epoch"]:
             raise ResumeError(f"{ckpt_path} has {state['epoch']} epochs already; --epochs must be at "
                               f"least that (equal: end the run there and write its outputs)")
+        if state.get("step", 0) and recipe.epochs <= state["epoch"]:
+            raise ResumeError(f"{ckpt_path} stopped inside epoch {state['epoch'] + 1}; --epochs must "
+                              f"be at least {state['epoch'] + 1} to finish it")
     elif resume and rank == 0:
         print(f"no {CHECKPOINT} in {out}: starting a fresh run", flush=True)
 
@@ -371,6 +413,9 @@ def _run(recipe: Recipe, settings: RunSettings, out: Path, entry, dev: torch.dev
     data.train = data.train.limited(settings.limit_train)
     if data.val is not None:
         data.val = data.val.limited(settings.limit_val)
+    if speed.data_on_device:
+        data.train = data.train.to(dev)
+        data.val = data.val.to(dev) if data.val is not None else None
 
     torch.manual_seed(settings.seed)
     np.random.seed(settings.seed)
@@ -378,9 +423,11 @@ def _run(recipe: Recipe, settings: RunSettings, out: Path, entry, dev: torch.dev
     model = create_model(settings.name).to(dev)
     if settings.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    prepare_model(model, speed, dev)
     opt = _make_optimizer(recipe, model.parameters())
     sched = _make_scheduler(recipe, opt)
     start_epoch, best, metrics, wall_before = 0, {"top1": -1.0, "epoch": -1, "state": None}, [], 0.0
+    start_step, partial = 0, None
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
@@ -389,6 +436,8 @@ def _run(recipe: Recipe, settings: RunSettings, out: Path, entry, dev: torch.dev
         start_epoch, best, metrics = state["epoch"], state["best"], state["metrics"]
         wall_before = state["wall_s"]
         _set_rng_state(state["rng"][rank])
+        start_step = state.get("step", 0)
+        partial = state["partial"][rank] if start_step else None
     else:
         # each rank draws its own dropout masks; the model above was built from `seed` alone
         torch.manual_seed(settings.seed + rank)
@@ -396,12 +445,38 @@ def _run(recipe: Recipe, settings: RunSettings, out: Path, entry, dev: torch.dev
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
         ddp_model = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    train_model = compiled(ddp_model, speed)
 
     t0 = time.time()
+    clock = CheckpointClock(speed.checkpoint_every_s, speed.stop_at, world, device=dev)
+
+    def save(epochs_done: int, step: int = 0, partials: Optional[list] = None) -> None:
+        rng = _gather_rng()
+        if rank == 0:
+            _atomic_torch_save({"ident": ident, "model": model.state_dict(),
+                                "optimizer": opt.state_dict(),
+                                "scheduler": sched.state_dict() if sched is not None else None,
+                                "rng": rng, "epoch": epochs_done, "step": step, "partial": partials,
+                                "best": best, "metrics": metrics,
+                                "wall_s": wall_before + time.time() - t0}, ckpt_path)
+        clock.saved()
+
     for epoch in range(start_epoch, recipe.epochs):
         te = time.time()
-        train_top1, train_loss = _train_epoch(model, ddp_model, opt, data, recipe, settings, dev,
-                                              epoch, progress)
+
+        def on_step(step: int, steps: int, snapshot, epoch=epoch) -> None:
+            action = clock.after_step()
+            if action is None or step == steps:  # the epoch's end checkpoints anyway
+                return
+            save(epoch, step, _gather(snapshot()))
+            if action == "stop":
+                _barrier()
+                raise TrainingStopped(out, epoch, step)
+
+        train_top1, train_loss = _train_epoch(model, train_model, opt, data, recipe, settings, dev,
+                                              epoch, progress, start_step, partial,
+                                              on_step if clock.active else None)
+        start_step, partial = 0, None
         _sync_state(model)
         row = {"epoch": epoch + 1, "train_loss": train_loss, "train_top1": train_top1}
         if data.val is not None:
@@ -415,18 +490,16 @@ def _run(recipe: Recipe, settings: RunSettings, out: Path, entry, dev: torch.dev
         if sched is not None:
             sched.step(row["val_top1"]) if recipe.schedule == "plateau" else sched.step()
         metrics.append({**row, "lr": opt.param_groups[0]["lr"], "seconds": round(time.time() - te, 3)})
-        rng = _gather_rng()
+        save(epoch + 1)
         if rank == 0:
-            _atomic_torch_save({"ident": ident, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                                "scheduler": sched.state_dict() if sched is not None else None,
-                                "rng": rng, "epoch": epoch + 1, "best": best, "metrics": metrics,
-                                "wall_s": wall_before + time.time() - t0}, ckpt_path)
             _write_metrics(out, metrics)
             val = (f", val loss {row['val_loss']:.4f} acc {row['val_top1']:.2f}% (best "
                    f"{best['top1']:.2f}% @ {best['epoch']})" if data.val is not None else "")
             print(f"{settings.weight_id} epoch {epoch + 1}/{recipe.epochs}: train loss "
                   f"{train_loss:.4f} acc {train_top1:.2f}%{val}, {time.time() - te:.1f} s", flush=True)
         _barrier()
+        if epoch + 1 < recipe.epochs and clock.should_stop():
+            raise TrainingStopped(out, epoch + 1, 0)
     wall = wall_before + time.time() - t0
 
     # the selected weight, and the test set touched once by it
@@ -469,7 +542,7 @@ def train(name: str, *, dataset: Optional[str] = None, out: Optional[Union[str, 
           channels_last: bool = False, validation: bool = True, resume: bool = False,
           device: str = "auto",
           download: bool = False, progress: bool = True, command: Optional[str] = None,
-          **recipe_overrides) -> TrainResult:
+          speed: Optional[Speed] = None, **recipe_overrides) -> TrainResult:
     """Train a registered model from its recipe. Recipe fields (``epochs``, ``lr``,
     ``batch_size``, ``weight_decay``, ...) are keyword overrides; a wrong name or type raises
     TypeError naming the field."""
@@ -482,4 +555,4 @@ def train(name: str, *, dataset: Optional[str] = None, out: Optional[Union[str, 
         out = Path("runs") / settings.weight_id
     return run(recipe, settings, out, data_dir=data_dir, download=download, resume=resume,
                device=device, progress=progress,
-               command=command or "python -m agcnn_zoo train " + shlex.join([name]))
+               command=command or "python -m agcnn_zoo train " + shlex.join([name]), speed=speed)
