@@ -11,21 +11,51 @@ from typing import List, Optional, Union
 
 import torch
 
+from ..hub.hosts import checkout as checkout_host
 from ..hub.hosts import package as package_host
 
 #: the largest weight that ships inside the package (a host of kind "package")
 EMBED_LIMIT = package_host.MAX_BYTES
+#: the largest weight kept in the repository's hf/agcnn-zoo/ folder (a host of kind "checkout")
+CHECKOUT_LIMIT = checkout_host.MAX_BYTES
 
 _DATA_LICENSE = {
     "mnist-rot-gen": "MNIST training digits (LeCun, Cortes, Burges; CC BY-SA 3.0), rotated by agcnn-zoo",
     "rotmnist": "mnist_rotation_new: derived from MNIST (Larochelle et al. 2007); see its home page",
     "cifar10": "CIFAR-10 (Krizhevsky 2009); see its home page",
+    "cifar10-jpeg": "CIFAR-10 (Krizhevsky 2009), see its home page; the JPEG copy comes from a "
+                    "public GitHub repository with no stated licence",
     "pcam": "PatchCamelyon (Veeling et al. 2018), CC0",
 }
 _TEST_SET = {
     "mnist-rot-aux": "mnist-rot-aux: the 10,000 MNIST test digits rotated by seeded random angles "
                      "(agcnn_zoo.data.MNISTRotAux), not mnist_rotation_new",
+    "cifar10-jpeg": "cifar10-jpeg: the 10,000 CIFAR-10 test images as JPEG (lossy), not the "
+                    "canonical test set",
 }
+_JPEG_NOTE = ("Trained on JPEG-compressed images: the offline JPEG copy of the CIFAR-10 training "
+              "set (pixels 4.5-8 levels from the canonical ones on average), and tested on the "
+              "JPEG copy of the test set; accuracy on the canonical (lossless) test set may differ.")
+
+
+def host_for(size: int, file: str) -> list:
+    """Where a trained weight of ``size`` bytes lives: in the package (at most 512 KB), in the
+    repository's hf/agcnn-zoo/ folder (at most 12 MiB), else nowhere yet (publish it)."""
+    if size <= EMBED_LIMIT:
+        return [{"type": "package", "path": file}]
+    if size <= CHECKOUT_LIMIT:
+        return [{"type": "checkout", "path": file}]
+    return []
+
+
+def schedule_changes(recipe, base) -> List[str]:
+    """The recipe fields a run changed from the authors' recipe ``base`` ("lr 0.05 -> 0.2")."""
+    changed = []
+    for k, v in recipe.as_dict().items():
+        was = base.as_dict().get(k)
+        if v != was and k not in ("source", "notes"):
+            changed.append(f"{k} {was} -> {v}")
+    return changed
 
 
 def _paper_accuracy(name: str) -> dict:
@@ -46,14 +76,15 @@ def build_record(*, entry, recipe, settings, data, weight: Path, sha256: str, nu
                  wall_s: float, command: Optional[str]) -> dict:
     from .. import __version__
     from .recipes import recipe_for
-    default_epochs = recipe_for(settings.name).epochs
+    base = recipe_for(settings.name)
+    default_epochs = base.epochs
     size = weight.stat().st_size
     prep = dict(entry.preprocessing)
     norm = data.info.get("normalize", {})
     if "mean" in norm:
         prep["mean"] = norm["mean"] if isinstance(norm["mean"], list) else [norm["mean"]]
         prep["std"] = norm["std"] if isinstance(norm["std"], list) else [norm["std"]]
-        if settings.dataset != entry.dataset:
+        if settings.dataset != entry.dataset and "of" in norm:
             prep["normalize"] = f"scalar mean/std of {norm.get('of', 'the training images')} ({settings.dataset})"
     prep["training_set"] = settings.dataset
     if data.test_name in _TEST_SET:
@@ -70,8 +101,13 @@ def build_record(*, entry, recipe, settings, data, weight: Path, sha256: str, nu
                  f"{data.info.get('split', '')}; no model selection (the weight after the last "
                  f"epoch is the result); the test set was evaluated once, with that weight."]
     if shortened:
+        changes = [c for c in schedule_changes(recipe, base) if not c.startswith("epochs ")]
         notes.append(f"Shortened schedule: {recipe.epochs} of the recipe's {default_epochs} epochs "
-                     f"(CPU time); the recipe is otherwise unchanged.")
+                     f"(a compute budget); "
+                     + (f"also changed from the recipe: {'; '.join(changes)}." if changes else
+                        "the recipe is otherwise unchanged."))
+    if settings.dataset == "cifar10-jpeg":
+        notes.append(_JPEG_NOTE)
     if settings.limited:
         notes.append("A limited run (--limit-*): a smoke test, not a zoo weight.")
     return {
@@ -81,7 +117,7 @@ def build_record(*, entry, recipe, settings, data, weight: Path, sha256: str, nu
         "file": weight.name,
         "sha256": sha256,
         "size": size,
-        "hosts": [{"type": "package", "path": weight.name}] if size <= EMBED_LIMIT else [],
+        "hosts": host_for(size, weight.name),
         "num_params": num_params,
         "preprocessing": prep,
         "license": {"weights": "MIT", "text": "MIT (agcnn-zoo); trained by agcnn-zoo",
@@ -100,6 +136,7 @@ def build_record(*, entry, recipe, settings, data, weight: Path, sha256: str, nu
             "recipe": recipe.as_dict(),
             "recipe_epochs": default_epochs,
             "shortened": shortened,
+            "changed_from_recipe": schedule_changes(recipe, base),
             "dataset": settings.dataset,
             "data": {k: v for k, v in data.info.items() if k != "source"},
             "seed": settings.seed,
@@ -162,22 +199,25 @@ def plot_curves(metrics: List[dict], path: Path, title: str = "") -> Optional[Pa
 
 
 def install(record_path: Union[str, Path], manifest_path: Optional[Union[str, Path]] = None,
-            default: bool = False) -> str:
-    """Add a run's record to the manifest and its weight to the package's weights folder;
-    returns the weight id. Refuses limited runs, weights over the embedding limit (publish those
-    to the Hugging Face host instead) and records that would replace another weight."""
+            default: bool = False, allow_limited: bool = False) -> str:
+    """Add a run's record to the manifest and its weight to the folder of its host: the
+    package's weights folder (at most 512 KB) or the repository's ``hf/agcnn-zoo/`` (at most
+    12 MiB; ``$AGCNN_ZOO_HF_CLONE`` when set), with its model card there; returns the weight id.
+    Refuses limited runs (``allow_limited``: a smoke test's own scratch manifest), weights over
+    12 MiB (publish those to the Hugging Face host instead) and records that would replace
+    another weight."""
     from ..hub.manifest import load_manifest, save_manifest
     from ..io import atomic_write_bytes, sha256_file
     record_path = Path(record_path)
     rec = json.loads(record_path.read_text())
     weight = record_path.parent / rec["file"]
-    if any(v is not None for v in rec["training"]["limits"].values()):
+    if any(v is not None for v in rec["training"]["limits"].values()) and not allow_limited:
         raise ValueError(f"{record_path}: a limited run (--limit-*) is a smoke test; train without "
                          f"limits to add a weight to the manifest")
     if not rec["hosts"]:
-        raise ValueError(f"{weight} is {rec['size']} bytes, over the {EMBED_LIMIT}-byte limit of "
-                         f"embedded weights: publish it to the Hugging Face host "
-                         f"(python -m agcnn_zoo publish) instead")
+        raise ValueError(f"{weight} is {rec['size']} bytes, over the {CHECKOUT_LIMIT}-byte limit of "
+                         f"the repository's weights: publish it to the Hugging Face host "
+                         f"(python -m agcnn_zoo publish --files-dir {weight.parent}) instead")
     if sha256_file(weight) != rec["sha256"]:
         raise ValueError(f"{weight} does not match its record's sha256 (modified after training?)")
     weight_id = rec["file"][: -len(".safetensors")]
@@ -195,12 +235,17 @@ def install(record_path: Union[str, Path], manifest_path: Optional[Union[str, Pa
                 r["default"] = False
     # a re-trained weight under the same id keeps the role its predecessor had for the name
     rec["default"] = bool(default) or bool(old is not None and old.get("default"))
-    folder = Path(package_host.WEIGHTS_DIR)  # read now: tests point it elsewhere
-    folder.mkdir(exist_ok=True)
+    in_checkout = rec["hosts"][0]["type"] == "checkout"
+    # read now: tests (and the campaign) point them elsewhere
+    folder = checkout_host.folder() if in_checkout else Path(package_host.WEIGHTS_DIR)
+    folder.mkdir(parents=True, exist_ok=True)
     target = folder / rec["file"]
     if target.resolve() != weight.resolve():
         atomic_write_bytes(target, weight.read_bytes())
         target.chmod(0o644)
     manifest["weights"][weight_id] = rec
     save_manifest(manifest, manifest_path)
+    if in_checkout:
+        from ..hub.hf_folder import write_cards
+        write_cards(folder, manifest["weights"])
     return weight_id
