@@ -20,6 +20,7 @@ import io
 import json
 import os
 import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Tuple
@@ -134,7 +135,7 @@ def _load_entry(path: Path, key: str) -> Optional[dict]:
             images, labels = z["images"], z["labels"]
         ok = (meta.get("format") == _FORMAT and meta.get("key") == key
               and _arrays_sha256(images, labels) == meta.get("arrays_sha256"))
-    except (OSError, ValueError, KeyError, json.JSONDecodeError, EOFError) as e:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
         ok, meta = False, {"error": str(e)}
     if ok:
         return {"images": images, "labels": labels, **meta}
