@@ -23,6 +23,8 @@ def add_parser(sub) -> None:
     s.add_argument("--weight-decay", type=float)
     s.add_argument("--optimizer", choices=["adam", "sgd"])
     s.add_argument("--momentum", type=float)
+    s.add_argument("--milestones", type=_int_list, metavar="E1,E2,...",
+                   help="MultiStepLR epochs (a shortened schedule scales them; '' for none)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--limit-train", type=int, metavar="K", help="train on the first K images only")
     s.add_argument("--limit-val", type=int, metavar="K", help="validate on the first K images only")
@@ -54,6 +56,14 @@ def add_parser(sub) -> None:
     s.set_defaults(fn=run_cli)
 
 
+def _int_list(text: str):
+    import argparse
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated epochs, got {text!r}") from None
+
+
 def run_cli(args) -> int:
     import time
 
@@ -80,7 +90,7 @@ def run_cli(args) -> int:
                        device=args.device, download=args.download, progress=not args.no_progress,
                        command=command, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                        weight_decay=args.weight_decay, optimizer=args.optimizer,
-                       momentum=args.momentum, speed=speed)
+                       momentum=args.momentum, milestones=args.milestones, speed=speed)
     except TrainingStopped as e:
         print(f"{args.name}: {e}", file=sys.stderr)
         return 3
