@@ -100,12 +100,14 @@ def build_record(*, entry, recipe, settings, data, weight: Path, sha256: str, nu
         notes = [f"Trained by agcnn-zoo, not by the paper's authors, on a fixed schedule: "
                  f"{data.info.get('split', '')}; no model selection (the weight after the last "
                  f"epoch is the result); the test set was evaluated once, with that weight."]
+    changes = [c for c in schedule_changes(recipe, base) if not c.startswith("epochs ")]
     if shortened:
-        changes = [c for c in schedule_changes(recipe, base) if not c.startswith("epochs ")]
         notes.append(f"Shortened schedule: {recipe.epochs} of the recipe's {default_epochs} epochs "
                      f"(a compute budget); "
                      + (f"also changed from the recipe: {'; '.join(changes)}." if changes else
                         "the recipe is otherwise unchanged."))
+    elif changes:
+        notes.append(f"Changed from the authors' recipe: {'; '.join(changes)}.")
     if settings.dataset == "cifar10-jpeg":
         notes.append(_JPEG_NOTE)
     if settings.limited:
