@@ -114,3 +114,21 @@ def test_a_killed_campaign_resumes_from_the_carried_folder(smoke, tmp_path, monk
     wid = "allcnnc_cifar.smoke.safetensors"
     assert (tmp_path / "call2" / "runs" / "allcnnc_cifar.smoke" / wid).read_bytes() == \
         (out / "runs" / "allcnnc_cifar.smoke" / wid).read_bytes()
+
+
+def test_a_budget_too_small_for_any_epoch_probes_plans_and_trains_nothing(tmp_path, monkeypatch):
+    """The path of a GPU call, on the CPU: the probe measures the name on the device, the plan
+    finds that not even a shortened run of min_epochs fits, nothing starts, the state says why."""
+    monkeypatch.setenv("AGCNN_ZOO_CACHE", str(tmp_path / "cache"))
+    data = jpeg_subset(tmp_path / "data", 2)
+    proc = campaign("--out", str(tmp_path / "out"), "--data-dir", str(data), "--device", "cpu",
+                    "--names", "allcnnc_cifar", "--budget", "120", "--reserve", "60",
+                    "--probe-seconds", "1", "--threads", "1")
+    text = proc.communicate(timeout=900)[0]
+    assert proc.returncode == 0, text[-3000:]
+    call = json.loads((tmp_path / "out" / "campaign.json").read_text())["calls"][-1]
+    probe = call["probe"]["allcnnc_cifar"]
+    assert probe["batch"] == 128 and probe["images_per_s"] > 0 and probe["device"] == "cpu"
+    assert call["runs"] == {} and call["finished"] == []
+    assert "allcnnc_cifar waits for a later call" in text
+    assert not (tmp_path / "out" / "runs").exists()

@@ -206,8 +206,8 @@ def install(record_path: Union[str, Path], manifest_path: Optional[Union[str, Pa
     package's weights folder (at most 512 KB) or the repository's ``hf/agcnn-zoo/`` (at most
     12 MiB; ``$AGCNN_ZOO_HF_CLONE`` when set), with its model card there; returns the weight id.
     Refuses limited runs (``allow_limited``: a smoke test's own scratch manifest), weights over
-    12 MiB (publish those to the Hugging Face host instead) and records that would replace
-    another weight."""
+    12 MiB (only the Hugging Face host can hold those) and records that would replace another
+    weight."""
     from ..hub.manifest import load_manifest, save_manifest
     from ..io import atomic_write_bytes, sha256_file
     record_path = Path(record_path)
@@ -218,8 +218,8 @@ def install(record_path: Union[str, Path], manifest_path: Optional[Union[str, Pa
                          f"limits to add a weight to the manifest")
     if not rec["hosts"]:
         raise ValueError(f"{weight} is {rec['size']} bytes, over the {CHECKOUT_LIMIT}-byte limit of "
-                         f"the repository's weights: publish it to the Hugging Face host "
-                         f"(python -m agcnn_zoo publish --files-dir {weight.parent}) instead")
+                         f"hf/agcnn-zoo/: only the Hugging Face host can hold it; upload it there "
+                         f"and add its record with a huggingface host (install does not do that)")
     if sha256_file(weight) != rec["sha256"]:
         raise ValueError(f"{weight} does not match its record's sha256 (modified after training?)")
     weight_id = rec["file"][: -len(".safetensors")]
