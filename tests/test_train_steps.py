@@ -134,3 +134,21 @@ def test_the_plan_resumes_first_then_cheapest_complete_recipe_first():
     cut = shortened(recipe_for("p4m_allcnnc_cifar"), 20, 512)
     plans, _ = allocate(rates, full_a + 60, batch=512, frozen={"p4m_allcnnc_cifar": (cut, 7)})
     assert plans[0].name == "p4m_allcnnc_cifar" and plans[0].resumed and plans[0].recipe == cut
+
+
+def test_the_full_alpha_chunk_budget_follows_the_gpu_memory(monkeypatch):
+    from types import SimpleNamespace
+
+    import agcnn_zoo as zoo
+    from agcnn_zoo.train import speed as sp
+    assert sp.chunk_budget(torch.device("cpu")) is None  # the CPU cache decides there
+    for total, budget in ((80e9, 1 << 27), (16e9, 1 << 24), (100e6, 1 << 20), (1e13, 1 << 28)):
+        monkeypatch.setattr(torch.cuda, "get_device_properties",
+                            lambda dev, t=total: SimpleNamespace(total_memory=int(t)))
+        assert sp.chunk_budget(torch.device("cuda", 0)) == budget
+    model = zoo.create_model("a_p4cnn_rotmnist")
+    sp.prepare_model(model, Speed(chunk_elements=12345), torch.device("cpu"))
+    budgets = {m.max_chunk_elements for m in model.modules() if hasattr(m, "max_chunk_elements")}
+    assert budgets == {12345}
+    assert sp.for_device(torch.device("cuda")) == Speed(data_on_device=True, benchmark=True)
+    assert sp.for_device(torch.device("cpu"), compile=True) == Speed(compile=True)
