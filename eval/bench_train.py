@@ -129,8 +129,8 @@ def main(argv=None) -> int:
         p.error("--batch, --small-batch, --steps and --threads must be at least 1")
     import torch
     import agcnn_zoo as zoo
-    device = "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) \
-        else "cpu"
+    cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+    device = "cuda" if cuda else "cpu"
     names = []
     for pat in args.models.split(","):
         names += [n for n in zoo.list_models(pat) if n not in names]

@@ -22,7 +22,8 @@ What one call does, in order (every step logged, the state kept in ``OUT/campaig
 4. Plan (:mod:`agcnn_zoo.train.allocate`): runs started in an earlier call first, then the
    cheapest complete recipe first (by the probe; measured on the 2-core CPU here the order is
    resnet44, allcnnc, af_p4_allcnnc, p4_allcnnc, p4m_resnet44, p4m_allcnnc, af_p4m_allcnnc,
-   af_p4m_resnet44, a_p4m_resnet44; by operations counted, the p4 and p4m ones pair up). A recipe that does not fit in the time left is shortened
+   af_p4m_resnet44, a_p4m_resnet44; by operations counted, the p4 and p4m ones pair up).
+   A recipe that does not fit in the time left is shortened
    (:mod:`agcnn_zoo.train.budget`: fewer epochs, milestones scaled, recorded as shortened); the
    names after it wait for the next call. On a GPU new runs use ``--batch`` (512 by default)
    with the learning rate scaled linearly; the record lists the change.
@@ -179,7 +180,8 @@ def run_one(name: str, recipe, args, weight_id: str, time_limit: float) -> str:
     cmd = train_command(name, recipe, args, weight_id, time_limit)
     log(f"{weight_id}: {recipe.epochs} epochs, batch {recipe.batch_size}, lr {recipe.lr:g}, "
         f"milestones {list(recipe.milestones)}, time limit {time_limit:.0f} s (log {log_path})")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    path = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
+    env = dict(os.environ, PYTHONPATH=path)
     with open(log_path, "ab") as f:
         f.write(f"\n$ {' '.join(cmd)}\n".encode())
         f.flush()

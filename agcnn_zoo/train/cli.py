@@ -74,9 +74,11 @@ def run_cli(args) -> int:
     from .record import install
     from .speed import Speed
     command = "python -m agcnn_zoo " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["train"] else None
-    for flag, value in (("--checkpoint-every", args.checkpoint_every), ("--time-limit", args.time_limit)):
+    for flag, value in (("--checkpoint-every", args.checkpoint_every),
+                        ("--time-limit", args.time_limit)):
         if value is not None and not value > 0:
-            print(f"error: {flag} must be a positive number of seconds, got {value}", file=sys.stderr)
+            print(f"error: {flag} must be a positive number of seconds, got {value}",
+                  file=sys.stderr)
             return 2
     speed = Speed(data_on_device=args.data_on_device, compile=args.compile,
                   benchmark=args.cudnn_benchmark, checkpoint_every_s=args.checkpoint_every,

@@ -399,8 +399,8 @@ def _run(recipe: Recipe, settings: RunSettings, out: Path, entry, dev: torch.dev
             raise ResumeError(f"{ckpt_path} has {state['epoch']} epochs already; --epochs must be at "
                               f"least that (equal: end the run there and write its outputs)")
         if state.get("step", 0) and recipe.epochs <= state["epoch"]:
-            raise ResumeError(f"{ckpt_path} stopped inside epoch {state['epoch'] + 1}; --epochs must "
-                              f"be at least {state['epoch'] + 1} to finish it")
+            raise ResumeError(f"{ckpt_path} stopped inside epoch {state['epoch'] + 1}; --epochs "
+                              f"must be at least {state['epoch'] + 1} to finish it")
     elif resume and rank == 0:
         print(f"no {CHECKPOINT} in {out}: starting a fresh run", flush=True)
 

@@ -35,7 +35,8 @@ _TEST_SET = {
 }
 _JPEG_NOTE = ("Trained on JPEG-compressed images: the offline JPEG copy of the CIFAR-10 training "
               "set (pixels 4.5-8 levels from the canonical ones on average), and tested on the "
-              "JPEG copy of the test set; accuracy on the canonical (lossless) test set may differ.")
+              "JPEG copy of the test set; accuracy on the canonical (lossless) test set may "
+              "differ.")
 
 
 def host_for(size: int, file: str) -> list:
@@ -217,8 +218,8 @@ def install(record_path: Union[str, Path], manifest_path: Optional[Union[str, Pa
         raise ValueError(f"{record_path}: a limited run (--limit-*) is a smoke test; train without "
                          f"limits to add a weight to the manifest")
     if not rec["hosts"]:
-        raise ValueError(f"{weight} is {rec['size']} bytes, over the {CHECKOUT_LIMIT}-byte limit of "
-                         f"hf/agcnn-zoo/: only the Hugging Face host can hold it; upload it there "
+        raise ValueError(f"{weight} is {rec['size']} bytes, over the {CHECKOUT_LIMIT}-byte "
+                         f"limit of hf/agcnn-zoo/: only the Hugging Face host can hold it; upload it there "
                          f"and add its record with a huggingface host (install does not do that)")
     if sha256_file(weight) != rec["sha256"]:
         raise ValueError(f"{weight} does not match its record's sha256 (modified after training?)")
