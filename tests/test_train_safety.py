@@ -318,10 +318,13 @@ def test_update_manifest_refuses_before_training(tmp_path, extra, words):
     assert not out.exists()
 
 
-def test_a_large_weight_is_refused_for_the_package_before_training(tmp_path):
-    p = cli(tmp_path, "train", "resnet44_cifar", "--tag", "x", "--update-manifest",
+def test_a_weight_too_large_to_ship_is_refused_before_training(tmp_path):
+    """What ships goes into the package (at most 512 KB) or the repository's hf/agcnn-zoo/ (at
+    most 12 MiB); a_p4m_resnet44_cifar (19 MB) fits neither: refused before any data is read."""
+    p = cli(tmp_path, "train", "a_p4m_resnet44_cifar", "--tag", "x", "--update-manifest",
             "--into-package", "--data-dir", str(tmp_path), "--out", str(tmp_path / "never"))
-    assert_one_line_error(p, "over the 524,288-byte limit of package weights")
+    assert_one_line_error(p, "over the 12,582,912-byte limit of checkout weights")
+    assert not (tmp_path / "never").exists()
 
 
 def test_install_goes_to_the_users_manifest_and_create_model_finds_it(tmp_path, finished_run,

@@ -5,7 +5,8 @@ Layout (one purpose per module):
 * :mod:`.records`   typed :class:`WeightRecord` / host dataclasses, parsed and validated once
 * :mod:`.manifest`  ``weights_manifest.json``: load, save, validate, look up records
 * :mod:`.cache`     where verified files are kept; the only code that deletes there
-* :mod:`.hosts`     one module per host kind (``package``, ``huggingface``, ``original``)
+* :mod:`.hosts`     one module per host kind (``package``, ``checkout``, ``huggingface``,
+                    ``original``)
 * :mod:`.fetch`     ``fetch_weights`` / ``load_state_dict``: caches, then hosts in order
 * :mod:`.convert`   the authors' checkpoints -> deterministic safetensors
 * :mod:`.publish`   upload to a Hugging Face repo and pin the revision
@@ -24,8 +25,8 @@ from .errors import (CacheError, CacheNotWritableError, CachePathError, ConfigEr
 from .fetch import cached_weights_path, fetch_weights, load_state_dict, resolve_record, verify_file
 from .manifest import (get_record, load_manifest, load_records, manifest_path, save_manifest,
                        validate_manifest, weight_record)
-from .records import (HuggingFaceHost, OriginalHost, PackageHost, WeightRecord, parse_record,
-                      trust_host)
+from .records import (CheckoutHost, HuggingFaceHost, OriginalHost, PackageHost, WeightRecord,
+                      parse_record, trust_host)
 
 __all__ = [
     "fetch_weights", "load_state_dict", "verify_file", "cache_dir", "hf_cache_dir",
@@ -35,6 +36,6 @@ __all__ = [
     "CacheNotWritableError", "DiskFullError", "CachePathError", "UnsafeFileError", "RecordError",
     "NoPretrainedWeightsError", "NoRecordError", "WeightsUnavailableError", "UnpinnedWeightsWarning", "HostFailure",
     "DEFAULT_TIMEOUT", "DEFAULT_DEADLINE", "WeightRecord", "HuggingFaceHost", "OriginalHost",
-    "PackageHost", "parse_record", "trust_host", "get_record", "load_manifest", "load_records",
+    "PackageHost", "CheckoutHost", "parse_record", "trust_host", "get_record", "load_manifest", "load_records",
     "manifest_path", "save_manifest", "validate_manifest", "weight_record",
 ]

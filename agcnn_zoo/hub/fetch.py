@@ -10,6 +10,8 @@ tried in order:
 
 * ``package``: a file shipped in ``agcnn_zoo/weights/`` (tried before any cache when it is
   listed first; never written or deleted by the cache);
+* ``checkout``: a file in the repository's ``hf/agcnn-zoo/`` folder (a clone or a torch.hub
+  checkout; the same rules as ``package``, files up to 12 MiB);
 * ``huggingface``: the file at the pinned revision, into the Hugging Face cache;
 * ``original``: the authors' checkpoint at a pinned URL, checked and converted.
 
@@ -106,9 +108,9 @@ def _try(record: WeightRecord, host, target: Path, progress: bool,
 def fetch_weights(name: str, record: RecordLike = None, *, progress: bool = True) -> Path:
     """A local safetensors file of ``name``'s published weights, verified when it was written.
 
-    Package hosts listed first, then caches (no request at all), then the record's hosts in
-    order; a host that fails leaves nothing behind and the next one is tried. Raises
-    :class:`WeightsUnavailableError` (with each host's error) when none delivers."""
+    Local hosts (package, checkout) listed first, then caches (no request at all), then the
+    record's hosts in order; a host that fails leaves nothing behind and the next one is tried.
+    Raises :class:`WeightsUnavailableError` (with each host's error) when none delivers."""
     rec = resolve_record(name, record)
     env.timeout(), env.deadline()  # a bad setting is an error of its own, not a host failure
     target = _cache.cached_weights_path(rec)

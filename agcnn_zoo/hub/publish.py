@@ -5,9 +5,11 @@ One repo holds every weight, flat: ``<file>.safetensors`` per model, ``cards/<na
 model card each) and a ``README.md`` index. Every file is checked against the manifest (sha256,
 size) and loaded strictly into its model before anything is uploaded; after the commit each
 published record gets ``{"type": "huggingface", "repo_id", "revision": <commit oid>,
-"filename"}`` as its first download host, behind the files shipped in the package (which
-need no network, so they stay first); an older host on the same repo is replaced, hosts on other
-repos and the original URL stay behind it as fallbacks, and the manifest is saved.
+"filename"}`` as its first download host, behind the files shipped in the package or kept in
+the repository's ``hf/agcnn-zoo/`` folder (which need no network, so they stay first); an older
+host on the same repo is replaced, hosts on other repos and the original URL stay behind it as
+fallbacks, and the manifest is saved. ``hf/agcnn-zoo/`` is laid out as this repo (weights,
+``cards/``, ``README.md``), so its weights publish unchanged.
 
     python -m agcnn_zoo publish --repo-id ORG/NAME [--manifest PATH] [--endpoint URL]
 """
@@ -22,6 +24,7 @@ from typing import Callable, Iterable, List, Optional, Union
 from ..io import env
 from ..io.files import sha256_bytes
 from . import fetch as hub
+from .hosts import LOCAL_KINDS
 from .manifest import load_manifest, manifest_path as default_manifest_path, save_manifest
 
 __all__ = ["publish", "model_card", "index_card", "huggingface_host"]
@@ -128,8 +131,9 @@ def index_card(repo_id: str, names: Iterable[str], records: dict) -> str:
         "",
         f"# {repo_id}",
         "",
-        f"Verified weights of attentive group-equivariant CNNs ({_PAPER}), converted from the "
-        "authors' published checkpoints by agcnn-zoo. Load them with "
+        f"Verified weights of attentive group-equivariant CNNs ({_PAPER}): the authors' "
+        "published checkpoints converted by agcnn-zoo, and weights agcnn-zoo trained itself "
+        "(each card says which, and how). Load them with "
         "`agcnn_zoo.create_model(name, pretrained=True)`.",
         "",
         "| model | architecture | dataset | authors' top-1 | file | card |",
@@ -243,8 +247,8 @@ def publish(repo_id: str, manifest_path: Optional[Union[str, Path]] = None,
         record = records[name]
         others = [h for h in record["hosts"]
                   if not (h.get("type") == "huggingface" and h.get("repo_id") == repo_id)]
-        embedded = [h for h in others if h.get("type") == "package"]
-        others = [h for h in others if h.get("type") != "package"]
+        embedded = [h for h in others if h.get("type") in LOCAL_KINDS]
+        others = [h for h in others if h.get("type") not in LOCAL_KINDS]
         record["hosts"] = embedded + [huggingface_host(repo_id, revision, record["file"])] + others
     saved = save_manifest(data, path)
     log(f"published {repo_id}@{revision}; manifest updated: {saved}")

@@ -4,7 +4,8 @@ A record is ``weights[<weight id>]`` of ``weights_manifest.json``. Weight ids ar
 or ``<model>.<tag>`` (timm style: the model name is the part before the first '.', a tag
 matches ``[a-z0-9_-]+``). :func:`parse_record` turns the JSON object into a
 :class:`WeightRecord` holding one host object per entry of ``hosts``
-(:class:`HuggingFaceHost`, :class:`OriginalHost`, :class:`PackageHost`); every field the
+(:class:`HuggingFaceHost`, :class:`OriginalHost`, :class:`PackageHost`,
+:class:`CheckoutHost`); every field the
 dataclasses do not model (``architecture``, ``accuracy``, ``training``, ``default``, ...) is
 kept verbatim in ``extra`` and written back in its place by :meth:`WeightRecord.to_dict`, so a
 load/save round trip loses nothing.
@@ -13,7 +14,7 @@ What is refused when a record is parsed (:class:`RecordError`), because it could
 touch files or hosts it must not: a sha256 / git blob id that is not lowercase hex, a file
 name with a folder part, an original URL that is not ``https://`` on an allowed host
 (:data:`TRUSTED_HOSTS`; ``file://``, ``data:`` and any other scheme are refused), a package
-file name with a folder part. A Hugging Face host with a malformed repo id or revision is
+or checkout file name with a folder part. A Hugging Face host with a malformed repo id or revision is
 kept with its ``problem`` set: that host fails when tried, the other hosts still work.
 
 Tests may serve files from 127.0.0.1 after :func:`trust_host` ``("127.0.0.1", http=True)``.
@@ -30,7 +31,7 @@ from typing import Any, ClassVar, Dict, List, Optional, Tuple, Union
 from ..io.errors import ZooIOError
 
 __all__ = ["WeightRecord", "Host", "HuggingFaceHost", "OriginalHost", "PackageHost", "LocalHost",
-           "RecordError", "parse_record", "parse_host", "record_problems", "trust_host",
+           "CheckoutHost", "RecordError", "parse_record", "parse_host", "record_problems", "trust_host",
            "TRUSTED_HOSTS", "HTTP_HOSTS", "WEIGHT_ID", "HOST_TYPES"]
 
 HEX40 = re.compile(r"^[0-9a-f]{40}$")
@@ -45,7 +46,7 @@ TRUSTED_HOSTS = {"raw.githubusercontent.com", "github.com", "media.githubusercon
 #: hosts that may also be reached over plain http (none by default; tests add 127.0.0.1)
 HTTP_HOSTS: set = set()
 
-HOST_TYPES = ("huggingface", "original", "package", "local")
+HOST_TYPES = ("huggingface", "original", "package", "checkout", "local")
 
 
 class RecordError(ZooIOError, ValueError):
@@ -150,6 +151,15 @@ class LocalHost(Host):
         return f"local {Path(self.folder or '?') / self.path}"
 
 
+@dataclass
+class CheckoutHost(Host):
+    path: str = ""
+    _KEYS = ("path",)
+
+    def describe(self) -> str:
+        return f"checkout hf/agcnn-zoo/{self.path}"
+
+
 def _take(d: dict, key: str, present: list):
     if key in d:
         present.append(key)
@@ -202,6 +212,11 @@ def parse_host(raw: Any, where: str = "host") -> Host:
                               f"user manifest's folder")
         if h.folder is not None and not (isinstance(h.folder, str) and Path(h.folder).is_absolute()):
             raise RecordError(f"{where}: local folder must be an absolute path")
+    elif t == "checkout":
+        h = CheckoutHost("checkout", path=_take(d, "path", present) or "")
+        if not FILE_NAME.match(str(h.path)):
+            raise RecordError(f"{where}: checkout path {h.path!r} must be a plain file name "
+                              f"inside hf/agcnn-zoo/")
     else:
         raise RecordError(f"{where}: unknown host type {t!r} (known: {', '.join(HOST_TYPES)})")
     h.present = tuple(present)

@@ -18,6 +18,8 @@
     where test data, the weights manifest and the user's own manifest are.
 ``AGCNN_ZOO_CHUNK_ELEMENTS``
     the full-alpha chunk budget (response entries).
+``AGCNN_ZOO_HF_CLONE``
+    a clone of the zoo's Hugging Face repository, for weights of the ``checkout`` host.
 ``HF_HUB_CACHE``, ``HF_HOME``, ``HF_ENDPOINT``, ``HF_HUB_OFFLINE``
     as in huggingface_hub (read here, when used, so that a change after import counts).
 ``WORLD_SIZE``, ``LOCAL_RANK``
@@ -143,6 +145,12 @@ def hf_cache_dir() -> Optional[str]:
     if os.environ.get("HF_HOME"):
         return os.path.join(os.path.expanduser(os.environ["HF_HOME"]), "hub")
     return None
+
+
+def hf_clone() -> Optional[Path]:
+    """``AGCNN_ZOO_HF_CLONE``: a clone of the zoo's Hugging Face repository (or a folder laid
+    out like it) standing in for the checkout's ``hf/agcnn-zoo``, or None."""
+    return _path("AGCNN_ZOO_HF_CLONE")
 
 
 def hf_endpoint() -> Optional[str]:

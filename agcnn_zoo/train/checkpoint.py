@@ -25,8 +25,9 @@ from ..io.errors import ZooIOError
 from ..io.files import atomic_write_bytes, sha256_hasher
 from ..io.strict_json import JSONFileError, loads_strict
 
-__all__ = ["CHECKPOINT", "LEGACY_CHECKPOINT", "CheckpointError", "save_checkpoint",
-           "load_checkpoint", "state_digest"]
+__all__ = ["CHECKPOINT", "LEGACY_CHECKPOINT", "CheckpointError", "ResumeError", "STATE_KEYS",
+           "save_checkpoint", "load_checkpoint", "state_digest", "capture", "verify_best",
+           "open_state"]
 
 CHECKPOINT = "checkpoint.safetensors"
 #: the pickle checkpoints of earlier agcnn-zoo versions: never read (unpickling can run code)
@@ -169,4 +170,64 @@ def load_checkpoint(path: Path, required: Tuple[str, ...] = ()) -> Dict[str, Any
     if missing:
         raise CheckpointError(f"{path}: lacks {', '.join(missing)} (not a checkpoint of an "
                               f"agcnn-zoo training run, or a damaged one)")
+    return state
+
+
+# ----------------------------------------------------------------------------- a run's state
+
+#: what a run's checkpoint holds (``step`` / ``partial``: where inside an epoch it was written)
+STATE_KEYS = ("ident", "model", "optimizer", "scheduler", "rng", "epoch", "best", "metrics",
+              "wall_s", "outputs")
+
+
+class ResumeError(ZooIOError, ValueError):
+    """--resume against a checkpoint of a different run, or a fresh run over an existing one."""
+    default_hint = "resume with the run's own settings, or choose another --out"
+
+
+def capture(model: torch.nn.Module, top1, epoch: int) -> dict:
+    """A best-so-far entry: a copy of the weights and their digest, taken now."""
+    tensors = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    return {"top1": top1, "epoch": epoch, "state": tensors, "sha256": state_digest(tensors)}
+
+
+def verify_best(best: dict, where: Path) -> None:
+    """Refuse a stored best weight whose digest is not the one recorded when it was taken."""
+    if best.get("state") is not None and state_digest(best["state"]) != best.get("sha256"):
+        raise CheckpointError(f"{where}: the stored best weight (epoch {best.get('epoch')}) does "
+                              f"not match the sha256 recorded when it was taken")
+
+
+def open_state(out: Path, ident: dict, epochs: int, resume: bool, announce: bool) -> "dict | None":
+    """The state a run in ``out`` continues from (None: a fresh run), after every check:
+    no pickle is read, the file verifies, it is this run's (``ident``) and ``epochs`` can
+    finish it. ``announce``: say so when --resume finds nothing to continue."""
+    import os
+    legacy = out / LEGACY_CHECKPOINT
+    if os.path.lexists(legacy):
+        raise CheckpointError(f"{legacy}: a pickle checkpoint of an earlier agcnn-zoo; it is not "
+                              f"read (unpickling a file can run code in it)",
+                              hint="start a fresh run in another --out")
+    path = out / CHECKPOINT
+    if not os.path.lexists(path):
+        if resume and announce:
+            print(f"no {CHECKPOINT} in {out}: starting a fresh run", flush=True)
+        return None
+    if not resume:
+        raise ResumeError(f"{out} already holds a run ({CHECKPOINT}); pass --resume to continue "
+                          f"it, or choose another --out")
+    state = load_checkpoint(path, STATE_KEYS)
+    if state["ident"] != ident:
+        old = state["ident"] if isinstance(state["ident"], dict) else {}
+        diff = [k for k in ident if old.get(k) != ident[k]]
+        raise ResumeError(f"{path} is a different run ({', '.join(diff)} differ: checkpoint "
+                          f"{[old.get(k) for k in diff]}, now {[ident[k] for k in diff]}); resume "
+                          f"with the same settings, or choose another --out")
+    if epochs < state["epoch"]:
+        raise ResumeError(f"{path} has {state['epoch']} epochs already; --epochs must be at "
+                          f"least that (equal: end the run there and write its outputs)")
+    if state.get("step", 0) and epochs <= state["epoch"]:
+        raise ResumeError(f"{path} stopped inside epoch {state['epoch'] + 1}; --epochs must be at "
+                          f"least {state['epoch'] + 1} to finish it")
+    verify_best(state["best"], path)
     return state

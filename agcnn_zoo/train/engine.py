@@ -1,16 +1,25 @@
-"""The training loop: seeded, deterministic on CPU, resumable from an atomic per-epoch
-checkpoint, data-parallel under ``torchrun`` (DistributedDataParallel; gloo on CPU, nccl on
-GPUs). Model selection on the validation split; the test split is evaluated once, with the
-selected weight, at the end of a run. With ``validation=False`` (the fixed-schedule protocol)
-the validation split joins the training data and the weight after the last epoch is the result:
-nothing is chosen by looking at any evaluation.
+"""A training run: seeded, deterministic on CPU, resumable from an atomic checkpoint, data-parallel
+under ``torchrun`` (DistributedDataParallel; gloo on CPU, nccl on GPUs). Model selection on the
+validation split; the test split is evaluated once, with the selected weight, at the end of a
+run. With ``validation=False`` (the fixed-schedule protocol) the validation split joins the
+training data and the weight after the last epoch is the result: nothing is chosen by looking at
+any evaluation.
+
+The run's parts: :mod:`.checkpoint` (the file, and whether a folder's run can be continued),
+:mod:`.run_folder` (one run per folder, only its own files), :mod:`.distributed`, :mod:`.loop`
+(an epoch, an evaluation), :mod:`.finish` (the weight, its record, the curves), :mod:`.clock`
+and :mod:`.speed` (when to checkpoint or stop inside an epoch, GPU options).
 
 Files in ``out`` (rank 0 writes, each atomically; the folder is locked for the whole run and
-only files the run created are ever replaced, see :mod:`.run_folder`):
+only files the run created are ever replaced):
 ``checkpoint.safetensors``  model, optimizer, scheduler, every rank's RNG states, epoch, best
                    validation accuracy and its weights (with their digest), metrics, the run's
                    settings (checked on --resume), the files the run wrote; tensors and JSON only,
-                   nothing unpickled (:mod:`.checkpoint`)
+                   nothing unpickled. Written after every epoch and, with
+                   ``Speed.checkpoint_every_s``, inside an epoch too: then ``step`` (training
+                   steps done in the epoch) and ``partial`` (per rank: the augmentation
+                   generator's state and the epoch's running sums) let a resumed run continue
+                   from that very step, bit for bit on a CPU
 ``metrics.jsonl``  one line per epoch
 ``<weight id>.safetensors``, ``record.json``  the selected weight and its manifest record
 ``curves.png``     learning curves, when matplotlib is installed
@@ -20,43 +29,35 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import math
-import os
 import random
 import shlex
-import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Tuple, Union
+from typing import List, Optional, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from ..hub.convert import save_safetensors
-from ..io import atomic_write_bytes, env
-from ..io.errors import ZooIOError
+from ..api import create_model
+from ..io import atomic_write_bytes
 from ..registry import get_entry
+from .checkpoint import CHECKPOINT, CheckpointError, ResumeError, capture, open_state, save_checkpoint
+from .clock import CheckpointClock, TrainingStopped
+from .distributed import (barrier, gather, gather_rng, init_distributed, rank_state_hashes,
+                          set_rng_state, sync_state)
+from .finish import CURVES, RECORD, finish
+from .loop import evaluate, make_optimizer, make_scheduler, train_epoch
 from .recipes import Recipe, recipe_for
-from .checkpoint import (CHECKPOINT, LEGACY_CHECKPOINT, CheckpointError, load_checkpoint,
-                         save_checkpoint, state_digest)
 from .run_folder import claim, refuse_foreign
-from .splits import Source, TrainingData, load_training_data, without_validation
+from .speed import Speed, compiled, configure_backends, prepare_model
+from .splits import TrainingData, load_training_data, without_validation
 
-__all__ = ["RunSettings", "TrainResult", "train", "ResumeError", "CHECKPOINT", "METRICS"]
+__all__ = ["RunSettings", "TrainResult", "train", "run", "ResumeError", "CHECKPOINT", "METRICS",
+           "Speed", "TrainingStopped", "evaluate"]
 
 METRICS = "metrics.jsonl"
-RECORD = "record.json"
-CURVES = "curves.png"
-_STATE_KEYS = ("ident", "model", "optimizer", "scheduler", "rng", "epoch", "best", "metrics",
-               "wall_s", "outputs")
 _TAG_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_-")
-
-
-class ResumeError(ZooIOError, ValueError):
-    """--resume against a checkpoint of a different run, or a fresh run over an existing one."""
-    default_hint = "resume with the run's own settings, or choose another --out"
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ class TrainResult:
     epochs_run: int
 
 
-# ----------------------------------------------------------------------------- helpers
+# ----------------------------------------------------------------------------- checks
 
 def _check_int(name: str, v, minimum: int = 0, optional: bool = True) -> None:
     if v is None and optional:
@@ -103,206 +104,8 @@ def _check_int(name: str, v, minimum: int = 0, optional: bool = True) -> None:
         raise TypeError(f"{name} must be an int >= {minimum}, got {v!r} ({type(v).__name__})")
 
 
-def _resolve_device(choice: str) -> torch.device:
-    if choice == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(choice)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {choice!r} asked for, but CUDA is not available here; use --device cpu")
-    return dev
-
-
-def _dist() -> Tuple[int, int]:
-    """(rank, world size): torchrun sets WORLD_SIZE / RANK; one process otherwise."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
-def _init_distributed(device: torch.device) -> Tuple[int, int, torch.device, bool]:
-    """(rank, world size, device, whether this call created the process group)."""
-    world, local_rank = env.distributed()
-    if world <= 1:
-        return 0, 1, device, False
-    import torch.distributed as dist
-    owned = not dist.is_initialized()
-    if owned:
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    rank = dist.get_rank()
-    if device.type == "cuda":
-        local = rank if local_rank is None else local_rank
-        torch.cuda.set_device(local)
-        device = torch.device("cuda", local)
-    return rank, dist.get_world_size(), device, owned
-
-
-def _all_reduce(values: List[float], device: torch.device) -> List[float]:
-    rank, world = _dist()
-    if world == 1:
-        return values
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    torch.distributed.all_reduce(t)
-    return t.tolist()
-
-
-def _barrier() -> None:
-    if _dist()[1] > 1:
-        torch.distributed.barrier()
-
-
-def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _gather_rng() -> List[dict]:
-    rank, world = _dist()
-    mine = _rng_state()
-    if world == 1:
-        return [mine]
-    states: List[Optional[dict]] = [None] * world
-    torch.distributed.all_gather_object(states, mine)
-    return states  # type: ignore[return-value]
-
-
-def _epoch_generator(seed: int, epoch: int, rank: int) -> torch.Generator:
-    # augmentation randomness depends on (seed, epoch, rank) only: nothing to checkpoint
-    return torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 1_009 + rank)
-
-
-def _make_optimizer(recipe: Recipe, params) -> torch.optim.Optimizer:
-    if recipe.optimizer == "adam":
-        return torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
-    return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum,
-                           weight_decay=recipe.weight_decay)
-
-
-def _make_scheduler(recipe: Recipe, opt):
-    if recipe.schedule == "multistep":
-        return torch.optim.lr_scheduler.MultiStepLR(opt, list(recipe.milestones), recipe.gamma)
-    if recipe.schedule == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=recipe.plateau_factor,
-                                                          patience=recipe.plateau_patience)
-    return None
-
-
-def _autocast(settings: RunSettings, device: torch.device):
-    if settings.amp == "bf16":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def _to_device(x: torch.Tensor, settings: RunSettings, device: torch.device) -> torch.Tensor:
-    x = x.to(device, non_blocking=True)
-    if settings.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    return x
-
-
-@torch.no_grad()
-def evaluate(model: torch.nn.Module, source: Source, settings: RunSettings, device: torch.device,
-             batch_size: int = 256) -> Tuple[float, float, int]:
-    """(top-1 %, mean loss, images) of ``model`` on ``source``, sharded over ranks."""
-    rank, world = _dist()
-    was_training = model.training
-    model.eval()
-    idx = torch.arange(rank, len(source), world)
-    correct = loss = 0.0
-    for start in range(0, len(idx), batch_size):
-        x, y = source.batch(idx[start:start + batch_size])
-        x, y = _to_device(x, settings, device), y.to(device)
-        with _autocast(settings, device):
-            out = model(x)
-        loss += float(F.cross_entropy(out.float(), y, reduction="sum"))
-        correct += float((out.argmax(1) == y).sum())
-    model.train(was_training)
-    correct, loss, n = _all_reduce([correct, loss, float(len(idx))], device)
-    return 100.0 * correct / max(n, 1), loss / max(n, 1), int(n)
-
-
-def _train_epoch(model, ddp_model, opt, data: TrainingData, recipe: Recipe, settings: RunSettings,
-                 device: torch.device, epoch: int, progress: bool) -> Tuple[float, float]:
-    from torch.utils.data import DistributedSampler
-    rank, world = _dist()
-    sampler = DistributedSampler(range(len(data.train)), num_replicas=world, rank=rank,
-                                 shuffle=True, seed=settings.seed, drop_last=False)
-    sampler.set_epoch(epoch)
-    order = torch.tensor(list(sampler), dtype=torch.int64)
-    per_rank = recipe.batch_size // world
-    gen = _epoch_generator(settings.seed, epoch, rank)
-    steps = math.ceil(len(order) / per_rank)
-    bar = None
-    if progress and rank == 0 and sys.stderr.isatty():
-        from tqdm.auto import tqdm
-        bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{recipe.epochs}", unit="batch", leave=False)
-    model.train()
-    correct = loss_sum = 0.0
-    for start in range(0, len(order), per_rank):
-        x, y = data.train.batch(order[start:start + per_rank], recipe.augment, gen)
-        x, y = _to_device(x, settings, device), y.to(device)
-        with _autocast(settings, device):
-            out = ddp_model(x)
-            loss = F.cross_entropy(out.float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        loss_sum += float(loss.detach()) * len(y)
-        correct += float((out.argmax(1) == y).sum())
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
-    if bar is not None:
-        bar.close()
-    correct, loss_sum, n = _all_reduce([correct, loss_sum, float(len(order))], device)
-    return 100.0 * correct / n, loss_sum / n
-
-
-def _sync_state(model: torch.nn.Module) -> None:
-    """Make every rank's parameters and buffers rank 0's (DDP broadcasts buffers only at the
-    start of a forward, so each rank's last batch-norm update would otherwise differ)."""
-    if _dist()[1] == 1:
-        return
-    for t in model.state_dict().values():
-        torch.distributed.broadcast(t, 0)
-
-
-def _rank_state_hashes(model: torch.nn.Module) -> List[str]:
-    """The state digest of each rank's final weights (all ranks must agree)."""
-    mine = state_digest(model.state_dict())
-    if _dist()[1] == 1:
-        return [mine]
-    out: List[Optional[str]] = [None] * _dist()[1]
-    torch.distributed.all_gather_object(out, mine)
-    return out  # type: ignore[return-value]
-
-
-def _settings_dict(recipe: Recipe, settings: RunSettings, world: int) -> dict:
-    r = recipe.as_dict()
-    r.pop("epochs")  # the one field a resumed run may change
-    return {"recipe": r, "settings": dataclasses.asdict(settings), "world_size": world}
-
-
-def _write_metrics(out: Path, metrics: List[dict]) -> None:
-    text = "".join(json.dumps(m, sort_keys=True) + "\n" for m in metrics)
-    atomic_write_bytes(out / METRICS, text.encode())
-
-
-# ----------------------------------------------------------------------------- the run
-
-def run(recipe: Recipe, settings: RunSettings, out: Union[str, Path], *,
-        data_dir: Optional[Union[str, Path]] = None, download: bool = False, resume: bool = False,
-        device: str = "auto", progress: bool = True, command: Optional[str] = None) -> TrainResult:
-    """Train ``settings.name`` with ``recipe``; see the module docstring for what is written."""
+def _check_settings(recipe: Recipe, settings: RunSettings) -> None:
+    """Refuse, before anything runs, settings that cannot make a useful run."""
     for k in ("limit_train", "limit_val", "limit_test", "threads"):
         _check_int(k, getattr(settings, k), minimum=1)
     _check_int("seed", settings.seed, minimum=0, optional=False)
@@ -315,17 +118,21 @@ def run(recipe: Recipe, settings: RunSettings, out: Union[str, Path], *,
                          "split (leave validation on, or use another schedule)")
     if settings.amp not in (None, "bf16"):
         raise ValueError(f"amp must be 'bf16' or None, got {settings.amp!r}")
-    entry = get_entry(settings.name)
-    dev = _resolve_device(device)
-    if settings.amp and dev.type != "cuda":
-        raise ValueError("bf16 autocast is a CUDA option; leave --amp off on CPU")
-    rank, world, dev, owned = _init_distributed(dev)
-    try:
-        return _run(recipe, settings, Path(out), entry, dev, rank, world, data_dir=data_dir,
-                    download=download, resume=resume, progress=progress, command=command)
-    finally:
-        if owned:
-            torch.distributed.destroy_process_group()
+
+
+def _resolve_device(choice: str) -> torch.device:
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(choice)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {choice!r} asked for, but CUDA is not available here; use --device cpu")
+    return dev
+
+
+def _settings_dict(recipe: Recipe, settings: RunSettings, world: int) -> dict:
+    r = recipe.as_dict()
+    r.pop("epochs")  # the one field a resumed run may change
+    return {"recipe": r, "settings": dataclasses.asdict(settings), "world_size": world}
 
 
 def _output_names(settings: RunSettings) -> List[str]:
@@ -333,200 +140,222 @@ def _output_names(settings: RunSettings) -> List[str]:
     return [CHECKPOINT, METRICS, RECORD, CURVES, f"{settings.weight_id}.safetensors"]
 
 
-def _open_state(out: Path, ident: dict, recipe: Recipe, resume: bool, rank: int) -> Optional[dict]:
-    """The checkpoint state a run continues from (None: a fresh run), after every check."""
-    legacy = out / LEGACY_CHECKPOINT
-    if os.path.lexists(legacy):
-        raise CheckpointError(f"{legacy}: a pickle checkpoint of an earlier agcnn-zoo; it is not "
-                              f"read (unpickling a file can run code in it)",
-                              hint="start a fresh run in another --out")
-    path = out / CHECKPOINT
-    if not os.path.lexists(path):
-        if resume and rank == 0:
-            print(f"no {CHECKPOINT} in {out}: starting a fresh run", flush=True)
-        return None
-    if not resume:
-        raise ResumeError(f"{out} already holds a run ({CHECKPOINT}); pass --resume to continue "
-                          f"it, or choose another --out")
-    state = load_checkpoint(path, _STATE_KEYS)
-    if state["ident"] != ident:
-        old = state["ident"] if isinstance(state["ident"], dict) else {}
-        diff = [k for k in ident if old.get(k) != ident[k]]
-        raise ResumeError(f"{path} is a different run ({', '.join(diff)} differ: checkpoint "
-                          f"{[old.get(k) for k in diff]}, now {[ident[k] for k in diff]}); resume "
-                          f"with the same settings, or choose another --out")
-    if recipe.epochs < state["epoch"]:
-        raise ResumeError(f"{path} has {state['epoch']} epochs already; --epochs must be at "
-                          f"least that (equal: end the run there and write its outputs)")
-    _verify_best(state["best"], path)
-    return state
+# ----------------------------------------------------------------------------- the run
+
+@dataclass
+class _Run:
+    """What one run holds while it trains (every rank has one)."""
+    recipe: Recipe
+    settings: RunSettings
+    out: Path
+    entry: object
+    device: torch.device
+    rank: int
+    world: int
+    speed: Speed
+    command: Optional[str]
+    progress: bool
+    ident: dict = field(default_factory=dict)
+    data: Optional[TrainingData] = None
+    model: Optional[torch.nn.Module] = None
+    opt: object = None
+    sched: object = None
+    best: dict = field(default_factory=lambda: {"top1": -1.0, "epoch": -1, "state": None, "sha256": None})
+    metrics: List[dict] = field(default_factory=list)
+    outputs: set = field(default_factory=set)
+    epoch: int = 0
+    wall_before: float = 0.0
+    t0: float = field(default_factory=time.time)
+
+    def wall(self) -> float:
+        return self.wall_before + time.time() - self.t0
+
+    def save(self, epochs_done: int, step: int = 0, partials: Optional[list] = None) -> None:
+        """The checkpoint of every rank's state (rank 0 writes it); collective."""
+        rng = gather_rng()
+        if self.rank == 0:
+            save_checkpoint(self.out / CHECKPOINT, {
+                "ident": self.ident, "model": self.model.state_dict(),
+                "optimizer": self.opt.state_dict(),
+                "scheduler": self.sched.state_dict() if self.sched is not None else None,
+                "rng": rng, "epoch": epochs_done, "step": step, "partial": partials,
+                "best": self.best, "metrics": self.metrics, "wall_s": self.wall(),
+                "outputs": sorted(self.outputs)})
 
 
-def _capture(model: torch.nn.Module, top1: Optional[float], epoch: int) -> dict:
-    """A best-so-far entry: a copy of the weights and their digest, taken now."""
-    tensors = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    return {"top1": top1, "epoch": epoch, "state": tensors, "sha256": state_digest(tensors)}
-
-
-def _verify_best(best: dict, where: Path) -> None:
-    if best.get("state") is not None and state_digest(best["state"]) != best.get("sha256"):
-        raise CheckpointError(f"{where}: the stored best weight (epoch {best.get('epoch')}) does "
-                              f"not match the sha256 recorded when it was taken")
-
-
-def _save_state(out: Path, **state) -> None:
-    save_checkpoint(out / CHECKPOINT, state)
-
-
-def _build(settings: RunSettings, recipe: Recipe, dev: torch.device, state: Optional[dict], rank: int):
-    """(model, optimizer, scheduler) seeded from ``settings.seed``, continued from ``state``."""
-    from ..api import create_model
-    torch.manual_seed(settings.seed)
-    np.random.seed(settings.seed)
-    random.seed(settings.seed)
-    model = create_model(settings.name).to(dev)
-    if settings.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    opt = _make_optimizer(recipe, model.parameters())
-    sched = _make_scheduler(recipe, opt)
+def _build(run: _Run, state: Optional[dict]) -> None:
+    """Model, optimizer and scheduler seeded from the run's seed, continued from ``state``."""
+    s = run.settings
+    torch.manual_seed(s.seed)
+    np.random.seed(s.seed)
+    random.seed(s.seed)
+    run.model = create_model(s.name).to(run.device)
+    if s.channels_last:
+        run.model = run.model.to(memory_format=torch.channels_last)
+    prepare_model(run.model, run.speed, run.device)
+    run.opt = make_optimizer(run.recipe, run.model.parameters())
+    run.sched = make_scheduler(run.recipe, run.opt)
     if state is None:
         # each rank draws its own dropout masks; the model above was built from `seed` alone
-        torch.manual_seed(settings.seed + rank)
-        return model, opt, sched
+        torch.manual_seed(s.seed + run.rank)
+        return
     try:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        if sched is not None:
-            sched.load_state_dict(state["scheduler"])
-        _set_rng_state(state["rng"][rank])
+        run.model.load_state_dict(state["model"])
+        run.opt.load_state_dict(state["optimizer"])
+        if run.sched is not None:
+            run.sched.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"][run.rank])
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise CheckpointError(f"{CHECKPOINT}: its run state does not fit {settings.name} ({reason})") from None
-    return model, opt, sched
+        raise CheckpointError(f"{run.out / CHECKPOINT}: its run state does not fit {s.name} "
+                              f"({reason})") from None
+    run.epoch, run.best, run.metrics = state["epoch"], state["best"], state["metrics"]
+    run.wall_before, run.outputs = state["wall_s"], set(state["outputs"])
 
 
-def _run(recipe: Recipe, settings: RunSettings, out: Path, entry, dev: torch.device, rank: int,
-         world: int, *, data_dir, download: bool, resume: bool, progress: bool,
-         command: Optional[str]) -> TrainResult:
-    if recipe.batch_size % world:
-        raise ValueError(f"batch size {recipe.batch_size} does not split over {world} processes")
-    if settings.threads:
-        torch.set_num_threads(settings.threads)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    if dev.type == "cuda":
-        torch.backends.cudnn.benchmark = False
-    names = _output_names(settings)
-    # rank 0 owns the folder for the whole run; the others only read the checkpoint
-    held = claim(out, names) if rank == 0 else contextlib.nullcontext(out)
-    with held:
-        ident = _settings_dict(recipe, settings, world)
-        state = _open_state(out, ident, recipe, resume, rank)
-        if rank == 0:
-            refuse_foreign(out, names, owned=state["outputs"] if state else (), resumed=state is not None)
-        data = load_training_data(settings.dataset, entry.dataset, data_dir, download=download,
-                                  progress=progress and rank == 0)
-        if not settings.validation:
-            data = without_validation(data)
-        data.train = data.train.limited(settings.limit_train)
-        if data.val is not None:
-            data.val = data.val.limited(settings.limit_val)
-        model, opt, sched = _build(settings, recipe, dev, state, rank)
-        return _train_and_finish(recipe, settings, out, entry, dev, rank, world, data, model, opt,
-                                 sched, state, ident, progress, command)
+def _load_data(run: _Run, data_dir, download: bool) -> None:
+    s = run.settings
+    data = load_training_data(s.dataset, run.entry.dataset, data_dir, download=download,
+                              progress=run.progress and run.rank == 0)
+    if not s.validation:
+        data = without_validation(data)
+    data.train = data.train.limited(s.limit_train)
+    if data.val is not None:
+        data.val = data.val.limited(s.limit_val)
+    if run.speed.data_on_device:
+        data.train = data.train.to(run.device)
+        data.val = data.val.to(run.device) if data.val is not None else None
+    run.data = data
 
 
-def _train_and_finish(recipe, settings, out, entry, dev, rank, world, data, model, opt, sched,
-                      state, ident, progress, command) -> TrainResult:
-    best = state["best"] if state else {"top1": -1.0, "epoch": -1, "state": None, "sha256": None}
-    metrics = state["metrics"] if state else []
-    wall_before = state["wall_s"] if state else 0.0
-    outputs = set(state["outputs"]) if state else set()
-    rng = state["rng"] if state else None
-    ddp_model = model
-    if world > 1:
+def _write_metrics(out: Path, metrics: List[dict]) -> None:
+    text = "".join(json.dumps(m, sort_keys=True) + "\n" for m in metrics)
+    atomic_write_bytes(out / METRICS, text.encode())
+
+
+def _epoch(run: _Run, train_model, clock: CheckpointClock, start_step: int,
+           partial: Optional[dict]) -> None:
+    """Train one epoch (from ``start_step``), validate, step the schedule, checkpoint."""
+    epoch, te = run.epoch, time.time()
+
+    def on_step(step: int, steps: int, snapshot) -> None:
+        action = clock.after_step()
+        if action is None or step == steps:  # the epoch's end checkpoints anyway
+            return
+        run.save(epoch, step, gather(snapshot()))
+        clock.saved()
+        if action == "stop":
+            barrier()
+            raise TrainingStopped(run.out, epoch, step)
+
+    train_top1, train_loss = train_epoch(run.model, train_model, run.opt, run.data, run.recipe,
+                                         run.settings, run.device, epoch, run.progress,
+                                         start_step, partial, on_step if clock.active else None)
+    sync_state(run.model)
+    row = {"epoch": epoch + 1, "train_loss": train_loss, "train_top1": train_top1}
+    if run.data.val is not None:
+        val_top1, val_loss, _ = evaluate(run.model, run.data.val, run.settings, run.device)
+        row.update(val_loss=val_loss, val_top1=val_top1)
+        if val_top1 > run.best["top1"]:  # ties keep the earlier epoch
+            run.best = capture(run.model, val_top1, epoch + 1)
+    else:  # the fixed schedule: the latest epoch is the result (its state is the model's)
+        run.best = {"top1": None, "epoch": epoch + 1, "state": None, "sha256": None}
+    if run.sched is not None:
+        run.sched.step(row["val_top1"]) if run.recipe.schedule == "plateau" else run.sched.step()
+    run.metrics.append({**row, "lr": run.opt.param_groups[0]["lr"],
+                        "seconds": round(time.time() - te, 3)})
+    run.epoch = epoch + 1
+    run.outputs.update((CHECKPOINT, METRICS))  # metrics.jsonl follows the checkpoint
+    run.save(run.epoch)
+    clock.saved()
+    if run.rank == 0:
+        _write_metrics(run.out, run.metrics)
+        val = (f", val loss {row['val_loss']:.4f} acc {row['val_top1']:.2f}% (best "
+               f"{run.best['top1']:.2f}% @ {run.best['epoch']})" if run.data.val is not None else "")
+        print(f"{run.settings.weight_id} epoch {run.epoch}/{run.recipe.epochs}: train loss "
+              f"{train_loss:.4f} acc {train_top1:.2f}%{val}, {time.time() - te:.1f} s", flush=True)
+    barrier()
+
+
+def _train(run: _Run, state: Optional[dict]) -> TrainResult:
+    """The epochs left, then the outputs of the selected weight."""
+    train_model = run.model
+    if run.world > 1:
         from torch.nn.parallel import DistributedDataParallel
-        ddp_model = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
-
-    def save(epoch: int, wall: float) -> None:
-        _save_state(out, ident=ident, model=model.state_dict(), optimizer=opt.state_dict(),
-                    scheduler=sched.state_dict() if sched is not None else None, rng=rng,
-                    epoch=epoch, best=best, metrics=metrics, wall_s=wall, outputs=sorted(outputs))
-
-    t0 = time.time()
-    for epoch in range(state["epoch"] if state else 0, recipe.epochs):
-        te = time.time()
-        train_top1, train_loss = _train_epoch(model, ddp_model, opt, data, recipe, settings, dev,
-                                              epoch, progress)
-        _sync_state(model)
-        row = {"epoch": epoch + 1, "train_loss": train_loss, "train_top1": train_top1}
-        if data.val is not None:
-            val_top1, val_loss, _ = evaluate(model, data.val, settings, dev)
-            row.update(val_loss=val_loss, val_top1=val_top1)
-            if val_top1 > best["top1"]:  # ties keep the earlier epoch
-                best = _capture(model, val_top1, epoch + 1)
-        else:  # the fixed schedule: the latest epoch is the result (its state is the model's)
-            best = {"top1": None, "epoch": epoch + 1, "state": None, "sha256": None}
-        if sched is not None:
-            sched.step(row["val_top1"]) if recipe.schedule == "plateau" else sched.step()
-        metrics.append({**row, "lr": opt.param_groups[0]["lr"], "seconds": round(time.time() - te, 3)})
-        rng = _gather_rng()
-        if rank == 0:
-            outputs.update((CHECKPOINT, METRICS))  # metrics.jsonl follows the checkpoint
-            save(epoch + 1, wall_before + time.time() - t0)
-            _write_metrics(out, metrics)
-            val = (f", val loss {row['val_loss']:.4f} acc {row['val_top1']:.2f}% (best "
-                   f"{best['top1']:.2f}% @ {best['epoch']})" if data.val is not None else "")
-            print(f"{settings.weight_id} epoch {epoch + 1}/{recipe.epochs}: train loss "
-                  f"{train_loss:.4f} acc {train_top1:.2f}%{val}, {time.time() - te:.1f} s", flush=True)
-        _barrier()
-    wall = wall_before + time.time() - t0
-
-    rank_hashes = _rank_state_hashes(model)
+        train_model = DistributedDataParallel(
+            run.model, device_ids=[run.device.index] if run.device.type == "cuda" else None)
+    train_model = compiled(train_model, run.speed)
+    clock = CheckpointClock(run.speed.checkpoint_every_s, run.speed.stop_at, run.world,
+                            device=run.device)
+    start_step = state.get("step", 0) if state else 0
+    partial = state["partial"][run.rank] if start_step else None
+    while run.epoch < run.recipe.epochs:
+        _epoch(run, train_model, clock, start_step, partial)
+        start_step, partial = 0, None
+        if run.epoch < run.recipe.epochs and clock.should_stop():
+            raise TrainingStopped(run.out, run.epoch, 0)
+    rank_hashes = rank_state_hashes(run.model)
     if len(set(rank_hashes)) != 1:
         raise RuntimeError(f"the ranks ended with different weights: {rank_hashes}")
+    best = run.best
     if best["state"] is None:  # no validation: the last epoch's weight
-        best = _capture(model, None, best["epoch"] if best["epoch"] > 0 else len(metrics))
-    _verify_best(best, out / CHECKPOINT)
-    final = [n for n in _output_names(settings) if n not in (CHECKPOINT, METRICS)]
-    if rank == 0 and not outputs.issuperset(final):
+        best = capture(run.model, None, best["epoch"] if best["epoch"] > 0 else len(run.metrics))
+    final = [n for n in _output_names(run.settings) if n not in (CHECKPOINT, METRICS)]
+    if not run.outputs.issuperset(final):
         # the final files become the run's before they are written, so that a kill while
         # writing them leaves files the resumed run may replace
-        outputs.update(final)
-        save(len(metrics), wall)
-    return _finish(recipe, settings, out, entry, dev, rank, world, data, model, best, metrics,
-                   wall, rank_hashes, command)
+        run.outputs.update(final)
+        run.best = best
+        run.save(run.epoch)
+    rec, test_top1 = finish(run, best, rank_hashes)
+    return TrainResult(run.out, run.out / f"{run.settings.weight_id}.safetensors", rec,
+                       best["epoch"], best["top1"], test_top1, len(run.metrics))
 
 
-def _finish(recipe, settings, out, entry, dev, rank, world, data, model, best, metrics, wall,
-            rank_hashes, command) -> TrainResult:
-    """The selected weight, the test set touched once by it, the record and the curves."""
-    from . import record as zrecord
-    model.load_state_dict(best["state"])
-    test = data.load_test().limited(settings.limit_test)
-    test_top1, test_loss, test_n = evaluate(model, test, settings, dev)
-    weight = out / f"{settings.weight_id}.safetensors"
-    rec = None
-    if rank == 0:
-        sha = save_safetensors({k: v.contiguous() for k, v in best["state"].items()},
-                               weight, {"format": "pt", "agcnn_zoo.model": settings.name,
-                                        "agcnn_zoo.architecture": entry.architecture,
-                                        "agcnn_zoo.trained": "agcnn-zoo"})
-        rec = zrecord.build_record(
-            entry=entry, recipe=recipe, settings=settings, data=data, weight=weight, sha256=sha,
-            num_params=sum(p.numel() for p in model.parameters()), best=best, metrics=metrics,
-            test={"dataset": data.test_name, "top1": test_top1, "loss": test_loss, "images": test_n},
-            device=dev, world=world, wall_s=wall, command=command)
-        rec["training"]["rank_state_sha256"] = rank_hashes
-        rec["training"]["weight_state_sha256"] = best["sha256"]
-        atomic_write_bytes(out / RECORD, (json.dumps(rec, indent=2) + "\n").encode())
-        zrecord.plot_curves(metrics, out / CURVES, title=settings.weight_id)
-        chosen = (f"selected epoch {best['epoch']} (val {best['top1']:.2f}%)" if data.val is not None
-                  else f"last epoch {best['epoch']} (no validation)")
-        print(f"{settings.weight_id}: {chosen}, "
-              f"{data.test_name} test {test_top1:.2f}% on {test_n} images; wrote {weight}",
-              flush=True)
-    _barrier()
-    return TrainResult(out, weight, rec or {}, best["epoch"], best["top1"], test_top1, len(metrics))
+def run(recipe: Recipe, settings: RunSettings, out: Union[str, Path], *,
+        data_dir: Optional[Union[str, Path]] = None, download: bool = False, resume: bool = False,
+        device: str = "auto", progress: bool = True, command: Optional[str] = None,
+        speed: Optional[Speed] = None) -> TrainResult:
+    """Train ``settings.name`` with ``recipe``; see the module docstring for what is written.
+    ``speed`` (:class:`agcnn_zoo.train.speed.Speed`): how fast, and when to checkpoint or stop;
+    a :class:`TrainingStopped` is raised at ``speed.stop_at``, after its checkpoint."""
+    _check_settings(recipe, settings)
+    entry = get_entry(settings.name)
+    dev = _resolve_device(device)
+    if settings.amp and dev.type != "cuda":
+        raise ValueError("bf16 autocast is a CUDA option; leave --amp off on CPU")
+    rank, world, dev, owned = init_distributed(dev)
+    try:
+        if recipe.batch_size % world:
+            raise ValueError(f"batch size {recipe.batch_size} does not split over {world} processes")
+        job = _Run(recipe, settings, Path(out), entry, dev, rank, world, speed or Speed(),
+                   command, progress)
+        return _run(job, data_dir, download, resume)
+    finally:
+        if owned:
+            torch.distributed.destroy_process_group()
+
+
+def _run(run: _Run, data_dir, download: bool, resume: bool) -> TrainResult:
+    if run.settings.threads:
+        torch.set_num_threads(run.settings.threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    if run.device.type == "cuda":
+        torch.backends.cudnn.benchmark = False
+    configure_backends(run.speed, run.device)
+    names = _output_names(run.settings)
+    # rank 0 owns the folder for the whole run; the others only read the checkpoint
+    held = claim(run.out, names) if run.rank == 0 else contextlib.nullcontext(run.out)
+    with held:
+        run.ident = _settings_dict(run.recipe, run.settings, run.world)
+        state = open_state(run.out, run.ident, run.recipe.epochs, resume, announce=run.rank == 0)
+        if run.rank == 0:
+            refuse_foreign(run.out, names, owned=state["outputs"] if state else (),
+                           resumed=state is not None)
+        _load_data(run, data_dir, download)
+        _build(run, state)
+        run.t0 = time.time()
+        return _train(run, state)
 
 
 def train(name: str, *, dataset: Optional[str] = None, out: Optional[Union[str, Path]] = None,
@@ -534,8 +363,8 @@ def train(name: str, *, dataset: Optional[str] = None, out: Optional[Union[str, 
           limit_val: Optional[int] = None, limit_test: Optional[int] = None,
           tag: Optional[str] = None, threads: Optional[int] = None, amp: Optional[str] = None,
           channels_last: bool = False, validation: bool = True, resume: bool = False,
-          device: str = "auto",
-          download: bool = False, progress: bool = True, command: Optional[str] = None,
+          device: str = "auto", download: bool = False, progress: bool = True,
+          command: Optional[str] = None, speed: Optional[Speed] = None,
           **recipe_overrides) -> TrainResult:
     """Train a registered model from its recipe. Recipe fields (``epochs``, ``lr``,
     ``batch_size``, ``weight_decay``, ...) are keyword overrides; a wrong name or type raises
@@ -548,5 +377,5 @@ def train(name: str, *, dataset: Optional[str] = None, out: Optional[Union[str, 
     if out is None:
         out = Path("runs") / settings.weight_id
     return run(recipe, settings, out, data_dir=data_dir, download=download, resume=resume,
-               device=device, progress=progress,
+               device=device, progress=progress, speed=speed,
                command=command or "python -m agcnn_zoo train " + shlex.join([name]))

@@ -5,8 +5,10 @@ Where it goes:
   :func:`agcnn_zoo.hub.manifest.user_manifest_path`), the weight file beside it under a host of
   kind ``local``: ``create_model`` finds it at once, and the installed package is not touched;
 * ``manifest=PATH``: that user manifest instead (created when missing);
-* ``package=True``: the package's own manifest and ``agcnn_zoo/weights/`` (what ships; at most
-  512 KB a file), for maintainers.
+* ``package=True``: what ships with agcnn-zoo, for maintainers: the package's own manifest,
+  and the weight in ``agcnn_zoo/weights/`` (at most 512 KB, host ``package``) or, when larger,
+  in the repository's ``hf/agcnn-zoo/`` (at most 12 MiB, host ``checkout``, its model cards
+  rewritten there).
 
 Everything that would make the installation fail is checked by :func:`check_installable`
 before a run starts (a limited run, a missing tag, a weight too large for the package).
@@ -26,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
 
+from ..hub.hosts import checkout as checkout_host
 from ..hub.hosts import local as local_host
 from ..hub.hosts import package as package_host
 from ..io.errors import ZooIOError
@@ -48,7 +51,7 @@ class Target:
     """A manifest to add weights to and the folder its weight files live in."""
     manifest: Path
     folder: Path
-    host_kind: str      # "package" or "local"
+    host_kind: str      # "package", "checkout" or "local"
     max_bytes: int
 
     @property
@@ -60,11 +63,16 @@ class Target:
         return self.manifest.with_name(f".{self.manifest.name}.install.json")
 
 
-def target_for(package: bool = False, manifest: Optional[PathLike] = None) -> Target:
+def target_for(package: bool = False, manifest: Optional[PathLike] = None,
+               size: Optional[int] = None) -> Target:
+    """Where a weight of ``size`` bytes is installed (see the module docstring)."""
     from ..hub.manifest import manifest_path, user_manifest_path
     if package:
-        return Target(Path(manifest) if manifest else manifest_path(),
-                      Path(package_host.WEIGHTS_DIR), "package", package_host.MAX_BYTES)
+        m = Path(manifest) if manifest else manifest_path()
+        # folders read now: tests and the CIFAR campaign point them elsewhere
+        if size is not None and size > package_host.MAX_BYTES:
+            return Target(m, checkout_host.folder(), "checkout", checkout_host.MAX_BYTES)
+        return Target(m, Path(package_host.WEIGHTS_DIR), "package", package_host.MAX_BYTES)
     m = Path(manifest).expanduser() if manifest else user_manifest_path()
     return Target(m, m.parent, "local", local_host.MAX_BYTES)
 
@@ -95,7 +103,7 @@ def check_installable(weight_id: str, target: Target, *, limited: bool = False,
         raise InstallError(f"{weight_id}: about {size:,} bytes, over the {target.max_bytes:,}-byte "
                            f"limit of {target.host_kind} weights",
                            hint="install it into your user manifest (leave out --into-package), "
-                                "or publish it to a download host")
+                                "or publish it to the Hugging Face host")
     own = _read_target(target)
     visible = _visible(target, own)
     model = weight_id.split(".", 1)[0]
@@ -151,7 +159,7 @@ def _recover(target: Target) -> None:
         return
     intent = load_strict(j)
     try:
-        weight = target.folder / intent["record"]["file"]
+        weight = Path(intent.get("folder") or target.folder) / intent["record"]["file"]
         done = weight.is_file() and sha256_bytes(weight.read_bytes()) == intent["sha256"]
         if done:
             manifest = _apply(target, intent["weight_id"], intent["record"], intent["default"])
@@ -163,19 +171,21 @@ def _recover(target: Target) -> None:
 
 
 def install(record_path: PathLike, manifest: Optional[PathLike] = None, default: bool = False,
-            package: bool = False) -> str:
+            package: bool = False, allow_limited: bool = False) -> str:
     """Add the run whose ``record.json`` is ``record_path`` to a manifest (see the module
-    docstring for which); returns the weight id."""
+    docstring for which); returns the weight id. ``allow_limited``: a smoke test's limited run
+    into its own scratch manifest."""
     import json
     from ..hub.manifest import save_manifest
     record_path = Path(record_path)
     rec = load_strict(record_path)
     if not isinstance(rec, dict) or "file" not in rec or "training" not in rec:
         raise InstallError(f"{record_path}: not the record.json of a training run")
-    target = target_for(package, manifest)
     weight_id = rec["file"][: -len(".safetensors")]
     limited = any(v is not None for v in rec["training"].get("limits", {}).values())
+    limited = limited and not allow_limited
     data = _weight_bytes(record_path, rec)
+    target = target_for(package, manifest, size=len(data))
     target.folder.mkdir(parents=True, exist_ok=True)
     with folder_lock(target.manifest.parent, "manifest folder"):
         _recover(target)
@@ -183,11 +193,15 @@ def install(record_path: PathLike, manifest: Optional[PathLike] = None, default:
             remove_stale_parts(f)
         check_installable(weight_id, target, limited=limited, size=len(data), default=default)
         new = _apply(target, weight_id, rec, default)
-        intent = {"weight_id": weight_id, "sha256": rec["sha256"], "record": rec, "default": default}
+        intent = {"weight_id": weight_id, "sha256": rec["sha256"], "record": rec, "default": default,
+                  "folder": str(target.folder)}
         atomic_write_bytes(target.journal, json.dumps(intent).encode(), what="manifest folder")
         dest = target.folder / rec["file"]
         if not dest.exists() or dest.resolve() != (record_path.parent / rec["file"]).resolve():
             atomic_write_bytes(dest, data, what="weights folder")
         save_manifest(new, target.manifest, user=target.user)
         os.unlink(target.journal)
+        if target.host_kind == "checkout":  # the folder is a Hugging Face repo: its cards too
+            from ..hub.hf_folder import write_cards
+            write_cards(target.folder, new["weights"])
     return weight_id

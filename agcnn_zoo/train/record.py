@@ -10,21 +10,52 @@ from typing import List, Optional
 
 import torch
 
+from ..hub.hosts import checkout as checkout_host
 from ..hub.hosts import package as package_host
 
 #: the largest weight that ships inside the package (a host of kind "package")
 EMBED_LIMIT = package_host.MAX_BYTES
+#: the largest weight kept in the repository's hf/agcnn-zoo/ folder (a host of kind "checkout")
+CHECKOUT_LIMIT = checkout_host.MAX_BYTES
 
 _DATA_LICENSE = {
     "mnist-rot-gen": "MNIST training digits (LeCun, Cortes, Burges; CC BY-SA 3.0), rotated by agcnn-zoo",
     "rotmnist": "mnist_rotation_new: derived from MNIST (Larochelle et al. 2007); see its home page",
     "cifar10": "CIFAR-10 (Krizhevsky 2009); see its home page",
+    "cifar10-jpeg": "CIFAR-10 (Krizhevsky 2009), see its home page; the JPEG copy comes from a "
+                    "public GitHub repository with no stated licence",
     "pcam": "PatchCamelyon (Veeling et al. 2018), CC0",
 }
 _TEST_SET = {
     "mnist-rot-aux": "mnist-rot-aux: the 10,000 MNIST test digits rotated by seeded random angles "
                      "(agcnn_zoo.data.MNISTRotAux), not mnist_rotation_new",
+    "cifar10-jpeg": "cifar10-jpeg: the 10,000 CIFAR-10 test images as JPEG (lossy), not the "
+                    "canonical test set",
 }
+_JPEG_NOTE = ("Trained on JPEG-compressed images: the offline JPEG copy of the CIFAR-10 training "
+              "set (pixels 4.5-8 levels from the canonical ones on average), and tested on the "
+              "JPEG copy of the test set; accuracy on the canonical (lossless) test set may "
+              "differ.")
+
+
+def host_for(size: int, file: str) -> list:
+    """Where a trained weight of ``size`` bytes lives: in the package (at most 512 KB), in the
+    repository's hf/agcnn-zoo/ folder (at most 12 MiB), else nowhere yet (publish it)."""
+    if size <= EMBED_LIMIT:
+        return [{"type": "package", "path": file}]
+    if size <= CHECKOUT_LIMIT:
+        return [{"type": "checkout", "path": file}]
+    return []
+
+
+def schedule_changes(recipe, base) -> List[str]:
+    """The recipe fields a run changed from the authors' recipe ``base`` ("lr 0.05 -> 0.2")."""
+    changed = []
+    for k, v in recipe.as_dict().items():
+        was = base.as_dict().get(k)
+        if v != was and k not in ("source", "notes"):
+            changed.append(f"{k} {was} -> {v}")
+    return changed
 
 
 def _paper_accuracy(name: str) -> dict:
@@ -47,7 +78,7 @@ def _preprocessing(entry, settings, data) -> dict:
     if "mean" in norm:
         prep["mean"] = norm["mean"] if isinstance(norm["mean"], list) else [norm["mean"]]
         prep["std"] = norm["std"] if isinstance(norm["std"], list) else [norm["std"]]
-        if settings.dataset != entry.dataset:
+        if settings.dataset != entry.dataset and "of" in norm:
             prep["normalize"] = f"scalar mean/std of {norm.get('of', 'the training images')} ({settings.dataset})"
     prep["training_set"] = settings.dataset
     if data.test_name in _TEST_SET:
@@ -55,8 +86,9 @@ def _preprocessing(entry, settings, data) -> dict:
     return prep
 
 
-def _notes(settings, recipe, data, default_epochs: int) -> List[str]:
+def _notes(settings, recipe, base, data) -> List[str]:
     split = data.info.get("split", "")
+    default_epochs = base.epochs
     if settings.validation:
         notes = [f"Trained by agcnn-zoo, not by the paper's authors; model selection on a "
                  f"validation split of the training data ({split}); the test set was evaluated "
@@ -65,23 +97,31 @@ def _notes(settings, recipe, data, default_epochs: int) -> List[str]:
         notes = [f"Trained by agcnn-zoo, not by the paper's authors, on a fixed schedule: {split}; "
                  f"no model selection (the weight after the last epoch is the result); the test "
                  f"set was evaluated once, with that weight."]
-    if recipe.epochs < default_epochs:
+    changes = [c for c in schedule_changes(recipe, base) if not c.startswith("epochs ")]
+    if recipe.epochs < base.epochs:
         notes.append(f"Shortened schedule: {recipe.epochs} of the recipe's {default_epochs} epochs "
-                     f"(CPU time); the recipe is otherwise unchanged.")
+                     f"(a compute budget); "
+                     + (f"also changed from the recipe: {'; '.join(changes)}." if changes else
+                        "the recipe is otherwise unchanged."))
+    elif changes:
+        notes.append(f"Changed from the authors' recipe: {'; '.join(changes)}.")
+    if settings.dataset == "cifar10-jpeg":
+        notes.append(_JPEG_NOTE)
     if settings.limited:
         notes.append("A limited run (--limit-*): a smoke test, not a zoo weight.")
     return notes
 
 
-def _training(*, recipe, settings, data, best: dict, metrics: List[dict], test: dict, device,
-              world: int, wall_s: float, command: Optional[str], default_epochs: int) -> dict:
+def _training(*, recipe, base, settings, data, best: dict, metrics: List[dict], test: dict,
+              device, world: int, wall_s: float, command: Optional[str]) -> dict:
     """The record's ``training`` block: the run as it ran."""
     from .. import __version__
     dev = _device_name(device)
     return {
         "recipe": recipe.as_dict(),
-        "recipe_epochs": default_epochs,
-        "shortened": recipe.epochs < default_epochs,
+        "recipe_epochs": base.epochs,
+        "shortened": recipe.epochs < base.epochs,
+        "changed_from_recipe": schedule_changes(recipe, base),
         "dataset": settings.dataset,
         "data": {k: v for k, v in data.info.items() if k != "source"},
         "seed": settings.seed,
@@ -113,7 +153,7 @@ def build_record(*, entry, recipe, settings, data, weight: Path, sha256: str, nu
                  wall_s: float, command: Optional[str]) -> dict:
     from .. import __version__
     from .recipes import recipe_for
-    default_epochs = recipe_for(settings.name).epochs
+    base = recipe_for(settings.name)
     size = weight.stat().st_size
     return {
         "architecture": entry.architecture,
@@ -122,7 +162,7 @@ def build_record(*, entry, recipe, settings, data, weight: Path, sha256: str, nu
         "file": weight.name,
         "sha256": sha256,
         "size": size,
-        "hosts": [{"type": "package", "path": weight.name}] if size <= EMBED_LIMIT else [],
+        "hosts": host_for(size, weight.name),
         "num_params": num_params,
         "preprocessing": _preprocessing(entry, settings, data),
         "license": {"weights": "MIT", "text": "MIT (agcnn-zoo); trained by agcnn-zoo",
@@ -139,10 +179,10 @@ def build_record(*, entry, recipe, settings, data, weight: Path, sha256: str, nu
         },
         "tolerance": 0.1,
         "default": False,
-        "training": _training(recipe=recipe, settings=settings, data=data, best=best,
+        "training": _training(recipe=recipe, base=base, settings=settings, data=data, best=best,
                               metrics=metrics, test=test, device=device, world=world,
-                              wall_s=wall_s, command=command, default_epochs=default_epochs),
-        "notes": _notes(settings, recipe, data, default_epochs),
+                              wall_s=wall_s, command=command),
+        "notes": _notes(settings, recipe, base, data),
     }
 
 

@@ -18,6 +18,15 @@ test split is built only when the selected weight is evaluated (once, at the end
 ``cifar10``
     torchvision's ``cifar-10-batches-py``: ``data_batch_1..5`` (50,000), the first 45,000 train,
     the last 5,000 validate; test: ``test_batch``. ImageNet mean/std after ToTensor scaling.
+``cifar10-jpeg``
+    the offline JPEG copy of the 50,000 CIFAR-10 training images (``cifar10/train_jpeg``,
+    decoded once into a cached uint8 array, :mod:`agcnn_zoo.data.cifar10_jpeg`): in every
+    class, the first 90% of the files (name order; 4,500 of 5,000) train and the last 10%
+    validate, 45,000 / 5,000 in all. Test: ``cifar10-jpeg``, the JPEG copy of the test set
+    (``cifar10/test_jpeg``), read only when the selected weight is evaluated. Each split is
+    ordered class after class (every class's first file, then every class's second...), so
+    that a limited run sees every class. Lossy: a weight trained here has seen
+    JPEG-compressed images (its record says so).
 ``pcam``
     PatchCamelyon's own train (262,144) / valid (32,768) / test (32,768) h5 files, read from disk
     batch by batch; the authors' rounded mean/std after ToTensor scaling.
@@ -34,6 +43,7 @@ import numpy as np
 import torch
 
 from .. import data as zdata
+from ..data._common import scalar_mean_std
 from ..data.cifar10 import read_cifar_batch, read_cifar10_train
 from ..data.mnist import MNIST_ROT_GEN_SEED, generate_mnist_rot
 from ..data.pcam import _require_h5py, pcam_split
@@ -78,6 +88,14 @@ class Source:
             x = augment_batch(x, augment, generator)
         return (x - self.mean) / self.std, self.labels[idx]
 
+    def to(self, device: Union[str, torch.device]) -> "Source":
+        """A copy whose pixels, labels and normalisation live on ``device`` (data resident on
+        a GPU: batches, augmentation included, never cross the bus)."""
+        out = copy.copy(self)
+        out.raw, out.labels = self.raw.to(device), self.labels.to(device)
+        out.mean, out.std = self.mean.to(device), self.std.to(device)
+        return out
+
     def limited(self, n: Optional[int]) -> "Source":
         """The first ``n`` images (all when None)."""
         if n is None or n >= len(self):
@@ -117,23 +135,26 @@ def augment_batch(x: torch.Tensor, augment: Sequence[str], generator: Optional[t
                   ) -> torch.Tensor:
     """The authors' torchvision augmentations, per sample, on [0, 1] images [B, C, H, W]:
     ``hflip`` (RandomHorizontalFlip, p 0.5) then ``crop32_pad4`` (RandomCrop(32, padding=4),
-    zero padding). Random numbers come from ``generator`` (seeded per epoch by the engine)."""
-    b = x.shape[0]
+    zero padding). Random numbers come from ``generator`` (seeded per epoch by the engine), a
+    CPU generator: they are drawn on the CPU and moved to ``x``'s device, so a batch is
+    augmented the same way on a CPU and on a GPU."""
+    b, dev = x.shape[0], x.device
     for a in augment:
         if a == "hflip":
-            flip = torch.rand(b, generator=generator) < 0.5
+            flip = (torch.rand(b, generator=generator) < 0.5).to(dev)
             x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
         elif a == "crop32_pad4":
             h, w = x.shape[-2:]
             if (h, w) != (32, 32):
                 raise ValueError(f"crop32_pad4 needs 32x32 images, got {h}x{w}")
             padded = torch.nn.functional.pad(x, (4, 4, 4, 4))
-            oy = torch.randint(0, 9, (b,), generator=generator)
-            ox = torch.randint(0, 9, (b,), generator=generator)
-            rows = (oy[:, None] + torch.arange(32))[:, None, :, None]
-            cols = (ox[:, None] + torch.arange(32))[:, None, None, :]
-            bi = torch.arange(b)[:, None, None, None]
-            ci = torch.arange(x.shape[1])[None, :, None, None]
+            oy = torch.randint(0, 9, (b,), generator=generator).to(dev)
+            ox = torch.randint(0, 9, (b,), generator=generator).to(dev)
+            span = torch.arange(32, device=dev)
+            rows = (oy[:, None] + span)[:, None, :, None]
+            cols = (ox[:, None] + span)[:, None, None, :]
+            bi = torch.arange(b, device=dev)[:, None, None, None]
+            ci = torch.arange(x.shape[1], device=dev)[None, :, None, None]
             x = padded[bi, ci, rows, cols]
         else:
             raise ValueError(f"unknown augmentation {a!r}")
@@ -153,16 +174,9 @@ class TrainingData:
 
 # ----------------------------------------------------------------------------- readers
 
-def _stats(x: torch.Tensor) -> Tuple[float, float]:
-    """Scalar mean and population std (float64), as the original's numpy code."""
-    x64 = x.to(torch.float64)
-    mean = float(x64.mean())
-    return mean, float((x64 - mean).pow(2).mean().sqrt())
-
-
 def _mnist_rot_gen(data_dir: Path, download: bool, progress: bool) -> TrainingData:
     x, y, chosen, info = generate_mnist_rot(data_dir, download, progress, MNIST_ROT_GEN_SEED)
-    mean, std = _stats(x)
+    mean, std = scalar_mean_std(x)
     n_train = MNIST_ROT_GEN_SIZES[0]
     ids = [f"mnist-train:{int(i)}" for i in chosen]
     train = Source(x[:n_train], y[:n_train], [mean], [std], ids[:n_train])
@@ -220,6 +234,51 @@ def _cifar10(data_dir: Path, download: bool, progress: bool) -> TrainingData:
     return TrainingData("cifar10", train, val, "cifar10", load_test, info)
 
 
+#: cifar10-jpeg: the share of each class's files (the last ones, name order) that validates
+CIFAR10_JPEG_VAL_SHARE = 10
+
+
+def _round_robin(labels: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """``idx`` (class by class, name order within a class) reordered class after class: the
+    first file of every class, then the second... so that a limited run sees every class."""
+    sub = labels[idx]
+    rank = torch.zeros_like(idx)
+    for c in sub.unique():
+        members = (sub == c).nonzero().flatten()
+        rank[members] = torch.arange(len(members))
+    return idx[torch.argsort(rank * 10 + sub, stable=True)]
+
+
+def _cifar10_jpeg(data_dir: Path, download: bool, progress: bool) -> TrainingData:
+    from ..data.cifar10_jpeg import decoded_cifar10_jpeg
+    d = decoded_cifar10_jpeg(data_dir, "train", progress)
+    is_val = torch.zeros(len(d.labels), dtype=torch.bool)
+    for c in range(10):
+        members = (d.labels == c).nonzero().flatten()  # in name order
+        is_val[members[len(members) - len(members) // CIFAR10_JPEG_VAL_SHARE:]] = True
+    ti = _round_robin(d.labels, (~is_val).nonzero().flatten())
+    vi = _round_robin(d.labels, is_val.nonzero().flatten())
+    ids = [f"cifar10-train-jpeg:{n}" for n in d.names]
+    m, s = zdata.IMAGENET_MEAN, zdata.IMAGENET_STD
+    train = Source(d.images[ti], d.labels[ti], m, s, [ids[i] for i in ti.tolist()])
+    val = Source(d.images[vi], d.labels[vi], m, s, [ids[i] for i in vi.tolist()])
+
+    def load_test() -> Source:
+        t = decoded_cifar10_jpeg(data_dir, "test", progress)
+        order = _round_robin(t.labels, torch.arange(len(t.labels)))
+        return Source(t.images[order], t.labels[order], m, s,
+                      [f"cifar10-test-jpeg:{t.names[i]}" for i in order.tolist()])
+
+    info = {"source": str(d.root), "train": len(ti), "val": len(vi),
+            "split": f"in each class the first 90% of the training JPEGs (file name order) "
+                     f"train, the last 10% validate ({len(ti):,} / {len(vi):,})",
+            "jpeg_sha256": d.jpeg_sha256,
+            "images": "JPEG-compressed copy of the CIFAR-10 training set (lossy: 4.5-8 levels "
+                      "per pixel from the canonical images), decoded with Pillow",
+            "normalize": {"mean": list(m), "std": list(s)}}
+    return TrainingData("cifar10-jpeg", train, val, "cifar10-jpeg", load_test, info)
+
+
 def _pcam(data_dir: Path, download: bool, progress: bool) -> TrainingData:
     m, s = zdata.PCAM_MEAN, zdata.PCAM_STD
     (tp, ty), (vp, vy) = (pcam_split(data_dir, k, download, progress) for k in ("train", "valid"))
@@ -256,6 +315,7 @@ TRAINING_SETS: Dict[str, Tuple[Callable[..., TrainingData], str]] = {
     "rotmnist": (_rotmnist, "rotmnist"),
     "mnist-rot-gen": (_mnist_rot_gen, "rotmnist"),
     "cifar10": (_cifar10, "cifar10"),
+    "cifar10-jpeg": (_cifar10_jpeg, "cifar10"),
     "pcam": (_pcam, "pcam"),
 }
 

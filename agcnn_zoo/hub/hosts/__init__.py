@@ -10,7 +10,7 @@ A host module defines
     a filesystem lookup (no network) for a file the host delivered before;
 ``hint_line(record, host) -> Optional[str]`` (optional)
     one line of advice for the "nothing worked" message;
-``read(record, host) -> bytes`` (hosts whose files are on this machine: package, local)
+``read(record, host) -> bytes`` (hosts whose files are on this machine: package, checkout, local)
     the file's bytes verified against the record's pin (``agcnn_zoo.hub.pin``); such hosts are
     tried before any cache, and a load parses these bytes (read and hashed once). Their files
     are never written or deleted by the cache logic.
@@ -21,9 +21,14 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import huggingface, local, original, package
+from . import checkout, huggingface, local, original, package
 
-KINDS = {"huggingface": huggingface, "original": original, "package": package, "local": local}
+KINDS = {"checkout": checkout, "huggingface": huggingface, "local": local, "original": original,
+         "package": package}
+
+
+#: the kinds whose files lie on this machine (their modules have ``read``)
+LOCAL_KINDS = tuple(kind for kind, module in KINDS.items() if hasattr(module, "read"))
 
 
 def module_for(host) -> ModuleType:
@@ -31,5 +36,5 @@ def module_for(host) -> ModuleType:
 
 
 def on_this_machine(host) -> bool:
-    """Whether the host's files lie on this machine (it has ``read``)."""
-    return hasattr(module_for(host), "read")
+    """Whether the host's files lie on this machine (package, checkout, local)."""
+    return host.type in LOCAL_KINDS
