@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import torch
 
-try:  # torch >= 2.2 tells fx's symbolic tracing apart from torch.export
+try:  # newer torch tells fx's symbolic tracing apart from torch.export
     from torch.fx._symbolic_trace import is_fx_symbolic_tracing as _fx
-except ImportError:  # pragma: no cover - older torch
-    from torch.fx._symbolic_trace import _get_is_fx_tracing as _fx
+except ImportError:  # pragma: no cover - older torch (>= 2.1, the package's lower bound)
+    from torch.fx._symbolic_trace import is_fx_tracing as _fx
 
 __all__ = ["fx_tracing", "tracing"]
 
