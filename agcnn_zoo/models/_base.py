@@ -340,15 +340,12 @@ class ZooModel(nn.Module):
         input (it sees only the backbone's channels)."""
         with torch.random.fork_rng(devices=[]):
             a, b = self.build_classifier(2), self.build_classifier(3)
-        dependent = set()
+        dependent = set()           # names of the modules owning a class-shaped tensor
         for name in self.classifier_names:
             sa, sb = a[name].state_dict(), b[name].state_dict()
-            for k in sa:
-                if sa[k].shape != sb[k].shape:
-                    dependent.add(f"{name}.{k.rpartition('.')[0]}".rstrip("."))
-        def owner(key):
-            return key.rpartition(".")[0]
-        return [k for k in self.classifier_keys(keys) if owner(k) in dependent]
+            dependent.update(f"{name}.{k}".rpartition(".")[0] for k in sa
+                             if sa[k].shape != sb[k].shape)
+        return [k for k in self.classifier_keys(keys) if k.rpartition(".")[0] in dependent]
 
 
 def resolve_indices(indices, n: int) -> List[int]:
