@@ -11,6 +11,7 @@ from .api import (NoPretrainedWeightsError, create_model, list_models, list_pret
 from .registry import UnknownModelError
 from .equivariance import check_equivariance
 from .interpret import attention_maps
+from . import fx  # noqa: F401  (zoo.fx.symbolic_trace)
 
 __version__ = "0.1.0"
 __all__ = ["create_model", "list_models", "list_pretrained", "model_info", "UnknownModelError",

@@ -135,30 +135,61 @@ def _constructor_kwargs(model_name: str, entry, kwargs: dict) -> dict:
     if unknown:
         generic = [a for a in ("num_classes", "in_chans", "drop_rate") if a in accepted
                    or (a == "drop_rate" and getattr(cls, "drop_rate_arg", None))]
+        generic += ["global_pool", "features_only", "out_indices"]
         raise ValueError(f"{model_name} does not take {', '.join(map(repr, unknown))}; it takes "
                          f"{', '.join(a for a in accepted if a not in generic)} and timm's "
                          f"{', '.join(generic)}")
     return out
 
 
-def _load_backbone(model: nn.Module, state: dict, weight_id: str, published_classes: int) -> None:
-    """Load every published tensor but the classifier's (timm's behaviour for a new
-    num_classes); the classifier stays freshly initialised."""
-    head_in_state = set(model.classifier_keys(state))
-    backbone = {k: v for k, v in state.items() if k not in head_in_state}
+def _load_new_head(model: nn.Module, state: dict, weight_id: str, published_classes: int) -> None:
+    """Load every published tensor whose shape does not depend on the class count (timm's
+    behaviour for a new num_classes, refined: a classifier's attention on its input is kept);
+    the class-dependent tensors stay freshly initialised. ``num_classes=0``: no classifier at
+    all, its tensors are dropped."""
+    if model.num_classes == 0:
+        dropped = set(model.classifier_keys(state))
+        fresh = set()
+    else:
+        dropped = set(model.class_dependent_keys(state))
+        fresh = set(model.class_dependent_keys(model.state_dict()))
+    kept = {k: v for k, v in state.items() if k not in dropped}
     prefix = f"the published weights of {weight_id!r} do not fit the model outside its classifier"
     try:
-        missing, unexpected = model.load_state_dict(backbone, strict=False)
+        missing, unexpected = model.load_state_dict(kept, strict=False)
     except RuntimeError as e:       # shape mismatches
         raise ValueError(f"{prefix}: {e}") from e
-    fresh = set(model.classifier_keys(model.state_dict()))
     if unexpected or set(missing) != fresh:
         raise ValueError(f"{prefix}: missing {sorted(set(missing) - fresh)}, unexpected "
                          f"{sorted(unexpected)}")
-    what = f"{model.num_classes} classes" if model.num_classes else "no classifier (num_classes=0)"
-    _logger.info("%s: loaded the published weights except the classifier (%s), which has %s "
-                 "instead of %d and is freshly initialised", weight_id,
-                 ", ".join(model.classifier_names), what, published_classes)
+    if model.num_classes == 0:
+        _logger.info("%s: loaded the published weights except the classifier (%s), removed "
+                     "(num_classes=0: forward returns the pooled features)", weight_id,
+                     ", ".join(model.classifier_names))
+        return
+    head_kept = sorted(set(model.classifier_keys(kept)))
+    _logger.info("%s: new head with %d classes instead of %d: freshly initialised %s (their shapes "
+                 "depend on the class count); every other published tensor loaded%s", weight_id,
+                 model.num_classes, published_classes, ", ".join(sorted(fresh)),
+                 f", the classifier's {', '.join(head_kept)} included" if head_kept else "")
+
+
+#: timm's generic arguments the zoo maps itself (not passed to the family's constructor)
+_FEATURE_ARGS = ("features_only", "out_indices", "feature_cls", "output_fmt")
+
+
+def _pop_feature_args(name: str, kwargs: dict) -> dict:
+    feats = {k: kwargs.pop(k) for k in _FEATURE_ARGS if k in kwargs}
+    if not feats.get("features_only"):
+        extra = [k for k in feats if k != "features_only"]
+        if extra:
+            raise ValueError(f"{name}: {', '.join(extra)} needs features_only=True")
+        return {}
+    if feats.get("feature_cls") not in (None, "getter"):
+        raise ValueError(f"{name}: feature_cls={feats['feature_cls']!r} is not available; the zoo "
+                         f"builds its own feature extractor from the model's stages (leave "
+                         f"feature_cls out)")
+    return {"out_indices": feats.get("out_indices"), "output_fmt": feats.get("output_fmt") or "NCHW"}
 
 
 def create_model(name: str, pretrained: bool = False, *, manifest=None, **kwargs) -> nn.Module:
@@ -170,11 +201,15 @@ def create_model(name: str, pretrained: bool = False, *, manifest=None, **kwargs
     reads, so a run never changes the process environment).
 
     Keyword arguments go to the model's constructor, timm's generic ones included:
-    ``num_classes`` (with ``pretrained=True`` and another number of classes everything but the
-    classifier is loaded and the new classifier is freshly initialised; 0 gives a model
-    without classifier whose forward returns the pooled features), ``drop_rate`` (the
-    network's dropout rate, for the families that have dropout) and ``in_chans`` (random
-    initialisation only: the published weights expect the channels they were trained on).
+    ``num_classes`` (with ``pretrained=True`` and another number of classes every published
+    tensor whose shape does not depend on the class count is loaded, the others are freshly
+    initialised and named in an INFO log line; 0 gives a model without classifier whose
+    forward returns the pooled features), ``global_pool`` (``"avg"``, or ``""`` with
+    ``num_classes=0``: forward returns the unpooled ``forward_features`` map), ``drop_rate``
+    (the network's dropout rate, for the families that have dropout), ``in_chans`` (random
+    initialisation only: the published weights expect the channels they were trained on) and
+    ``features_only=True`` (an ``agcnn_zoo.features.FeatureExtractor``: the maps of the stages
+    in ``out_indices``, default all, described by its ``feature_info``).
     The model carries ``pretrained_cfg``, a flat timm-style configuration (see
     ``agcnn_zoo.pretrained_cfg``)."""
     from .pretrained_cfg import build_pretrained_cfg
@@ -197,6 +232,8 @@ def create_model(name: str, pretrained: bool = False, *, manifest=None, **kwargs
     elif tag is not None:
         raise ValueError(f"{name!r} names a weight; pass pretrained=True, or the model name "
                          f"{model_name!r} for a randomly initialised model")
+    features = _pop_feature_args(model_name, kwargs)
+    global_pool = kwargs.pop("global_pool", None)
     kwargs = _constructor_kwargs(model_name, entry, kwargs)
     if pretrained:
         cfg = build_pretrained_cfg(model_name, record, weight_id)
@@ -210,13 +247,14 @@ def create_model(name: str, pretrained: bool = False, *, manifest=None, **kwargs
         raise ValueError(f"{weight_id!r} was trained on {cfg['input_size'][0]}-channel images; "
                          f"in_chans={kwargs['in_chans']} is only available with pretrained=False")
     model = entry.fn(**kwargs)
+    model.set_global_pool(global_pool)
     model.pretrained_cfg = cfg
     if pretrained:
         from . import hub
         state = hub.load_state_dict(weight_id, record)
         published_classes = int(cfg["num_classes"])
         if getattr(model, "num_classes", published_classes) != published_classes:
-            _load_backbone(model, state, weight_id, published_classes)
+            _load_new_head(model, state, weight_id, published_classes)
         else:
             try:
                 model.load_state_dict(state, strict=True)
@@ -224,4 +262,7 @@ def create_model(name: str, pretrained: bool = False, *, manifest=None, **kwargs
                 raise ValueError(f"the published weights of {weight_id!r} do not fit the model "
                                  f"built with {kwargs or 'default arguments'}: {e}") from e
         model.eval()
+    if features:
+        from .features import FeatureExtractor
+        return FeatureExtractor(model, **features)
     return model

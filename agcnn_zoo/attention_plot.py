@@ -3,20 +3,37 @@ attention maps a model applied to it (needs matplotlib: ``pip install matplotlib
 
 One row per attentive layer. Spatial attention is drawn once per group element ``g`` of the
 map it acts on (the original's ``[B, C, n, X, Y]`` layout; for full alpha layers averaged over
-output channels and input group elements), all in the model's input frame (rot-MNIST digits are
-transposed: the "model input" panel shows what the maps are aligned with), one colour scale per
-row. Channel attention is drawn as a channels x group-elements image (full alpha: averaged over
-output channels and input group elements).
+output channels and input group elements); channel attention as a channels x group-elements
+image (full alpha: averaged over output channels and input group elements).
+
+* Frame: everything is drawn in the frame of the image the user passed in (every weight takes
+  images as people hold them, so the maps are in that frame already). When the model saw the
+  image transposed (``transforms(name, transpose=True)``: images held as the authors' rot-MNIST
+  files store them), the maps are transposed back and their group axes relabelled: a quarter
+  turn in the transposed frame is a quarter turn the other way in the user's (``panels``).
+* Colour: one scale per layer, shared by its spatial and channel maps, at least
+  ``MIN_SPAN`` wide: attention that barely varies (0.498 to 0.5005) looks as flat as it is.
+* The subtitle names the attention kinds drawn and how each was reduced.
 """
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Dict, Optional
 
 import torch
 
-__all__ = ["plot_attention", "add_parser"]
+__all__ = ["plot_attention", "draw_attention", "panels", "add_parser", "MIN_SPAN"]
+
+#: the narrowest colour scale a layer gets (attention values lie in [0, 1])
+MIN_SPAN = 0.2
+
+_KIND_NOTES = {
+    "alpha_F": "alpha_F: attention on each layer's input feature map",
+    "co_attention": "co-attention: a sigmoid gate computed from each layer's input",
+    "full_alpha": "full alpha: attention on the responses of every input channel and group "
+                  "element, drawn averaged over output channels and input group elements",
+}
 
 
 def _element_label(group, i: int) -> str:
@@ -53,22 +70,67 @@ def _channel_image(m) -> Optional[torch.Tensor]:
     return c.reshape(c.shape[0], -1)              # [C, 1, 1] -> [C, 1]; [C, n, 1, 1] -> [C, n]
 
 
-def plot_attention(image, model_input: torch.Tensor, maps: dict, out, title: str = "",
-                   logits: Optional[torch.Tensor] = None, dpi: int = 90) -> Path:
-    """Draw ``image`` (what the user gave, a PIL image or ``[C, H, W]`` tensor), the model input
-    ``[1, C, H, W]`` and ``maps`` (``attention_maps``'s result) into ``out`` (a PNG)."""
+def _scale(*tensors) -> tuple:
+    values = torch.cat([t.flatten() for t in tensors if t is not None])
+    lo, hi = values.min().item(), values.max().item()
+    if hi - lo < MIN_SPAN:
+        mid = (hi + lo) / 2
+        lo, hi = mid - MIN_SPAN / 2, mid + MIN_SPAN / 2
+        if lo < 0:
+            lo, hi = 0.0, MIN_SPAN
+        elif hi > 1:
+            lo, hi = 1 - MIN_SPAN, 1.0
+    return lo, hi
+
+
+def panels(maps: dict, transposed: bool = False) -> Dict[str, dict]:
+    """What ``draw_attention`` draws per layer: ``spatial`` ``[n, X, Y]`` (or None), ``channel``
+    ``[C, n]`` (or None), ``labels`` (one per group element), ``kind``, ``vmin`` / ``vmax`` (the
+    layer's colour scale), in the user's frame: ``transposed=True`` when the model input was the
+    user's image transposed (maps transposed back, group axes relabelled)."""
+    out = {}
+    for name, m in maps.items():
+        spatial, channel = _spatial_per_element(m), _channel_image(m)
+        n = spatial.shape[0] if spatial is not None else channel.shape[1]
+        if transposed:
+            if spatial is not None:
+                spatial = spatial.transpose(-2, -1)
+            if n == m.group.order:
+                order = torch.tensor(m.group.transpose_conjugates)
+                spatial = spatial.index_select(0, order) if spatial is not None else None
+                if channel is not None and channel.shape[1] == n:
+                    channel = channel.index_select(1, order)
+        labels = ([_element_label(m.group, i) for i in range(n)] if n == m.group.order
+                  else ["on the plane"] * n)
+        vmin, vmax = _scale(spatial, channel)
+        out[name] = {"kind": m.kind, "spatial": spatial, "channel": channel, "labels": labels,
+                     "vmin": vmin, "vmax": vmax}
+    return out
+
+
+def _as_chw(image) -> torch.Tensor:
+    if isinstance(image, torch.Tensor):
+        return image
+    import numpy as np
+    t = torch.from_numpy(np.asarray(image).copy())
+    return t.permute(2, 0, 1) if t.dim() == 3 else t.unsqueeze(0)
+
+
+def draw_attention(image, model_input: torch.Tensor, maps: dict, title: str = "",
+                   logits: Optional[torch.Tensor] = None, transposed: bool = False):
+    """The matplotlib figure ``plot_attention`` saves (see there)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [(name, m, _spatial_per_element(m), _channel_image(m)) for name, m in maps.items()]
+    rows = panels(maps, transposed)
     if not rows:
         raise ValueError("the model has no attentive layer: nothing to draw")
-    n_el = max(s.shape[0] for _, _, s, _ in rows if s is not None) if any(
-        s is not None for _, _, s, _ in rows) else 1
+    n_el = max((p["spatial"].shape[0] for p in rows.values() if p["spatial"] is not None),
+               default=1)
     n_cols = 1 + n_el + 1
-    fig, axes = plt.subplots(len(rows), n_cols, figsize=(1.9 * n_cols + 1.5, 1.9 * len(rows) + 0.8),
-                             squeeze=False)
+    height = 1.9 * len(rows) + 1.0
+    fig, axes = plt.subplots(len(rows), n_cols, figsize=(1.9 * n_cols + 1.5, height), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
 
@@ -76,53 +138,62 @@ def plot_attention(image, model_input: torch.Tensor, maps: dict, out, title: str
         ax.axis("on")
         ax.set_xticks([])
         ax.set_yticks([])
-        if isinstance(img, torch.Tensor):
-            img = img.detach().cpu().numpy()
-        im = ax.imshow(img, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+        im = ax.imshow(img.detach().cpu().numpy(), cmap=cmap, vmin=vmin, vmax=vmax,
+                       interpolation="nearest")
         ax.set_title(label, fontsize=8)
         return im
 
-    # column 0: the image as given, the model input
-    if not isinstance(image, torch.Tensor):
-        import numpy as np
-        image = torch.from_numpy(np.asarray(image).copy())
-        image = image.permute(2, 0, 1) if image.dim() == 3 else image.unsqueeze(0)
-    img = image.to(torch.float64)
+    # column 0: the image as given, the model input (in the same frame)
+    img = _as_chw(image).to(torch.float64)
     show(axes[0, 0], img[0] if img.shape[0] == 1 else (img.permute(1, 2, 0) / max(1.0, img.max().item())),
          label="image")
     x = model_input[0].to(torch.float64)
+    x = x.transpose(-2, -1) if transposed else x
     if len(rows) > 1:
         im = show(axes[1, 0], x[0] if x.shape[0] == 1 else x.mean(0), label="model input\n(normalised)")
         fig.colorbar(im, ax=axes[1, 0], fraction=0.046, pad=0.04).ax.tick_params(labelsize=6)
 
-    for r, (name, m, spatial, channel) in enumerate(rows):
-        group = m.group
+    for r, (name, p) in enumerate(rows.items()):
+        im = None
+        spatial, channel = p["spatial"], p["channel"]
         if spatial is not None:
-            vmin, vmax = spatial.min().item(), spatial.max().item()
-            im = None
             for i in range(spatial.shape[0]):
-                label = (f"{name} spatial β\n" if i == 0 else "\n") + (
-                    _element_label(group, i) if spatial.shape[0] > 1 else "on the plane")
-                im = show(axes[r, 1 + i], spatial[i], cmap="viridis", vmin=vmin, vmax=vmax,
-                          label=label)
-            fig.colorbar(im, ax=axes[r, spatial.shape[0]], fraction=0.046, pad=0.04).ax.tick_params(
-                labelsize=6)
+                label = (f"{name} spatial β\n" if i == 0 else "\n") + p["labels"][i]
+                im = show(axes[r, 1 + i], spatial[i], cmap="viridis", vmin=p["vmin"],
+                          vmax=p["vmax"], label=label)
         if channel is not None:
             ax = axes[r, n_cols - 1]
-            im = show(ax, channel, cmap="magma",
+            im = show(ax, channel, cmap="viridis", vmin=p["vmin"], vmax=p["vmax"],
                       label=f"{name} channel α\n(channels x g)")
             ax.set_aspect("auto")
-            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04).ax.tick_params(labelsize=6)
+        cbar = fig.colorbar(im, ax=axes[r, n_cols - 1 if channel is not None else spatial.shape[0]],
+                            fraction=0.046, pad=0.04)
+        cbar.ax.tick_params(labelsize=6)
     head = title
     if logits is not None:
-        p = logits.softmax(-1)[0]
-        k = int(p.argmax())
-        head += f"   prediction: class {k} (p = {p[k]:.3f})"
-    kinds = sorted({m.kind for _, m, _, _ in rows})
-    head += f"\nattention kinds: {', '.join(kinds)}; maps in the model's input frame; " \
-            "full alpha maps averaged over output channels and input group elements"
-    fig.suptitle(head, fontsize=9)
-    fig.tight_layout(rect=(0, 0, 1, 0.96))
+        prob = logits.softmax(-1)[0]
+        k = int(prob.argmax())
+        head += f"   prediction: class {k} (p = {prob[k]:.3f})"
+    kinds = sorted({p["kind"] for p in rows.values()})
+    notes = "; ".join(_KIND_NOTES.get(k, k) for k in kinds)
+    frame = ("maps in the frame of the image given (the model saw it transposed)" if transposed
+             else "maps in the frame of the image given")
+    head += f"\n{notes}\n{frame}; one colour scale per layer (spatial and channel), at least " \
+            f"{MIN_SPAN:g} wide"
+    fig.suptitle(head, fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.55 / height))   # room for the three title lines
+    return fig
+
+
+def plot_attention(image, model_input: torch.Tensor, maps: dict, out, title: str = "",
+                   logits: Optional[torch.Tensor] = None, dpi: int = 90,
+                   transposed: bool = False) -> Path:
+    """Draw ``image`` (what the user gave, a PIL image or ``[C, H, W]`` tensor), the model input
+    ``[1, C, H, W]`` and ``maps`` (``attention_maps``'s result) into ``out`` (a PNG).
+    ``transposed``: the model input is the image transposed (rot-MNIST's transform); maps are
+    then drawn back in the image's frame."""
+    import matplotlib.pyplot as plt
+    fig = draw_attention(image, model_input, maps, title, logits, transposed)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=dpi)
@@ -141,17 +212,19 @@ def _cmd_attention(args) -> int:
 
     from .api import create_model
     from .interpret import attention_maps
-    from .preprocess import transforms
+    from .preprocess import TransposeDigits, transforms
     image = Image.open(args.image)
     if args.rotate:
         image = image.convert("L" if image.mode in ("L", "1", "P") else "RGB").rotate(
             args.rotate, resample=Image.BILINEAR)
     model = create_model(args.name, pretrained=not args.random).eval()
-    x = transforms(args.name)(image).unsqueeze(0)
+    tf = transforms(args.name)
+    x = tf(image).unsqueeze(0)
+    transposed = any(isinstance(t, TransposeDigits) for t in getattr(tf, "transforms", []))
     maps = attention_maps(model, x)
     with torch.no_grad():
         logits = model(x)
-    out = plot_attention(image, x, maps, args.out, logits=logits,
+    out = plot_attention(image, x, maps, args.out, logits=logits, transposed=transposed,
                          title=f"{args.name}{' (random weights)' if args.random else ''}: "
                                f"{Path(args.image).name}"
                                + (f" rotated {args.rotate:g}°" if args.rotate else ""))

@@ -15,12 +15,15 @@ from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
+from .input_checks import check_image_values
+
 __all__ = ["transforms", "ToFloatImage", "ResizeTo", "TransposeDigits"]
 
 
 class ToFloatImage:
     """PIL image or uint8 tensor -> float32 tensor in [0, 1] with ``channels`` channels (a
-    float tensor is taken to be in [0, 1] already)."""
+    float tensor must hold pixels in [0, 1] already: ``input_checks.check_image_values``
+    refuses 0-255 or normalised values; other float dtypes become float32)."""
 
     def __init__(self, channels: int):
         self.channels = channels
@@ -41,6 +44,9 @@ class ToFloatImage:
             x = x.to(torch.float32).div(255.0)
         elif not x.is_floating_point():
             raise ValueError(f"expected a uint8 or float image tensor, got {x.dtype}")
+        else:
+            check_image_values(x)
+            x = x.to(torch.float32)     # the models' dtype (float64 would be refused there)
         c = x.shape[-3]
         if c == self.channels:
             return x

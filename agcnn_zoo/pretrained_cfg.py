@@ -5,7 +5,8 @@
 (``timm.data.resolve_model_data_config(model)``, ``timm.data.create_transform(**cfg)``),
 ``timm.list_pretrained`` and ``timm.is_model_pretrained`` see the zoo's input sizes,
 normalisation and weights. Keys: timm's (``input_size`` as (C, H, W), ``mean``, ``std``,
-``num_classes``, ``interpolation``, ``crop_pct``, ``crop_mode``, ``first_conv``,
+``num_classes``, ``pool_size`` (the (H, W) of ``forward_features``' map), ``interpolation``,
+``crop_pct``, ``crop_mode``, ``first_conv``,
 ``classifier``, ``license``, ``origin_url``, ``paper_ids``, ``url`` / ``file`` / ``hf_hub_id``
 where the weight has such a host) and the zoo's (``weight_id``, ``dataset``, ``model_class``,
 ``orientation``, ``sha256``, ``weights``).
@@ -23,7 +24,7 @@ PAPER_IDS = "arXiv:2002.03830"
 PAPER_NAME = "Attentive Group Equivariant Convolutional Networks"
 #: the keys of timm's PretrainedCfg that the zoo fills in
 TIMM_KEYS = ("url", "file", "hf_hub_id", "hf_hub_filename", "architecture", "tag", "input_size",
-             "fixed_input_size", "interpolation", "crop_pct", "crop_mode", "mean", "std",
+             "fixed_input_size", "pool_size", "interpolation", "crop_pct", "crop_mode", "mean", "std",
              "num_classes", "first_conv", "classifier", "license", "description", "origin_url",
              "paper_name", "paper_ids", "notes")
 
@@ -63,6 +64,7 @@ def build_pretrained_cfg(name: str, record: Optional[dict] = None,
     cfg = {
         "architecture": name, "tag": tag,
         "input_size": size, "fixed_input_size": True,
+        "pool_size": tuple(getattr(cls, "feature_map_size", (1, 1))),
         "interpolation": "bilinear", "crop_pct": 1.0, "crop_mode": "center",
         "mean": mean, "std": std,
         "num_classes": int(prep.get("num_classes", entry.preprocessing["num_classes"])),

@@ -8,7 +8,12 @@ Every model is registered with its pretrained configurations (one per weight id,
 
 Importing timm costs seconds, so ``agcnn_zoo`` does not import it: if timm is already imported
 the models are registered at once, otherwise a one-shot import hook registers them the moment
-timm is imported.
+timm is imported. The other way round does not work: timm has no plugin or entry-point
+mechanism (its registry is filled only by ``register_model`` calls in imported modules), so
+``import timm`` alone does not know the zoo's names until ``agcnn_zoo`` is imported.
+
+The zoo's convolutions and dropout are registered as timm's "no trace" modules (fx leaves,
+see ``agcnn_zoo.fx``), so timm's fx feature extraction keeps them whole.
 """
 from __future__ import annotations
 
@@ -61,6 +66,7 @@ def register_all() -> bool:
         module.default_cfgs = _default_cfgs()
     except Exception as e:  # a broken manifest must not break `import timm`
         warnings.warn(f"agcnn_zoo: pretrained configurations not registered into timm: {e}")
+    _register_fx_leaves()
     for name in list_registered():
         if name in timm_registry._model_entrypoints:
             continue
@@ -71,6 +77,19 @@ def register_all() -> bool:
         timm_registry.register_model(fn)
     _registered = True
     return True
+
+
+def _register_fx_leaves() -> None:
+    try:
+        from timm.layers import register_notrace_module
+    except ImportError:  # older timm
+        try:
+            from timm.models.layers import register_notrace_module
+        except ImportError:
+            return
+    from .fx import LEAF_MODULES
+    for cls in LEAF_MODULES:
+        register_notrace_module(cls)
 
 
 def _default_cfgs():

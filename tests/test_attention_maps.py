@@ -161,3 +161,83 @@ def test_attention_command_draws_a_picture(tmp_path):
         assert img.size[0] > 600 and img.size[1] > 600
     assert main(["attention", "p4cnn_rotmnist", "--random", "--image", str(tmp_path / "digit.png"),
                  "--out", str(tmp_path / "none.png")]) == 1      # no attentive layer: an error
+
+
+# ------------------------------------------------------------------------------ the picture
+@pytest.mark.parametrize("name", ["a_p4cnn_rotmnist", "af_p4cnn_rotmnist"])
+def test_drawn_maps_turn_with_the_users_image(name):
+    """The picture shows the maps in the user's frame: turning the user's digit by 90 degrees
+    turns every drawn map by 90 degrees and moves its group panels one step (float64, exactly),
+    both for digits as MNIST holds them (the weights take them so) and for digits held as the
+    authors' files store them, which the model sees transposed (``transpose=True``)."""
+    from agcnn_zoo.attention_plot import panels
+    model, img = _run(name)
+    group = get_group("p4")
+
+    def drawn(image, transposed=True):
+        return panels(zoo.attention_maps(model, image.transpose(-2, -1)), transposed)
+
+    def error(before, after):
+        worst = 0.0
+        for layer, p in before.items():
+            q = after[layer]
+            s = p["spatial"]
+            if s is not None:
+                turned = (group.act_on_group_map(s, 1, group_dim=0) if s.shape[0] == group.order
+                          else group.act_on_plane(s, 1))
+                worst = max(worst, (q["spatial"] - turned).abs().max().item())
+            c = p["channel"]
+            if c is not None and c.shape[1] == group.order:
+                worst = max(worst, (q["channel"] - c[:, group.axis_permutations[1]]).abs().max().item())
+        return worst
+
+    turned_img = group.act_on_plane(img, 1)
+    natural = lambda image: panels(zoo.attention_maps(model, image), False)  # noqa: E731
+    assert error(natural(img), natural(turned_img)) <= TOL
+    assert error(drawn(img), drawn(turned_img)) <= TOL
+    # drawn in the model's (transposed) frame instead, the maps turn the other way
+    assert error(drawn(img, False), drawn(turned_img, False)) > 1e-3
+
+
+def _grid_images(fig, n_rows, n_cols):
+    rows = []
+    for r in range(n_rows):
+        axes = fig.axes[r * n_cols:(r + 1) * n_cols]
+        rows.append([im for ax in axes[1:] for im in ax.images])
+    return rows
+
+
+def test_one_colour_scale_per_layer_and_a_subtitle_naming_the_kind():
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+    from agcnn_zoo.attention_plot import MIN_SPAN, draw_attention
+    g = get_group("p4")
+    gen = torch.Generator().manual_seed(0)
+    axes = ("batch", "channel", "g", "x", "y")
+    flat = AttentionMap("alpha_F", g, 0.498 + 0.0025 * torch.rand(1, 10, 4, 1, 1, generator=gen),
+                        0.498 + 0.0025 * torch.rand(1, 1, 4, 6, 6, generator=gen), axes, axes)
+    wide = AttentionMap("alpha_F", g, 0.3 + 0.2 * torch.rand(1, 10, 4, 1, 1, generator=gen),
+                        0.1 + 0.8 * torch.rand(1, 1, 4, 6, 6, generator=gen), axes, axes)
+    fig = draw_attention(torch.zeros(1, 6, 6), torch.zeros(1, 1, 6, 6), {"flat": flat, "wide": wide})
+    try:
+        flat_row, wide_row = _grid_images(fig, 2, 6)
+        assert len(flat_row) == len(wide_row) == 5          # 4 group elements + channel
+        lo, hi = flat_row[0].get_clim()
+        assert all(im.get_clim() == (lo, hi) for im in flat_row)
+        assert hi - lo == pytest.approx(MIN_SPAN) and lo <= 0.498 and hi >= 0.5005
+        values = torch.cat([wide.spatial.flatten(), wide.channel.flatten()]).double()
+        expected = (values.min().item(), values.max().item())
+        assert all(im.get_clim() == pytest.approx(expected) for im in wide_row)
+        title = fig._suptitle.get_text()
+        assert "alpha_F: attention on each layer's input feature map" in title
+        assert "full alpha" not in title and "one colour scale per layer" in title
+    finally:
+        plt.close(fig)
+    full = zoo.attention_maps(*_run("a_p4cnn_rotmnist"))
+    fig = draw_attention(torch.zeros(1, 28, 28), torch.zeros(1, 1, 28, 28), full, transposed=True)
+    try:
+        title = fig._suptitle.get_text()
+        assert "full alpha" in title and "averaged over output channels" in title
+        assert "alpha_F" not in title and "saw it transposed" in title
+    finally:
+        plt.close(fig)

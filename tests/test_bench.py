@@ -129,3 +129,12 @@ def test_bench_layers_refuses_a_baseline_without_the_kernel(tmp_path):
     out = _bench_layers("--baseline", tmp_path, cwd=REPO)
     assert out.returncode == 2
     assert "has no agcnn_zoo/nn/full_alpha/" in out.stderr and "git worktree add" in out.stderr
+
+
+def test_bench_input_checks_prints_the_ratios():
+    """eval/bench_input_checks.py runs (a smoke test: no timing is asserted)."""
+    out = subprocess.run([sys.executable, str(REPO / "eval" / "bench_input_checks.py"),
+                          "--models", "z2cnn_rotmnist", "--batch-sizes", "2", "--repeats", "1",
+                          "--rounds", "1"], capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    assert "checked/unchecked" in out.stdout and "z2cnn_rotmnist" in out.stdout

@@ -65,8 +65,9 @@ def test_whole_networks_are_invariant():
     x = torch.randn(2, 1, 28, 28, dtype=torch.float64)
     errs = zoo.check_equivariance(model, x, "p4")        # logits [B, 10]: invariant
     assert max(e for _, e in errs) < 1e-10
-    # the features are a map on the group: equivariant, checked as such
-    errs = zoo.check_equivariance(model.forward_features, x, "p4")
+    # the backbone's output is a map on the group: equivariant, checked as such
+    # (forward_features folds the group axis into the channels, timm's NCHW)
+    errs = zoo.check_equivariance(model.forward_group_features, x, "p4")
     assert max(e for _, e in errs) < 1e-10
     # a Z2 CNN is not rotation invariant, and the check says so
     z2 = zoo.create_model("z2cnn_rotmnist").double().eval()

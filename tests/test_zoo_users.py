@@ -118,7 +118,7 @@ def test_forward_head_of_forward_features_is_forward(name):
         assert torch.equal(model.forward_head(feats), logits)
         pooled = model.forward_head(feats, pre_logits=True)
     assert logits.shape == (2, model.num_classes)
-    assert pooled.shape == feats.shape[:2]
+    assert pooled.shape == (2, model.head_hidden_size) and feats.shape[1] == model.num_features
     assert model.get_classifier() is getattr(model, model.classifier_names[0]) or \
         set(model.get_classifier()) == set(model.classifier_names)
 
@@ -147,7 +147,8 @@ def test_reset_classifier(name):
 
 
 @pytest.mark.parametrize("weight_id", WEIGHTS)
-def test_pretrained_with_a_new_head_keeps_every_backbone_tensor(weight_id, offline, caplog):
+def test_pretrained_with_a_new_head_keeps_every_tensor_the_class_count_does_not_shape(
+        weight_id, offline, caplog):
     published = _published_state(weight_id)
     name = split_weight_id(weight_id)[0]
     torch.manual_seed(0)
@@ -155,21 +156,69 @@ def test_pretrained_with_a_new_head_keeps_every_backbone_tensor(weight_id, offli
         model = timm.create_model(weight_id, pretrained=True, num_classes=5)
     assert model.num_classes == 5 and not model.training
     state = model.state_dict()
-    head = set(model.classifier_keys(state))
-    assert head and head == set(model.classifier_keys(published))
     assert state.keys() == published.keys()
+    fresh = set(model.class_dependent_keys(state))
+    assert fresh and fresh <= set(model.classifier_keys(state))
     for k, v in published.items():
-        if k not in head:  # the whole classifier module is fresh (its attention included)
+        if k not in fresh:
             assert torch.equal(state[k], v), k
+    # every fresh tensor belongs to a module one of whose tensors has another shape now
+    reshaped = {k.rpartition(".")[0] for k in state if state[k].shape != published[k].shape}
+    assert {k.rpartition(".")[0] for k in fresh} == reshaped
     for mod in model.classifier_names:
         assert published[f"{mod}.weight"].shape[0] == model.pretrained_cfg["num_classes"]
         assert state[f"{mod}.weight"].shape[0] == 5
     lines = [r.getMessage() for r in caplog.records if r.name == "agcnn_zoo"]
-    assert len(lines) == 1 and "except the classifier" in lines[0] and "5 classes instead of" in lines[0]
+    assert len(lines) == 1 and "new head with 5 classes instead of" in lines[0]
+    assert all(k in lines[0] for k in fresh)
     c, h, w = model.pretrained_cfg["input_size"]
     with torch.no_grad():
         assert model(torch.randn(2, c, h, w)).shape == (2, 5)
     assert name in timm.list_models()
+
+
+#: what a new head resets, by kind of classifier (the authors' checkpoints)
+NEW_HEAD_RESETS = {
+    # full alpha: one attention MLP and one spatial filter per output channel, i.e. per class
+    "a_p4cnn_rotmnist": {"c7.weight", "c7.channel_attention.weight_fc1",
+                         "c7.channel_attention.weight_fc2", "c7.spatial_attention.weight"},
+    # alpha_F: the attention sees c7's input (the backbone's 10 channels): kept
+    "af_p4cnn_rotmnist": {"c7.weight"},
+    "p4cnn_rotmnist": {"c7.weight"},
+    "p4m_densenet_pcam": {"c_out.weight"},
+}
+
+
+@pytest.mark.parametrize("weight_id", sorted(NEW_HEAD_RESETS))
+def test_a_new_head_resets_only_what_the_class_count_shapes(weight_id, offline):
+    published = _published_state(weight_id)
+    torch.manual_seed(0)
+    model = zoo.create_model(weight_id, pretrained=True, num_classes=5)
+    state = model.state_dict()
+    assert set(model.class_dependent_keys(state)) == NEW_HEAD_RESETS[weight_id]
+    kept = [k for k in state if k not in NEW_HEAD_RESETS[weight_id]]
+    assert all(torch.equal(state[k], published[k]) for k in kept)
+    assert not any(torch.equal(state[k], published[k]) for k in NEW_HEAD_RESETS[weight_id]
+                   if state[k].shape == published[k].shape)
+    if weight_id == "af_p4cnn_rotmnist":
+        assert "c7.channel_attention.weight_fc1" in kept and "c7.spatial_attention.weight" in kept
+    # reset_classifier on the pretrained model keeps the same tensors
+    pretrained = zoo.create_model(weight_id, pretrained=True)
+    pretrained.reset_classifier(3)
+    for k, v in pretrained.state_dict().items():
+        assert torch.equal(v, published[k]) == (k not in NEW_HEAD_RESETS[weight_id]), k
+
+
+def test_class_dependent_keys_leave_the_random_state_alone():
+    model = zoo.create_model("af_p4m_allcnnc_cifar")
+    torch.manual_seed(3)
+    expected = torch.rand(3)
+    torch.manual_seed(3)
+    keys = model.class_dependent_keys(model.state_dict())
+    assert torch.equal(torch.rand(3), expected)
+    # All-CNN-C's classifier: c9 (one map per class) and bn9 (per class), not c9's attention
+    assert set(keys) == {"c9.weight", "bn9.weight", "bn9.bias", "bn9.running_mean",
+                         "bn9.running_var", "bn9.num_batches_tracked"}
 
 
 def test_generic_keyword_arguments():

@@ -23,12 +23,14 @@ axis for a batch of one; here the logits are always ``[B, num_classes]``.
 """
 from __future__ import annotations
 
+from functools import partial
+
 import torch.nn.functional as F
 from torch import nn
 
 from .. import nn as gnn
 from . import factory as make
-from ._base import ZooModel, reset_group_conv_parameters
+from ._base import Stage, ZooModel, reset_group_conv_parameters
 from .registration import original_classes, register_class
 
 
@@ -38,6 +40,7 @@ class _AllCNNCNet(ZooModel):
     image_size = (32, 32)
     base_channels: int = 96
     classifier_names = ("c9", "bn9")
+    feature_map_size = (8, 8)
     drop_rate_arg = "p"   # timm's drop_rate sets the dropout after the two pooling stages
 
     def __init__(self, num_classes: int = 10, p_init: float = 0.2, p: float = 0.5,
@@ -91,22 +94,27 @@ class _AllCNNCNet(ZooModel):
         self.init_weights(c9)
         return {"c9": c9, "bn9": self.norm(num_classes)}
 
-    def forward_features(self, x):
-        """Everything up to relu(bn8(c8(.))): ``[B, 2 C1, 8, 8]`` (``[B, 2 C1, n, 8, 8]``)."""
-        h = F.relu(self.bn1(self.c1(self.dp_init(x))))
-        h = F.relu(self.bn2(self.c2(h)))
-        h = self.dp(F.relu(self.bn3(self.pool(self.c3(h)))))
-        h = F.relu(self.bn4(self.c4(h)))
-        h = F.relu(self.bn5(self.c5(h)))
-        h = self.dp(F.relu(self.bn6(self.pool(self.c6(h)))))
-        h = F.relu(self.bn7(self.c7(h)))
-        return F.relu(self.bn8(self.c8(h)))
+    def feature_stages(self):
+        """Eight levels, one per convolution block c1..c8 (with its batch norm, ReLU, and the
+        pooling and dropout after c3 and c6); the last is relu(bn8(c8(.))): ``[B, 2 C1, 8, 8]``
+        (``[B, 2 C1, n, 8, 8]``)."""
+        c1, c2 = self.base_channels, 2 * self.base_channels
+        widths, reductions = [c1] * 3 + [c2] * 5, [1, 1, 2, 2, 2, 4, 4, 4]
+        return [Stage(f"c{i}", w, r, partial(self._block, i))
+                for i, w, r in zip(range(1, 9), widths, reductions)]
+
+    def _block(self, i, h):
+        conv, bn = getattr(self, f"c{i}"), getattr(self, f"bn{i}")
+        if i == 1:
+            return F.relu(bn(conv(self.dp_init(h))))
+        if i in (3, 6):
+            return self.dp(F.relu(bn(self.pool(conv(h)))))
+        return F.relu(bn(conv(h)))
 
     def head(self, h):
         """The classifier: relu(bn9(c9(.))) (c9 a 1x1 convolution to one map per class), then
         the global average over space (and group): invariant to the group's action."""
-        h = F.relu(self.bn9(self.c9(h)))
-        return h.mean(dim=tuple(range(2, h.dim())))
+        return self._pool(F.relu(self.bn9(self.c9(h))))
 
 
 @register_class("allcnnc_cifar", original_class="AllCNNC")

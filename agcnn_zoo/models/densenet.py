@@ -21,6 +21,7 @@ classes default to 24, a value no experiment uses).
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +29,7 @@ from torch import nn
 
 from .. import nn as gnn
 from . import factory as make
-from ._base import ZooModel, reset_group_conv_parameters
+from ._base import Stage, ZooModel, reset_group_conv_parameters
 from .registration import original_classes, register_class
 
 _HE_WSCALE = math.sqrt(2.0)  # the original's wscale: He initialisation
@@ -38,8 +39,8 @@ _BLOCK_SPATIAL = [(7, 4), (7, 4), (7, 3), (7, 2), (5, 1)]
 _TRANSITION_SPATIAL = [(7, 4), (7, 4), (7, 3), (7, 1)]
 
 
-def _avg_pool2(h: torch.Tensor) -> torch.Tensor:
-    return gnn.spatial_avg_pool(h, 2, 2) if h.dim() == 5 else F.avg_pool2d(h, 2, 2)
+def _avg_pool2(h: torch.Tensor, group_map: bool) -> torch.Tensor:
+    return gnn.spatial_avg_pool(h, 2, 2) if group_map else F.avg_pool2d(h, 2, 2)
 
 
 class DenseBlock(nn.Module):
@@ -58,13 +59,14 @@ class DenseBlock(nn.Module):
 class TransitionBlock(nn.Module):
     """``avgpool2(conv1x1(relu(bn(x))))``."""
 
-    def __init__(self, bn: nn.Module, conv: nn.Module):
+    def __init__(self, bn: nn.Module, conv: nn.Module, group_map: bool = False):
         super().__init__()
         self.bn = bn
         self.conv = conv
+        self.group_map = group_map      # [B, C, n, X, Y] maps (a static choice)
 
     def forward(self, x):
-        return _avg_pool2(self.conv(F.relu(self.bn(x))))
+        return _avg_pool2(self.conv(F.relu(self.bn(x))), self.group_map)
 
 
 @register_class("densenet_pcam", original_class="DenseNet")
@@ -76,6 +78,7 @@ class DenseNet(ZooModel):
     num_blocks = 5
     num_classes = 2
     classifier_names = ("c_out",)
+    feature_map_size = (2, 2)
 
     def __init__(self, n_channels: int = 26, num_classes: int = 2, in_chans: int | None = None):
         super().__init__()
@@ -88,8 +91,8 @@ class DenseNet(ZooModel):
         for i in range(self.num_blocks - 1):
             blocks.append(DenseBlock(self.norm(width), self.conv(width, growth, 3, i)))
             width += growth
-            transitions.append(TransitionBlock(self.norm(width),
-                                               self.transition_conv(width, i)))
+            transitions.append(TransitionBlock(self.norm(width), self.transition_conv(width, i),
+                                               self.group_name is not None))
         blocks.append(DenseBlock(self.norm(width),
                                  self.conv(width, growth, 3, self.num_blocks - 1)))
         width += growth
@@ -97,6 +100,7 @@ class DenseNet(ZooModel):
         self.trans_layers = nn.Sequential(*transitions)
         self.bn_out = self.norm(width)
         self.head_width = width
+        self.growth = growth
         self.c_out = self.head_conv(width, num_classes)
         self.init_weights()
         if requested == 0:
@@ -130,18 +134,26 @@ class DenseNet(ZooModel):
         self.init_weights(c_out)
         return {"c_out": c_out}
 
-    def forward_features(self, x):
-        """c1, the dense blocks and transitions, then relu(bn_out(.)): ``[B, 6 G0, 2, 2]``
-        (``[B, 6 G0, n, 2, 2]``)."""
-        h = self.c1(x)
-        for block, transition in zip(self.block_layers[:-1], self.trans_layers):
-            h = transition(block(h))
-        return F.relu(self.bn_out(self.block_layers[-1](h)))
+    def feature_stages(self):
+        """Six levels: c1, each dense block with its transition (2x2 average pooling), and the
+        last dense block followed by relu(bn_out(.)): ``[B, 6 G0, 2, 2]`` (``[B, 6 G0, n, 2, 2]``)
+        at the end."""
+        g, n = self.growth, self.num_blocks
+        stages = [Stage("c1", g, 1, self.c1)]
+        for i in range(n - 1):
+            stages.append(Stage(f"block_layers.{i}", g * (i + 2), 2 ** (i + 1),
+                                partial(self._dense_stage, i)))
+        stages.append(Stage(f"block_layers.{n - 1}", g * (n + 1), 2 ** (n - 1),
+                            lambda h: F.relu(self.bn_out(self.block_layers[-1](h)))))
+        return stages
+
+    def _dense_stage(self, i, h):
+        return self.trans_layers[i](self.block_layers[i](h))
 
     def head(self, h):
         """The 1x1 classifier ``c_out``, then the average over the remaining map (and group)."""
         h = self.c_out(h)
-        if h.dim() == 5:
+        if self.group_name is not None:
             # the original: average_pooling_Rn(kernel = map size, stride 2), then the group mean
             h = gnn.spatial_avg_pool(h, h.shape[-1], 2, 0).mean(dim=2)
         else:

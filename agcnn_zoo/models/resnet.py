@@ -32,14 +32,14 @@ from torch import nn
 
 from .. import nn as gnn
 from . import factory as make
-from ._base import ZooModel, reset_group_conv_parameters
+from ._base import Stage, ZooModel, reset_group_conv_parameters
 from .registration import original_classes, register_class
 
 _HE_WSCALE = math.sqrt(2.0)  # the original's wscale: He initialisation
 
 
-def _max_pool2(h: torch.Tensor) -> torch.Tensor:
-    return gnn.spatial_max_pool(h, 2, 2) if h.dim() == 5 else F.max_pool2d(h, 2, 2)
+def _max_pool2(h: torch.Tensor, group_map: bool) -> torch.Tensor:
+    return gnn.spatial_max_pool(h, 2, 2) if group_map else F.max_pool2d(h, 2, 2)
 
 
 class ResBlock(nn.Module):
@@ -52,6 +52,7 @@ class ResBlock(nn.Module):
             raise ValueError("an identity fiber map needs in_channels == out_channels, got "
                              f"{in_channels} and {out_channels}")
         self.downsample = downsample
+        self.group_map = net.group_name is not None   # [B, C, n, X, Y] maps (a static choice)
         self.bn1 = net.norm(in_channels)
         self.c1 = net.conv(in_channels, out_channels, 3)
         self.bn2 = net.norm(out_channels)
@@ -62,11 +63,11 @@ class ResBlock(nn.Module):
     def forward(self, x):
         h = self.c1(F.relu(self.bn1(x)))
         if self.downsample:
-            h = _max_pool2(h)
+            h = _max_pool2(h, self.group_map)
         h = self.c2(F.relu(self.bn2(h)))
         s = self.fiber_map(x)
         if self.downsample:
-            s = _max_pool2(s)
+            s = _max_pool2(s, self.group_map)
         return s + h
 
 
@@ -77,6 +78,7 @@ class ResNet(ZooModel):
     in_chans = 3
     image_size = (32, 32)
     classifier_names = ("c_out",)
+    feature_map_size = (8, 8)
 
     def __init__(self, num_blocks: int = 7, nc32: int = 32, nc16: int = 64, nc8: int = 128,
                  num_classes: int = 10, in_chans: int | None = None):
@@ -87,6 +89,7 @@ class ResNet(ZooModel):
         requested = self._check_num_classes(num_classes)
         self.num_classes = num_classes = requested or 10
         self.head_width = nc8
+        self.stage_widths = (nc32, nc16, nc8)
         self.c1 = self.stem(self.in_chans, nc32)
         self.layers_nc32 = self._stage(nc32, nc32, num_blocks, first_downsamples=False)
         self.layers_nc16 = self._stage(nc32, nc16, num_blocks, first_downsamples=True)
@@ -127,7 +130,7 @@ class ResNet(ZooModel):
     def prepare_input(self, x):
         return x
 
-    def global_pool(self, h):
+    def pool_map(self, h):
         return F.avg_pool2d(h, h.shape[-1])
 
     def build_classifier(self, num_classes):
@@ -135,18 +138,19 @@ class ResNet(ZooModel):
         self.init_weights(c_out)
         return {"c_out": c_out}
 
-    def forward_features(self, x):
-        """c1, the three stages, then relu(bn_out(.)): ``[B, nc8, 8, 8]`` (``[B, nc8, n, 8, 8]``)."""
-        h = self.c1(self.prepare_input(x))
-        h = self.layers_nc32(h)
-        h = self.layers_nc16(h)
-        h = self.layers_nc8(h)
-        return F.relu(self.bn_out(h))
+    def feature_stages(self):
+        """Four levels: c1, the three stages of residual blocks (the last one followed by
+        relu(bn_out(.))): ``[B, nc8, 8, 8]`` (``[B, nc8, n, 8, 8]``) at the end."""
+        return [Stage("c1", self.stage_widths[0], 1, lambda x: self.c1(self.prepare_input(x))),
+                Stage("layers_nc32", self.stage_widths[0], 1, self.layers_nc32),
+                Stage("layers_nc16", self.stage_widths[1], 2, self.layers_nc16),
+                Stage("layers_nc8", self.stage_widths[2], 4,
+                      lambda h: F.relu(self.bn_out(self.layers_nc8(h))))]
 
     def head(self, h):
         """Global 8x8 average pool, the 1x1 classifier ``c_out`` (and the mean over the group axis)."""
-        h = self.c_out(self.global_pool(h))
-        if h.dim() == 5:
+        h = self.c_out(self.pool_map(h))
+        if self.group_name is not None:
             h = h.mean(dim=2)  # invariant pooling over the group axis
         return h.flatten(1)   # [B, num_classes, 1, 1] -> [B, num_classes]
 
@@ -172,7 +176,7 @@ class P4MResNet(ResNet):
     def init_weights(self, module=None):
         reset_group_conv_parameters(self if module is None else module, _HE_WSCALE)
 
-    def global_pool(self, h):
+    def pool_map(self, h):
         return gnn.spatial_avg_pool(h, h.shape[-1], 1, 0)
 
 

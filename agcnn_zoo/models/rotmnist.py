@@ -9,11 +9,13 @@ vocabulary, see ``_base.py``): ``stem`` (c1), ``conv`` (c2..c6), ``head_conv`` (
 """
 from __future__ import annotations
 
+from functools import partial
+
 import torch.nn.functional as F
 
 from .. import nn as gnn
 from . import factory as make
-from ._base import ZooModel
+from ._base import Stage, ZooModel
 from .registration import original_classes, register_class
 
 #: original key -> our key (identity: modules keep the original names)
@@ -25,6 +27,7 @@ class _RotMNISTNet(ZooModel):
     in_chans = 1
     image_size = (28, 28)
     classifier_names = ("c7",)
+    feature_map_size = (4, 4)
     drop_rate_arg = "dropout"   # timm's drop_rate sets the dropout after c1 and c3..c6
 
     def __init__(self, channels: int, num_classes: int = 10, dropout: float = 0.3,
@@ -66,14 +69,21 @@ class _RotMNISTNet(ZooModel):
     def build_classifier(self, num_classes):
         return {"c7": self.head_conv(self.channels, num_classes)}
 
-    def forward_features(self, x):
-        """c1..c6 with their batch norms, ReLUs, dropout and the pooling: ``[B, C, n, 4, 4]``
-        (``[B, C, 4, 4]`` for Z2CNN)."""
-        h = self.dropout(F.relu(self.bn1(self.c1(x))))
-        h = self.pool(F.relu(self.bn2(self.c2(h))))
-        for i in range(3, 7):
-            h = self.dropout(F.relu(getattr(self, f"bn{i}")(getattr(self, f"c{i}")(h))))
-        return h
+    def feature_stages(self):
+        """Six levels, one per convolution block (c1..c6 with its batch norm, ReLU and dropout;
+        c2's with the pooling): ``[B, C, n, X, Y]`` (``[B, C, X, Y]`` for Z2CNN), 4 x 4 after c6."""
+        c = self.channels
+        return [Stage("c1", c, 1, self._block1), Stage("c2", c, 2, self._block2)] + [
+            Stage(f"c{i}", c, 2, partial(self._block, i)) for i in range(3, 7)]
+
+    def _block1(self, x):
+        return self.dropout(F.relu(self.bn1(self.c1(x))))
+
+    def _block2(self, h):
+        return self.pool(F.relu(self.bn2(self.c2(h))))
+
+    def _block(self, i, h):
+        return self.dropout(F.relu(getattr(self, f"bn{i}")(getattr(self, f"c{i}")(h))))
 
     def head(self, h):
         """The classifier c7 (a 4x4 convolution to one output per class), then the max over the
@@ -82,7 +92,7 @@ class _RotMNISTNet(ZooModel):
 
     def features(self, x):
         """``c7``'s output (before the max over the group axis)."""
-        return self.c7(self.forward_features(x))
+        return self.c7(self.forward_backbone(x))
 
 
 @register_class("z2cnn_rotmnist", original_class="Z2CNN")

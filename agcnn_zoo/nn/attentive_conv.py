@@ -27,6 +27,7 @@ from .base import ExportError
 from .cache_budget import default_chunk_elements
 from .conv import GroupConv, LiftingConv, group_bank, lifting_bank
 from .plain import FeatureAttentiveConv, modulate
+from .tracing import fx_tracing
 
 
 
@@ -192,6 +193,15 @@ class FullAlphaConv:
     def forward_fast(self, x):
         if not self.has_attention():
             return self.conv_fast(x)
+        if fx_tracing():
+            raise torch.fx.proxy.TraceError(
+                f"{type(self).__name__} (full alpha attention) cannot be traced symbolically: it "
+                "computes its attention in a loop over chunks of samples and output channels, "
+                "whose number depends on the batch size, through custom autograd functions. "
+                "Keep it a leaf module: agcnn_zoo.fx.symbolic_trace(model), or pass "
+                "leaf_modules=agcnn_zoo.fx.LEAF_MODULES to torch.fx.Tracer / torchvision's "
+                "create_feature_extractor (timm's feature extraction does this once agcnn_zoo "
+                "is imported)")
         x5 = x.unsqueeze(2) if self.lifting else x
         return self._attentive(x, x5)
 

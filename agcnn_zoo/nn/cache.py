@@ -14,6 +14,8 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from .tracing import fx_tracing
+
 
 def _key(tensors: Sequence[torch.Tensor]):
     return tuple((t._version, t.data_ptr(), t.dtype, t.device) for t in tensors)
@@ -24,11 +26,12 @@ class CachedBanks(nn.Module):
 
     def cached_bank(self, name: str, build: Callable[[], torch.Tensor],
                     sources: Sequence[torch.Tensor]) -> torch.Tensor:
-        needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in sources)
-        if self.training or needs_grad or torch.compiler.is_compiling():
-            # training, or eval with parameter gradients wanted: the bank must stay in the graph;
-            # under torch.compile / export the bank is part of the traced graph (the compiler
-            # folds or fuses it) and module state must not change while tracing
+        if self.training or fx_tracing() or torch.compiler.is_compiling():
+            # under torch.compile / export / fx the bank is part of the traced graph (the
+            # compiler folds or fuses it) and module state must not change while tracing
+            return build()
+        if torch.is_grad_enabled() and any(t.requires_grad for t in sources):
+            # eval with parameter gradients wanted: the bank must stay in the graph
             return build()
         attr = f"_bank_{name}"
         key = _key(sources)

@@ -35,17 +35,19 @@ def _pair_int(v, name):
     return v
 
 
-def lifting_bank(weight: torch.Tensor, group: Group) -> torch.Tensor:
-    """``[O, C, k, k] -> [O * n, C, k, k]``, output channel ``o * n + i`` holds ``L_i W[o]``."""
-    o, c, k, _ = weight.shape
+def lifting_bank(weight: torch.Tensor, group: Group, shape=None) -> torch.Tensor:
+    """``[O, C, k, k] -> [O * n, C, k, k]``, output channel ``o * n + i`` holds ``L_i W[o]``
+    (``shape``: the weight's shape as ints, for a symbolic trace that has no tensor shapes)."""
+    o, c, k, _ = weight.shape if shape is None else shape
     idx = group.plane_filter_index(k).to(weight.device)
     bank = weight.reshape(o, c, k * k)[:, :, idx]              # [O, C, n, k*k]
     return bank.transpose(1, 2).reshape(o * group.order, c, k, k)
 
 
-def group_bank(weight: torch.Tensor, group: Group) -> torch.Tensor:
-    """``[O, C, n, k, k] -> [O, n_out, C, n_in, k, k]`` holding ``K_i[o, c, j]``."""
-    o, c, n_in, k, _ = weight.shape
+def group_bank(weight: torch.Tensor, group: Group, shape=None) -> torch.Tensor:
+    """``[O, C, n, k, k] -> [O, n_out, C, n_in, k, k]`` holding ``K_i[o, c, j]`` (``shape`` as
+    for ``lifting_bank``)."""
+    o, c, n_in, k, _ = weight.shape if shape is None else shape
     idx = group.group_filter_index(k, n_in).to(weight.device)
     bank = weight.reshape(o, c, n_in * k * k)[:, :, idx]       # [O, C, n_out, n_in*k*k]
     return bank.transpose(1, 2).reshape(o, group.order, c, n_in, k, k)
@@ -91,7 +93,9 @@ class LiftingConv(Layer, CachedBanks):
         return {"weight": (None, True)}
 
     def filter_bank(self) -> torch.Tensor:
-        return self.cached_bank("conv", lambda: lifting_bank(self.weight, self.group), [self.weight])
+        shape = (self.out_channels, self.in_channels, self.kernel_size, self.kernel_size)
+        return self.cached_bank("conv", lambda: lifting_bank(self.weight, self.group, shape),
+                                [self.weight])
 
     def conv_fast(self, x: torch.Tensor) -> torch.Tensor:
         y = F.conv2d(conv_input(x, self.training, self.nhwc_min_channels), self.filter_bank(), None,
@@ -163,7 +167,8 @@ class GroupConv(Layer, CachedBanks):
         """``[O * n, C * n, k, k]``, scale folded in."""
         def build():
             o, c, n, k = self.out_channels, self.in_channels, self.group.order, self.kernel_size
-            return (group_bank(self.weight, self.group) * self.scale).reshape(o * n, c * n, k, k)
+            bank = group_bank(self.weight, self.group, (o, c, n, k, k))
+            return (bank * self.scale).reshape(o * n, c * n, k, k)
         return self.cached_bank("conv", build, [self.weight])
 
     def conv_fast(self, x: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from .tracing import fx_tracing
+
 
 def _nhwc(x: torch.Tensor) -> torch.Tensor:
     if x.shape[1] == 1 and x.is_contiguous():
@@ -21,7 +23,7 @@ def _nhwc(x: torch.Tensor) -> torch.Tensor:
 
 def conv_input(x: torch.Tensor, training: bool, min_channels: int = 1) -> torch.Tensor:
     """``x`` in the layout its convolution should see (NHWC for CPU inference)."""
-    if (training or x.device.type != "cpu" or torch.is_grad_enabled() or x.shape[1] < min_channels
-            or torch.compiler.is_compiling() or torch.jit.is_tracing()):
+    if (training or fx_tracing() or torch.compiler.is_compiling() or torch.jit.is_tracing()
+            or x.device.type != "cpu" or torch.is_grad_enabled() or x.shape[1] < min_channels):
         return x
     return _nhwc(x)
