@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Dict, List, Optional, Tuple, Union
 
 from ..io.errors import ZooIOError
+from .weight_id import WEIGHT_ID, WeightId
 
 __all__ = ["WeightRecord", "Host", "HuggingFaceHost", "OriginalHost", "PackageHost", "LocalHost",
            "CheckoutHost", "RecordError", "parse_record", "parse_host", "record_problems", "trust_host",
@@ -36,7 +37,6 @@ __all__ = ["WeightRecord", "Host", "HuggingFaceHost", "OriginalHost", "PackageHo
 
 HEX40 = re.compile(r"^[0-9a-f]{40}$")
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
-WEIGHT_ID = re.compile(r"^(?P<model>[A-Za-z0-9_-]+)(\.(?P<tag>[a-z0-9_-]+))?$")
 FILE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
 
@@ -247,13 +247,12 @@ class WeightRecord:
 
     @property
     def model_name(self) -> str:
-        """The registry model this weight is for (the weight id up to its first '.')."""
-        return self.weight_id.split(".", 1)[0]
+        """The registry model this weight is for."""
+        return WeightId.parse(self.weight_id).model
 
     @property
     def tag(self) -> Optional[str]:
-        parts = self.weight_id.split(".", 1)
-        return parts[1] if len(parts) == 2 else None
+        return WeightId.parse(self.weight_id).tag
 
     @property
     def has_sha256(self) -> bool:
