@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from .api import (NoPretrainedWeightsError, create_model, list_models, list_pretrained,
                   model_info)
+from .preprocess import transforms
 from .registry import UnknownModelError
 from .equivariance import check_equivariance
 from .interpret import attention_maps
@@ -18,13 +19,6 @@ __all__ = ["create_model", "list_models", "list_pretrained", "model_info", "Unkn
            "NoPretrainedWeightsError", "transforms", "attention_maps", "check_equivariance",
            "__version__"]
 
-
-
-def transforms(name: str, transpose: bool = False):
-    """The torchvision transform from a PIL image or uint8 tensor to the input of model /
-    weight ``name`` (see ``agcnn_zoo.preprocess.transforms``; imports torchvision on first use)."""
-    from .preprocess import transforms as _transforms
-    return _transforms(name, transpose=transpose)
 
 
 from . import timm_compat as _timm_compat  # noqa: E402

@@ -16,8 +16,12 @@ from typing import Dict, List, Optional, Tuple
 
 from torch import nn
 
+from .features import FeatureExtractor
+from .hub.catalogue import Catalogue, catalogue
 from .hub.errors import NoPretrainedWeightsError
-from .hub.manifest import load_manifest
+from .hub.fetch import load_state_dict
+from .hub.weight_id import WeightId
+from .pretrained_cfg import build_pretrained_cfg
 from .registry import get_entry, list_registered
 
 _logger = logging.getLogger("agcnn_zoo")
@@ -26,36 +30,21 @@ __all__ = ["NoPretrainedWeightsError", "list_models", "list_pretrained", "weight
            "model_info", "split_weight_id", "resolve_weight"]
 
 
-def _published(manifest: Optional[dict] = None) -> dict:
-    return (manifest if manifest is not None else load_manifest()).get("weights", {})
-
-
 def split_weight_id(weight_id: str) -> Tuple[str, Optional[str]]:
     """``"NAME.TAG"`` -> ``("NAME", "TAG")``; ``"NAME"`` -> ``("NAME", None)``."""
-    name, _, tag = str(weight_id).partition(".")
-    return name, (tag or None)
-
-
-def _weights_of(name: str, published: dict) -> Dict[str, dict]:
-    return {k: r for k, r in published.items() if split_weight_id(k)[0] == name}
+    wid = WeightId.parse(weight_id)
+    return wid.model, wid.tag
 
 
 def weight_ids(name: str) -> List[str]:
     """The weight ids of model ``name`` (``NAME`` and every ``NAME.TAG``), sorted."""
-    return sorted(_weights_of(name, _published()))
+    return list(catalogue().weights_of(name))
 
 
-def resolve_weight(weight_id: str, manifest: Optional[dict] = None) -> Tuple[str, Optional[dict]]:
+def resolve_weight(weight_id: str, manifest=None) -> Tuple[str, Optional[dict]]:
     """(weight id, record) that ``create_model(weight_id, pretrained=True)`` loads; the record is
-    None when there is none."""
-    published = _published(manifest)
-    name, tag = split_weight_id(weight_id)
-    if tag is not None:
-        return weight_id, published.get(weight_id)
-    if name in published:
-        return name, published[name]
-    defaults = [k for k, r in _weights_of(name, published).items() if r.get("default")]
-    return (defaults[0], published[defaults[0]]) if len(defaults) == 1 else (name, None)
+    None when there is none (see :class:`agcnn_zoo.hub.catalogue.Catalogue`)."""
+    return catalogue(manifest).resolve(weight_id)
 
 
 def list_models(filter: str = "*", pretrained: bool = False) -> List[str]:
@@ -63,14 +52,14 @@ def list_models(filter: str = "*", pretrained: bool = False) -> List[str]:
     ``pretrained=True`` keeps only names with at least one published weight."""
     names = list_registered(filter)
     if pretrained:
-        with_weights = {split_weight_id(k)[0] for k in _published()}
+        with_weights = set(catalogue().models())
         names = [n for n in names if n in with_weights]
     return names
 
 
 def list_pretrained(filter: str = "*") -> List[str]:
     """Weight ids (``NAME`` or ``NAME.TAG``) matching ``filter``, sorted."""
-    return sorted(k for k in _published() if fnmatch.fnmatchcase(k, filter))
+    return [k for k in catalogue().ids() if fnmatch.fnmatchcase(k, filter)]
 
 
 def _weight_summary(weight_id: str, record: dict, default_id: Optional[str]) -> dict:
@@ -84,18 +73,17 @@ def _weight_summary(weight_id: str, record: dict, default_id: Optional[str]) -> 
 def model_info(name: str) -> dict:
     """Architecture, parameter count, dataset, input size, preprocessing, training recipe and
     weights (the default record, and a summary of every weight of the model)."""
-    from .train.recipes import describe as describe_recipe
-    model_name, tag = split_weight_id(name)
-    entry = get_entry(model_name)
+    from .train.recipes import describe as describe_recipe   # the train package imports this one
+    wid = WeightId.parse(name)
+    entry = get_entry(wid.model)
     model = entry.fn()
-    published = _published()
-    default_id, default_rec = resolve_weight(model_name)
-    weight_id, record = resolve_weight(name)
-    if tag is not None and record is None:
-        raise NoPretrainedWeightsError(f"no weight {name!r}; weights of {model_name}: "
-                                       f"{', '.join(_weights_of(model_name, published)) or 'none'}")
+    cat = catalogue()
+    default_id = cat.default_of(wid.model)
+    weight_id, record = cat.resolve(wid)
+    if wid.tag is not None and record is None:
+        raise NoPretrainedWeightsError(f"no weight {name!r}; {cat.missing_hint(wid)}")
     return {
-        "name": model_name,
+        "name": wid.model,
         "architecture": entry.architecture,
         "original_class": entry.original_class,
         "group": entry.group,
@@ -105,11 +93,11 @@ def model_info(name: str) -> dict:
         "num_classes": entry.preprocessing["num_classes"],
         "preprocessing": record["preprocessing"] if record else entry.preprocessing,
         "description": entry.description,
-        "training_recipe": describe_recipe(model_name),
+        "training_recipe": describe_recipe(wid.model),
         "weight_id": weight_id if record else None,
         "weights": record,
-        "all_weights": [_weight_summary(k, r, default_id if default_rec else None)
-                        for k, r in sorted(_weights_of(model_name, published).items())],
+        "all_weights": [_weight_summary(k, r, default_id)
+                        for k, r in cat.weights_of(wid.model).items()],
     }
 
 
@@ -212,37 +200,14 @@ def create_model(name: str, pretrained: bool = False, *, manifest=None, **kwargs
     in ``out_indices``, default all, described by its ``feature_info``).
     The model carries ``pretrained_cfg``, a flat timm-style configuration (see
     ``agcnn_zoo.pretrained_cfg``)."""
-    from .pretrained_cfg import build_pretrained_cfg
-    if manifest is not None and not isinstance(manifest, dict):
-        manifest = load_manifest(manifest)
-    model_name, tag = split_weight_id(name)
-    entry = get_entry(model_name)
-    record, weight_id = None, None
-    if pretrained:
-        weight_id, record = resolve_weight(name, manifest)
-        if record is None:
-            own = list(_weights_of(model_name, _published(manifest)))
-            if own:
-                hint = f"weights of {model_name}: {', '.join(sorted(own))}"
-            else:
-                hint = f"models with weights: {', '.join(list_models(pretrained=True))}"
-            raise NoPretrainedWeightsError(
-                f"{name!r} has no published weights; {hint}. Use pretrained=False for a randomly "
-                f"initialised model.")
-    elif tag is not None:
-        raise ValueError(f"{name!r} names a weight; pass pretrained=True, or the model name "
-                         f"{model_name!r} for a randomly initialised model")
-    features = _pop_feature_args(model_name, kwargs)
+    cat = catalogue(manifest)
+    wid = WeightId.parse(name)
+    entry = get_entry(wid.model)
+    weight_id, record = _chosen_weight(cat, wid, name, pretrained)
+    features = _pop_feature_args(wid.model, kwargs)
     global_pool = kwargs.pop("global_pool", None)
-    kwargs = _constructor_kwargs(model_name, entry, kwargs)
-    if pretrained:
-        cfg = build_pretrained_cfg(model_name, record, weight_id)
-    else:
-        # timm's convention: a randomly initialised model carries its default weight's
-        # configuration (input size, mean, std), with no weights loaded
-        default_id, default_rec = resolve_weight(model_name, manifest)
-        cfg = build_pretrained_cfg(model_name, default_rec, default_id if default_rec else None)
-        cfg["weights"] = None
+    kwargs = _constructor_kwargs(wid.model, entry, kwargs)
+    cfg = _configuration(cat, wid.model, weight_id, record)
     if pretrained and kwargs.get("in_chans") not in (None, cfg["input_size"][0]):
         raise ValueError(f"{weight_id!r} was trained on {cfg['input_size'][0]}-channel images; "
                          f"in_chans={kwargs['in_chans']} is only available with pretrained=False")
@@ -250,19 +215,49 @@ def create_model(name: str, pretrained: bool = False, *, manifest=None, **kwargs
     model.set_global_pool(global_pool)
     model.pretrained_cfg = cfg
     if pretrained:
-        from . import hub
-        state = hub.load_state_dict(weight_id, record)
-        published_classes = int(cfg["num_classes"])
-        if getattr(model, "num_classes", published_classes) != published_classes:
-            _load_new_head(model, state, weight_id, published_classes)
-        else:
-            try:
-                model.load_state_dict(state, strict=True)
-            except RuntimeError as e:
-                raise ValueError(f"the published weights of {weight_id!r} do not fit the model "
-                                 f"built with {kwargs or 'default arguments'}: {e}") from e
-        model.eval()
-    if features:
-        from .features import FeatureExtractor
-        return FeatureExtractor(model, **features)
-    return model
+        _load_published(model, weight_id, record, int(cfg["num_classes"]), kwargs)
+    return FeatureExtractor(model, **features) if features else model
+
+
+def _chosen_weight(cat: Catalogue, wid: WeightId, name: str,
+                   pretrained: bool) -> Tuple[Optional[str], Optional[dict]]:
+    """(weight id, record) to load, (None, None) for a randomly initialised model."""
+    if not pretrained:
+        if wid.tag is not None:
+            raise ValueError(f"{name!r} names a weight; pass pretrained=True, or the model name "
+                             f"{wid.model!r} for a randomly initialised model")
+        return None, None
+    weight_id, record = cat.resolve(wid)
+    if record is None:
+        raise NoPretrainedWeightsError(
+            f"{name!r} has no published weights; {cat.missing_hint(wid)}. Use pretrained=False "
+            f"for a randomly initialised model.")
+    return weight_id, record
+
+
+def _configuration(cat: Catalogue, model_name: str, weight_id: Optional[str],
+                   record: Optional[dict]) -> dict:
+    """The model's ``pretrained_cfg``: its weight's, or (timm's convention for a randomly
+    initialised model) its default weight's input size, mean and std with no weights loaded."""
+    if record is not None:
+        return build_pretrained_cfg(model_name, record, weight_id)
+    default_id, default_rec = cat.resolve(model_name)
+    cfg = build_pretrained_cfg(model_name, default_rec, default_id if default_rec else None)
+    cfg["weights"] = None
+    return cfg
+
+
+def _load_published(model: nn.Module, weight_id: str, record: dict, published_classes: int,
+                    kwargs: dict) -> None:
+    """Load the verified weights into ``model`` (a new head: see :func:`_load_new_head`) and put
+    it in eval mode."""
+    state = load_state_dict(weight_id, record)
+    if getattr(model, "num_classes", published_classes) != published_classes:
+        _load_new_head(model, state, weight_id, published_classes)
+    else:
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as e:
+            raise ValueError(f"the published weights of {weight_id!r} do not fit the model "
+                             f"built with {kwargs or 'default arguments'}: {e}") from e
+    model.eval()

@@ -9,16 +9,19 @@ normalisation and weights. Keys: timm's (``input_size`` as (C, H, W), ``mean``, 
 ``crop_pct``, ``crop_mode``, ``first_conv``,
 ``classifier``, ``license``, ``origin_url``, ``paper_ids``, ``url`` / ``file`` / ``hf_hub_id``
 where the weight has such a host) and the zoo's (``weight_id``, ``dataset``, ``model_class``,
-``orientation``, ``sha256``, ``weights``).
+``sha256``, ``weights``). The input size, mean, std, interpolation and crop come from the one
+preprocessing definition, :class:`agcnn_zoo.preprocess.Preprocessing`.
 """
 from __future__ import annotations
 
 from typing import Optional, Tuple
 
-from .registry import ROTMNIST_MEAN_STD_ESTIMATE, get_entry
+from .hub.catalogue import catalogue
+from .hub.weight_id import WeightId
+from .preprocess import Preprocessing
+from .registry import get_entry
 
-__all__ = ["PAPER_IDS", "PAPER_NAME", "pretrained_cfg", "build_pretrained_cfg",
-           "preprocessing_numbers", "TIMM_KEYS"]
+__all__ = ["PAPER_IDS", "PAPER_NAME", "pretrained_cfg", "build_pretrained_cfg", "TIMM_KEYS"]
 
 PAPER_IDS = "arXiv:2002.03830"
 PAPER_NAME = "Attentive Group Equivariant Convolutional Networks"
@@ -27,22 +30,6 @@ TIMM_KEYS = ("url", "file", "hf_hub_id", "hf_hub_filename", "architecture", "tag
              "fixed_input_size", "pool_size", "interpolation", "crop_pct", "crop_mode", "mean", "std",
              "num_classes", "first_conv", "classifier", "license", "description", "origin_url",
              "paper_name", "paper_ids", "notes")
-
-
-def preprocessing_numbers(preprocessing: dict) -> Tuple[tuple, tuple, tuple]:
-    """``(input_size (C, H, W), mean, std)`` of a preprocessing record, mean and std as one
-    number per channel (rot-MNIST records without numbers get the recorded estimate)."""
-    size = tuple(int(v) for v in preprocessing["input_size"])
-    mean, std = preprocessing.get("mean"), preprocessing.get("std")
-    if mean is None or std is None:
-        if preprocessing.get("channel_order") != "gray":
-            raise ValueError(f"preprocessing without mean/std: {preprocessing}")
-        mean, std = ROTMNIST_MEAN_STD_ESTIMATE
-    mean = tuple(float(v) for v in (mean if isinstance(mean, (list, tuple)) else [mean]))
-    std = tuple(float(v) for v in (std if isinstance(std, (list, tuple)) else [std]))
-    if len(mean) == 1 and size[0] > 1:
-        mean, std = mean * size[0], std * size[0]
-    return size, mean, std
 
 
 def _license(record: Optional[dict]) -> str:
@@ -56,18 +43,12 @@ def build_pretrained_cfg(name: str, record: Optional[dict] = None,
     entry = get_entry(name)
     cls = getattr(entry.fn, "model_class", None)
     prep = dict(record["preprocessing"]) if record else entry.preprocessing
-    size, mean, std = preprocessing_numbers(prep)
-    tag = None
-    if record is not None and weight_id and "." in weight_id:
-        tag = weight_id.split(".", 1)[1]
+    tag = WeightId.parse(weight_id).tag if record is not None and weight_id else None
     classifier = tuple(getattr(cls, "classifier_names", ()) or ())
     cfg = {
         "architecture": name, "tag": tag,
-        "input_size": size, "fixed_input_size": True,
+        **Preprocessing.from_record(prep, entry.dataset).timm_fields(),
         "pool_size": tuple(getattr(cls, "feature_map_size", (1, 1))),
-        "interpolation": "bilinear", "crop_pct": 1.0, "crop_mode": "center",
-        "mean": mean, "std": std,
-        "num_classes": int(prep.get("num_classes", entry.preprocessing["num_classes"])),
         "first_conv": getattr(cls, "first_conv_name", "c1"),
         "classifier": classifier[0] if len(classifier) == 1 else classifier,
         "license": _license(record), "description": entry.description.split("\n")[0],
@@ -77,7 +58,6 @@ def build_pretrained_cfg(name: str, record: Optional[dict] = None,
         "weight_id": weight_id if record is not None else None,
         "dataset": entry.dataset, "model_class": entry.architecture,
         "original_class": entry.original_class, "group": entry.group,
-        "orientation": prep.get("orientation"),
         "preprocessing": prep,
         "weights": None,
     }
@@ -104,10 +84,8 @@ def build_pretrained_cfg(name: str, record: Optional[dict] = None,
     return cfg
 
 
-def pretrained_cfg(weight_id: str) -> dict:
+def pretrained_cfg(weight_id: str, manifest=None) -> dict:
     """The configuration ``create_model(weight_id, pretrained=True)`` attaches (for a model name
     without weights: its dataset's preprocessing, no weight)."""
-    from .api import resolve_weight, split_weight_id
-    name, _ = split_weight_id(weight_id)
-    wid, record = resolve_weight(weight_id)
-    return build_pretrained_cfg(name, record, wid if record else None)
+    wid, record = catalogue(manifest).resolve(weight_id)
+    return build_pretrained_cfg(WeightId.model_of(wid), record, wid if record else None)

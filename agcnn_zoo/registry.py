@@ -11,11 +11,11 @@ import fnmatch
 from typing import List
 
 from . import models  # noqa: F401  (importing the families registers them)
-from .models.registration import (DATASETS, REGISTRY, ROTMNIST_MEAN_STD_ESTIMATE, ModelEntry,
+from .models.registration import (DATASETS, REGISTRY, ModelEntry,
                                   original_classes, register_class, register_model)
 
 __all__ = ["ModelEntry", "register_model", "register_class", "original_classes", "get_entry",
-           "list_registered", "DATASETS", "UnknownModelError", "ROTMNIST_MEAN_STD_ESTIMATE"]
+           "list_registered", "DATASETS", "UnknownModelError"]
 
 
 class UnknownModelError(KeyError, ValueError):

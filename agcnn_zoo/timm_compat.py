@@ -22,6 +22,14 @@ import importlib.util
 import sys
 import types
 import warnings
+from typing import Optional
+
+from .api import create_model
+from .fx import LEAF_MODULES
+from .hub.catalogue import catalogue
+from .hub.weight_id import WeightId
+from .pretrained_cfg import TIMM_KEYS, build_pretrained_cfg
+from .registry import get_entry, list_registered
 
 _registered = False
 
@@ -31,23 +39,23 @@ def _entrypoint(name: str):
            cache_dir=None, **kwargs):
         # our weights come from our manifest and cache (AGCNN_ZOO_CACHE), not timm's cache_dir;
         # timm passes the tag of 'NAME.TAG' as pretrained_cfg
-        from .api import create_model
-        weight_id = name
-        if isinstance(pretrained_cfg, str) and pretrained_cfg:
-            weight_id = f"{name}.{pretrained_cfg}"
-        elif pretrained_cfg is not None and getattr(pretrained_cfg, "tag", None):
-            weight_id = f"{name}.{pretrained_cfg.tag}"
-        elif isinstance(pretrained_cfg, dict) and pretrained_cfg.get("tag"):
-            weight_id = f"{name}.{pretrained_cfg['tag']}"
-        if not pretrained and weight_id != name:
-            weight_id = name   # a tag only selects weights
-        model = create_model(weight_id, pretrained=pretrained, **kwargs)
+        tag = _tag_of(pretrained_cfg) if pretrained else None   # a tag only selects weights
+        model = create_model(str(WeightId.of(name, tag)), pretrained=pretrained, **kwargs)
         if pretrained_cfg_overlay:
             model.pretrained_cfg.update(pretrained_cfg_overlay)
         return model
     fn.__name__ = name
     fn.__qualname__ = name
     return fn
+
+
+def _tag_of(pretrained_cfg) -> Optional[str]:
+    """The tag timm hands over: a string, or the ``tag`` of a ``PretrainedCfg`` / dict."""
+    if isinstance(pretrained_cfg, str):
+        return pretrained_cfg or None
+    if isinstance(pretrained_cfg, dict):
+        return pretrained_cfg.get("tag") or None
+    return getattr(pretrained_cfg, "tag", None) or None
 
 
 def register_all() -> bool:
@@ -59,7 +67,6 @@ def register_all() -> bool:
         from timm.models import _registry as timm_registry
     except Exception:
         return False
-    from .registry import get_entry, list_registered
     # timm keys its registry by the entrypoint's module; give ours one of its own
     module = sys.modules.setdefault("agcnn_zoo.timm_models", types.ModuleType("agcnn_zoo.timm_models"))
     try:
@@ -87,7 +94,6 @@ def _register_fx_leaves() -> None:
             from timm.models.layers import register_notrace_module
         except ImportError:
             return
-    from .fx import LEAF_MODULES
     for cls in LEAF_MODULES:
         register_notrace_module(cls)
 
@@ -97,24 +103,18 @@ def _default_cfgs():
     or the dataset's configuration without weights for a model that has none."""
     from timm.models import generate_default_cfgs
     from timm.models._pretrained import PretrainedCfg
-    from .api import _published, resolve_weight, split_weight_id
-    from .pretrained_cfg import TIMM_KEYS, build_pretrained_cfg
-    from .registry import list_registered
     fields = set(PretrainedCfg.__dataclass_fields__) & set(TIMM_KEYS)
-    published = _published()
+    cat = catalogue()
     cfgs = {}
     for name in list_registered():
-        default_id, default_rec = resolve_weight(name)
-        ids = sorted(k for k in published if split_weight_id(k)[0] == name)
-        if not ids:
-            ids = [None]
-        for wid in ids:
-            record = published.get(wid) if wid else None
+        default_id = cat.default_of(name)
+        weights = cat.weights_of(name) or {None: None}
+        for wid, record in weights.items():
             cfg = build_pretrained_cfg(name, record, wid)
             cfg = {k: v for k, v in cfg.items() if k in fields and v is not None
                    and k not in ("architecture", "tag")}
             key = wid or name
-            if wid and "." in wid and default_rec is not None and wid == default_id:
+            if wid and wid != name and wid == default_id:
                 key += "*"   # timm's mark of the default tag
             cfgs[key] = cfg
     return generate_default_cfgs(cfgs)

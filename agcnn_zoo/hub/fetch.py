@@ -37,6 +37,7 @@ from ..io import env
 from ..io.errors import CacheError, ConfigError, IntegrityError, ZooIOError
 from ..io.files import check_regular_file, ensure_dir, is_within, sha256_file
 from . import cache as _cache
+from .catalogue import catalogue
 from .errors import HostFailure, NoPretrainedWeightsError, WeightsUnavailableError
 from .hosts import module_for, on_this_machine, package
 from .pin import Pin
@@ -49,14 +50,15 @@ MAX_WEIGHTS_BYTES = 1 << 30
 
 
 def resolve_record(name: str, record: RecordLike = None) -> WeightRecord:
-    """The typed, validated record of ``name`` (from the manifest when none is given)."""
+    """The typed, validated record of ``name`` (``NAME`` or ``NAME.TAG``, resolved as
+    ``create_model`` resolves it, when no record is given)."""
     if record is None:
-        from .manifest import get_record, manifest_path
-        rec = get_record(name)
-        if rec is None:
-            raise NoPretrainedWeightsError(f"{name!r} has no published weights in the manifest "
-                                f"({manifest_path()})")
-        return rec
+        cat = catalogue()
+        weight_id, raw = cat.resolve(name)
+        if raw is None:
+            raise NoPretrainedWeightsError(f"{name!r} has no published weights in {cat.source}; "
+                                           f"{cat.missing_hint(name)}")
+        return cat.typed(weight_id)
     return parse_record(name, record)
 
 

@@ -38,6 +38,7 @@ from typing import Dict, List, Optional, Union
 from ..io import env
 from ..io.files import atomic_write_bytes
 from ..io.strict_json import load_strict
+from .weight_id import WeightId
 from .records import (HOST_TYPES, WEIGHT_ID, RecordError, WeightRecord,  # noqa: F401
                       parse_record, record_problems)
 
@@ -95,9 +96,9 @@ def _with_user_records(base: dict, user_path: Path) -> dict:
             if isinstance(h, dict) and h.get("type") == "local":
                 h["folder"] = folder
         if isinstance(rec, dict) and rec.get("default"):
-            model = wid.split(".", 1)[0]
+            model = WeightId.model_of(wid)
             for k, r in weights.items():
-                if k.split(".", 1)[0] == model and isinstance(r, dict):
+                if WeightId.model_of(k) == model and isinstance(r, dict):
                     r["default"] = False
         weights[wid] = rec
     return merged

@@ -50,6 +50,17 @@ class Stage(NamedTuple):
 GLOBAL_POOLS = ("avg", "")
 
 
+def _channel_hint(x: torch.Tensor, channels: int) -> str:
+    """How to get the model's channels from images of other channels (the common mistake: RGB
+    files of grey digits through a generic pipeline)."""
+    if x.dim() != 4 or x.shape[1] == channels:
+        return ""
+    mode = {1: "L", 3: "RGB"}.get(channels)
+    how = f"open the images with .convert({mode!r}) before the transform, or " if mode else ""
+    return (f": {x.shape[1]}-channel images for a {channels}-channel model; {how}use "
+            f"agcnn_zoo.transforms(name), which converts")
+
+
 class ZooModel(nn.Module):
     """Base class: ``dataset``, ``in_chans``, ``image_size`` (H, W), ``input_size`` (C, H, W),
     ``num_classes``, ``group_name`` (or None).
@@ -122,7 +133,8 @@ class ZooModel(nn.Module):
         if not isinstance(x, torch.Tensor):
             raise ValueError(f"{name} expects a float tensor of shape {expected}, got {type(x).__name__}")
         if x.dim() != 4 or tuple(x.shape[1:]) != (c, h, w):
-            raise ValueError(f"{name} expects input of shape {expected}, got {tuple(x.shape)}")
+            raise ValueError(f"{name} expects input of shape {expected}, got {tuple(x.shape)}"
+                             f"{_channel_hint(x, c)}")
         if not x.is_floating_point():
             raise ValueError(f"{name} expects a floating-point tensor of shape {expected}, "
                              f"got dtype {x.dtype} (convert and normalise the images first)")

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
-__all__ = ["ModelEntry", "DATASETS", "STORED_TRANSPOSED", "ROTMNIST_MEAN_STD_ESTIMATE", "register_model",
+__all__ = ["ModelEntry", "DATASETS", "STORED_TRANSPOSED", "register_model",
            "register_class", "original_classes", "REGISTRY"]
 
 #: what each dataset's models expect (the original pipelines' preprocessing)
@@ -24,6 +24,10 @@ DATASETS: Dict[str, dict] = {
         "input_size": [1, 28, 28], "num_classes": 10, "channel_order": "gray",
         "scaling": "pixels in [0, 1]",
         "normalize": "scalar mean/std of the 12,000 mnist_rotation_new training images",
+        # an estimate of those numbers, for records without their own (models without weights):
+        # the statistics of mnist-rot-gen's 12,000 rotated MNIST training digits (see the
+        # manifest's normalize_estimate); only rot-MNIST records can receive it
+        "mean": [0.130693], "std": [0.289791],
         "test_set": "mnist_rotation_new test split, 50,000 images (Larochelle et al. 2007)",
     },
     "cifar10": {
@@ -46,12 +50,6 @@ DATASETS: Dict[str, dict] = {
 #: trained on those files get the transposition folded in when converted
 #: (``agcnn_zoo.nn.orientation``), so every weight takes images as people hold them
 STORED_TRANSPOSED = frozenset({"rotmnist"})
-
-
-#: rot-MNIST mean / std used where no weight record gives numbers (models without weights):
-#: the statistics of the 12,000 rotated MNIST training digits of mnist-rot-gen, an estimate
-#: of the mnist_rotation_new training statistics (see the manifest's ``normalize_estimate``)
-ROTMNIST_MEAN_STD_ESTIMATE = ([0.130693], [0.289791])
 
 
 @dataclass(frozen=True)
