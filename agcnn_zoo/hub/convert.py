@@ -29,6 +29,7 @@ from torch import nn
 
 from ..io.files import atomic_write_bytes, sha256_bytes, sha256_file
 from ..models.registration import STORED_TRANSPOSED
+from .weight_id import WeightId
 
 __all__ = ["CheckpointError", "load_original_checkpoint", "convert_state_dict",
            "safetensors_bytes", "save_safetensors", "load_safetensors", "convert_checkpoint",
@@ -186,12 +187,12 @@ def _same_file(a: Path, b: Path) -> bool:
 def convert_checkpoint_bytes(src: Union[str, Path], model_name: str) -> bytes:
     """The safetensors bytes converting ``src`` gives (deterministic)."""
     from ..registry import get_entry
-    entry = get_entry(model_name.split(".", 1)[0])
+    entry = get_entry(WeightId.model_of(model_name))
     model = entry.fn()
     state = natural_frame(convert_state_dict(load_original_checkpoint(src), model), model,
                           entry.dataset)
     return safetensors_bytes(state, weights_metadata(
-        model_name.split(".", 1)[0], entry.architecture, sha256_file(src),
+        WeightId.model_of(model_name), entry.architecture, sha256_file(src),
         folded=entry.dataset in STORED_TRANSPOSED))
 
 
@@ -199,7 +200,7 @@ def fold_transposition_file(src: Union[str, Path], dst: Union[str, Path], model_
     """A safetensors weight trained on transposed files (the authors' frame) -> the same weight
     in the natural frame (metadata says so); returns the new file's sha256."""
     from ..registry import get_entry
-    entry = get_entry(model_name.split(".", 1)[0])
+    entry = get_entry(WeightId.model_of(model_name))
     model = entry.fn()
     tensors, meta = load_safetensors(src)
     if meta.get("agcnn_zoo.frame"):

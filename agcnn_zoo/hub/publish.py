@@ -26,6 +26,7 @@ from ..io.files import sha256_bytes
 from . import fetch as hub
 from .hosts import LOCAL_KINDS
 from .manifest import load_manifest, manifest_path as default_manifest_path, save_manifest
+from .weight_id import WeightId
 
 __all__ = ["publish", "model_card", "index_card", "huggingface_host"]
 
@@ -176,7 +177,7 @@ def _verified_file(name: str, record: dict, files_dir: Optional[Path], progress:
 def _check_loads(name: str, path: Path) -> None:
     from safetensors.torch import load_file
     from ..registry import get_entry
-    model = get_entry(name.split(".", 1)[0]).fn()
+    model = get_entry(WeightId.model_of(name)).fn()
     try:
         model.load_state_dict(load_file(str(path)), strict=True)
     except RuntimeError as e:

@@ -5,6 +5,8 @@ import argparse
 import shlex
 import sys
 
+from ..hub.weight_id import WeightId
+
 
 def add_parser(sub) -> None:
     s = sub.add_parser("train", help="train a model from its paper recipe (validation split, "
@@ -91,7 +93,7 @@ def _precheck(args, install_target):
             raise ValueError(f"{flag} must be a positive number of seconds, got {value}")
     if not args.update_manifest:
         return None
-    weight_id = f"{args.name}.{args.tag}" if args.tag else args.name
+    weight_id = str(WeightId.of(args.name, args.tag))
     limited = any(v is not None for v in (args.limit_train, args.limit_val, args.limit_test))
     check_installable(weight_id, install_target, limited=limited,
                       size=_size_estimate(args.name), default=args.default)

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from ..api import create_model
+from ..hub.weight_id import WeightId
 from ..io import atomic_write_bytes
 from ..registry import get_entry
 from .checkpoint import CHECKPOINT, CheckpointError, ResumeError, capture, open_state, save_checkpoint
@@ -77,7 +78,7 @@ class RunSettings:
 
     @property
     def weight_id(self) -> str:
-        return f"{self.name}.{self.tag}" if self.tag else self.name
+        return str(WeightId.of(self.name, self.tag))
 
     @property
     def limited(self) -> bool:

@@ -31,6 +31,7 @@ from typing import Optional, Union
 from ..hub.hosts import checkout as checkout_host
 from ..hub.hosts import local as local_host
 from ..hub.hosts import package as package_host
+from ..hub.weight_id import WeightId
 from ..io.errors import ZooIOError
 from ..io.files import atomic_write_bytes, read_checked, remove_stale_parts, sha256_bytes
 from ..io.locks import folder_lock
@@ -106,7 +107,7 @@ def check_installable(weight_id: str, target: Target, *, limited: bool = False,
                                 "or publish it to the Hugging Face host")
     own = _read_target(target)
     visible = _visible(target, own)
-    model = weight_id.split(".", 1)[0]
+    model = WeightId.model_of(weight_id)
     old = visible.get(weight_id)
     if old is not None and old.get("origin", {}).get("kind") != "trained":
         raise InstallError(f"{weight_id} is the authors' weight; yours would replace it",
@@ -139,9 +140,9 @@ def _apply(target: Target, weight_id: str, rec: dict, default: bool) -> dict:
     weights = manifest["weights"]
     old = weights.get(weight_id)
     if default:
-        model = weight_id.split(".", 1)[0]
+        model = WeightId.model_of(weight_id)
         for key, r in weights.items():
-            if key.split(".", 1)[0] == model and key != weight_id:
+            if WeightId.model_of(key) == model and key != weight_id:
                 r["default"] = False
     rec = copy.deepcopy(rec)
     # a re-trained weight under the same id keeps the role its predecessor had for the name
