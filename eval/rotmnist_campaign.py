@@ -100,6 +100,7 @@ def main(argv=None) -> int:
     if args.dry_run:
         return 0
     if args.install:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's package
         from agcnn_zoo.train import install
         for i, d in zip(ids, done):
             if d:
