@@ -350,6 +350,15 @@ def test_install_goes_to_the_users_manifest_and_create_model_finds_it(tmp_path, 
     text = (user / "manifest.json").read_text()
     assert install(out / "record.json") == "z2cnn_rotmnist.k"
     assert (user / "manifest.json").read_text() == text
+    # a measurement recorded on these bytes survives installing them again
+    edited = json.loads(text)
+    measured = [{"dataset": "mnist-rot-aux", "top1": 50.0, "images": 10, "device": "cpu",
+                 "date": "2026-12-06"}]
+    edited["weights"]["z2cnn_rotmnist.k"]["accuracy"]["measured"] = measured
+    (user / "manifest.json").write_text(json.dumps(edited, indent=2))
+    install(out / "record.json")
+    again = json.loads((user / "manifest.json").read_text())["weights"]["z2cnn_rotmnist.k"]
+    assert again["accuracy"]["measured"] == measured
     f = user / "z2cnn_rotmnist.k.safetensors"
     data = bytearray(f.read_bytes())
     data[-3] ^= 1

@@ -172,7 +172,10 @@ class _Run:
         return self.wall_before + time.time() - self.t0
 
     def save(self, epochs_done: int, step: int = 0, partials: Optional[list] = None) -> None:
-        """The checkpoint of every rank's state (rank 0 writes it); collective."""
+        """The checkpoint of every rank's state (rank 0 writes it); collective. The checkpoint
+        is the run's own from its first write (a mid-epoch one included), so a resume may
+        replace it."""
+        self.outputs.add(CHECKPOINT)
         rng = gather_rng()
         if self.rank == 0:
             save_checkpoint(self.out / CHECKPOINT, {

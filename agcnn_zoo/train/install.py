@@ -147,6 +147,11 @@ def _apply(target: Target, weight_id: str, rec: dict, default: bool) -> dict:
     rec = copy.deepcopy(rec)
     # a re-trained weight under the same id keeps the role its predecessor had for the name
     rec["default"] = bool(default) or bool(old is not None and old.get("default"))
+    if old is not None and old.get("sha256") == rec.get("sha256"):
+        # the same bytes installed again: what was measured on them still holds
+        kept = (old.get("accuracy") or {}).get("measured") or []
+        mine = rec.setdefault("accuracy", {}).setdefault("measured", [])
+        rec["accuracy"]["measured"] = kept + [m for m in mine if m not in kept]
     rec["hosts"] = [{"type": target.host_kind, "path": rec["file"]}]
     weights[weight_id] = rec
     return manifest
