@@ -29,6 +29,8 @@ from torch import nn
 
 from ..io.files import atomic_write_bytes, sha256_bytes, sha256_file
 from ..models.registration import STORED_TRANSPOSED
+from ..nn.orientation import transposed_state_dict
+from ..registry import get_entry
 
 __all__ = ["CheckpointError", "load_original_checkpoint", "convert_state_dict",
            "safetensors_bytes", "save_safetensors", "load_safetensors", "convert_checkpoint",
@@ -170,7 +172,6 @@ def natural_frame(state: Mapping[str, torch.Tensor], model: nn.Module, dataset: 
                   ) -> Mapping[str, torch.Tensor]:
     """``state`` as the weights of a model that takes images as people hold them: for a
     dataset stored transposed, the transposition folded in (exact); else unchanged."""
-    from ..nn.orientation import transposed_state_dict
     return transposed_state_dict(model, state) if dataset in STORED_TRANSPOSED else state
 
 
@@ -185,7 +186,6 @@ def _same_file(a: Path, b: Path) -> bool:
 
 def convert_checkpoint_bytes(src: Union[str, Path], model_name: str) -> bytes:
     """The safetensors bytes converting ``src`` gives (deterministic)."""
-    from ..registry import get_entry
     entry = get_entry(model_name.split(".", 1)[0])
     model = entry.fn()
     state = natural_frame(convert_state_dict(load_original_checkpoint(src), model), model,
@@ -198,7 +198,6 @@ def convert_checkpoint_bytes(src: Union[str, Path], model_name: str) -> bytes:
 def fold_transposition_file(src: Union[str, Path], dst: Union[str, Path], model_name: str) -> str:
     """A safetensors weight trained on transposed files (the authors' frame) -> the same weight
     in the natural frame (metadata says so); returns the new file's sha256."""
-    from ..registry import get_entry
     entry = get_entry(model_name.split(".", 1)[0])
     model = entry.fn()
     tensors, meta = load_safetensors(src)
