@@ -38,8 +38,8 @@ import torch
 from torch import nn
 
 from .nn.base import ExportError, Layer
-from .nn.cache import CachedBanks
-from .nn.plain import (ChannelMLPAttention, FeatureAttentiveConv, Gate, GroupPlaneConv, PlaneConv,
+from .nn.filter_banks import CachedBanks
+from .nn.exported import (ChannelMLPAttention, FeatureAttentiveConv, Gate, GroupPlaneConv, PlaneConv,
                        StatsSpatialAttention)
 
 __all__ = ["export", "to_onnx", "ExportError", "PlaneConv", "GroupPlaneConv", "FeatureAttentiveConv",

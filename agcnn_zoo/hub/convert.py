@@ -158,9 +158,9 @@ FOLDED = ("natural: the transposition of the training files (stored transposed w
           "is folded into the weights (agcnn_zoo.nn.orientation.transposed_state_dict)")
 
 
-def weights_metadata(model_name: str, architecture: str, source_sha256: Optional[str] = None,
+def weights_metadata(model_name: str, model_class: str, source_sha256: Optional[str] = None,
                      folded: bool = False) -> dict:
-    meta = {"format": "pt", "agcnn_zoo.model": model_name, "agcnn_zoo.architecture": architecture}
+    meta = {"format": "pt", "agcnn_zoo.model": model_name, "agcnn_zoo.architecture": model_class}
     if source_sha256:
         meta["agcnn_zoo.source_sha256"] = source_sha256
     if folded:
@@ -191,7 +191,7 @@ def convert_checkpoint_bytes(src: Union[str, Path], model_name: str) -> bytes:
     state = natural_frame(convert_state_dict(load_original_checkpoint(src), model), model,
                           entry.dataset)
     return safetensors_bytes(state, weights_metadata(
-        model_name.split(".", 1)[0], entry.architecture, sha256_file(src),
+        model_name.split(".", 1)[0], entry.model_class, sha256_file(src),
         folded=entry.dataset in STORED_TRANSPOSED))
 
 

@@ -150,7 +150,7 @@ class DenseNet(ZooModel):
     def _dense_stage(self, i, h):
         return self.trans_layers[i](self.block_layers[i](h))
 
-    def head(self, h):
+    def classify(self, h):
         """The 1x1 classifier ``c_out``, then the average over the remaining map (and group)."""
         h = self.c_out(h)
         if self.group_name is not None:

@@ -156,7 +156,7 @@ def build_record(*, entry, recipe, settings, data, weight: Path, sha256: str, nu
     base = recipe_for(settings.name)
     size = weight.stat().st_size
     return {
-        "architecture": entry.architecture,
+        "architecture": entry.model_class,
         "original_class": entry.original_class,
         "dataset": entry.dataset,
         "file": weight.name,
