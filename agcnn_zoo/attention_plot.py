@@ -23,7 +23,11 @@ from typing import Dict, Optional
 
 import torch
 
-__all__ = ["plot_attention", "draw_attention", "panels", "add_parser", "MIN_SPAN"]
+from .api import create_model
+from .interpret import attention_maps
+from .preprocess import TransposeDigits, transforms
+
+__all__ = ["plot_attention", "draw_attention", "panels", "add_command", "MIN_SPAN"]
 
 #: the narrowest colour scale a layer gets (attention values lie in [0, 1])
 MIN_SPAN = 0.2
@@ -224,9 +228,6 @@ def _cmd_attention(args) -> int:
         return 2
     from PIL import Image
 
-    from .api import create_model
-    from .interpret import attention_maps
-    from .preprocess import TransposeDigits, transforms
     image = Image.open(args.image)
     if args.rotate:
         image = image.convert("L" if image.mode in ("L", "1", "P") else "RGB").rotate(
@@ -246,9 +247,8 @@ def _cmd_attention(args) -> int:
     return 0
 
 
-def add_parser(sub) -> None:
-    s = sub.add_parser("attention", help="draw the attention maps a model applies to an image "
-                                         "(needs matplotlib)")
+def add_command(s) -> None:
+    """The ``attention`` subcommand of ``python -m agcnn_zoo`` (its parser ``s``)."""
     s.add_argument("name", help="model name or weight id, e.g. a_p4cnn_rotmnist")
     s.add_argument("--image", required=True, help="an image file (digits in MNIST orientation)")
     s.add_argument("--out", default="attention.png", help="output PNG")

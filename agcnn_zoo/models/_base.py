@@ -389,12 +389,3 @@ def _norm_stats_kept(model: nn.Module):
                 m.running_mean.copy_(mean)
                 m.running_var.copy_(var)
                 m.num_batches_tracked.copy_(count)
-
-
-def reset_group_conv_parameters(model: nn.Module, wscale: float) -> None:
-    """The original's init for every conv-type group layer (spatial-attention filters too):
-    U(-s, s), s = wscale / sqrt(C_in k^2)."""
-    from ..nn import GroupConv, LiftingConv
-    for m in model.modules():
-        if isinstance(m, (LiftingConv, GroupConv)):
-            m.reset_parameters(wscale)

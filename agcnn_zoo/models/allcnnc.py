@@ -30,7 +30,7 @@ from torch import nn
 
 from .. import nn as gnn
 from . import factory as make
-from ._base import Stage, ZooModel, reset_group_conv_parameters
+from ._base import Stage, ZooModel
 from .registration import original_classes, register_class
 
 
@@ -155,7 +155,7 @@ class P4AllCNNC(_AllCNNCNet):
         return gnn.spatial_max_pool(h, 2, 2)
 
     def init_weights(self, module=None):
-        reset_group_conv_parameters(self if module is None else module, self.wscale)
+        make.reset_group_conv_parameters(self if module is None else module, self.wscale)
 
 
 class _FeatureAttentionMixin:

@@ -32,7 +32,7 @@ from torch import nn
 
 from .. import nn as gnn
 from . import factory as make
-from ._base import Stage, ZooModel, reset_group_conv_parameters
+from ._base import Stage, ZooModel
 from .registration import original_classes, register_class
 
 _HE_WSCALE = math.sqrt(2.0)  # the original's wscale: He initialisation
@@ -174,7 +174,7 @@ class P4MResNet(ResNet):
         return make.group_conv(cin, cout, 1, self.group_name)
 
     def init_weights(self, module=None):
-        reset_group_conv_parameters(self if module is None else module, _HE_WSCALE)
+        make.reset_group_conv_parameters(self if module is None else module, _HE_WSCALE)
 
     def global_spatial_pool(self, h):
         return gnn.spatial_avg_pool(h, h.shape[-1], 1, 0)

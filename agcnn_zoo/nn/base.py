@@ -21,6 +21,7 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import nn
 
+from ..equivariance import check_equivariance
 from . import reference as _reference
 from .tracing import fx_tracing
 
@@ -118,7 +119,6 @@ class Layer(nn.Module):
     def check_equivariance(self, x, group=None, **kwargs):
         """``[(i, max |f(g_i . x) - g_i . f(x)|)]`` for the layer's group (or ``group``);
         keyword arguments as ``agcnn_zoo.check_equivariance``. Call ``.eval()`` first."""
-        from ..equivariance import check_equivariance
         group = self.group if group is None else group
         if group is None:
             raise ValueError(f"{type(self).__name__} has no group; pass group='p4' or 'p4m'")
