@@ -39,9 +39,9 @@ from torch import nn
 
 from .io.files import atomic_write_bytes
 from .nn.base import ExportError, Layer
+from .nn.exported import (ChannelMLPAttention, FeatureAttentiveConv, Gate, GroupPlaneConv,
+                          PlaneConv, StatsSpatialAttention)
 from .nn.filter_banks import CachedBanks
-from .nn.exported import (ChannelMLPAttention, FeatureAttentiveConv, Gate, GroupPlaneConv, PlaneConv,
-                       StatsSpatialAttention)
 
 __all__ = ["export", "to_onnx", "ExportError", "PlaneConv", "GroupPlaneConv", "FeatureAttentiveConv",
            "ChannelMLPAttention", "StatsSpatialAttention", "Gate"]

@@ -57,7 +57,8 @@ def _provenance(record: dict) -> str:
     """Whose weight this is: the authors' (converted), or one this project trained, and how."""
     training = record.get("training")
     if not training:
-        return "The authors' weights, converted key for key to safetensors by agcnn-zoo (no retraining)."
+        return ("The authors' weights, converted key for key to safetensors by agcnn-zoo "
+                "(no retraining).")
     if training.get("val_top1") is None:  # the fixed-schedule protocol
         chosen = "no validation split, the weight after the last epoch (nothing selected)"
     else:
@@ -78,7 +79,8 @@ def _accuracy_lines(acc: dict) -> List[str]:
         "|---|---|---|",
         f"| paper | {_fmt_top1(paper.get('top1'))}"
         f"{'' if paper.get('confirmed') else ' (unconfirmed)'} | {paper.get('source', '')} |",
-        f"| authors' log for this file | {_fmt_top1(ckpt.get('top1'))} | {ckpt.get('source', '')} |",
+        f"| authors' log for this file | {_fmt_top1(ckpt.get('top1'))} | "
+        f"{ckpt.get('source', '')} |",
     ]
     measured = acc.get("measured") or []
     for m in measured:
