@@ -30,7 +30,7 @@ def _register_entrypoints():
         default_id = cat.default_of(name)
         weights = f"pretrained=True loads its verified weights {default_id}" if default_id else \
             "no published weights (pretrained=True raises)"
-        fn.__doc__ = (f"{entry.architecture} for {entry.dataset} ({weights}).\n\n"
+        fn.__doc__ = (f"{entry.model_class} for {entry.dataset} ({weights}).\n\n"
                       f"{entry.description}")
         globals()[name] = fn
 

@@ -13,8 +13,8 @@ from .registry import UnknownModelError
 from .equivariance import check_equivariance
 from .interpret import attention_maps
 from . import fx  # noqa: F401  (zoo.fx.symbolic_trace)
+from ._version import __version__
 
-__version__ = "0.1.0"
 __all__ = ["create_model", "list_models", "list_pretrained", "model_info", "UnknownModelError",
            "NoPretrainedWeightsError", "transforms", "attention_maps", "check_equivariance",
            "__version__"]

@@ -3,27 +3,59 @@ download NAME | verify | convert | publish | results | reproduce | train | atten
 from __future__ import annotations
 
 import argparse
+import difflib
+import importlib
 import json
 import sys
-from typing import List, Optional
+from pathlib import Path
+from typing import Iterable, List, Optional
+
+from . import hub
+from ._version import __version__
+from .api import list_models, list_pretrained, model_info, resolve_weight
+from .command_errors import EXPECTED_ERRORS, guarded  # noqa: F401  (eval/reproduce.py's import)
+from .hub import WeightsUnavailableError
+from .hub.convert import convert_checkpoint
+from .hub.catalogue import catalogue
+from .hub.publish import publish
+from .hub.weight_id import WeightId
+from .io import env
+from .io.errors import IntegrityError
+from .registry import get_entry, list_registered
+from .results import results_table, seed_table, write_readme
+
+#: subcommands whose arguments and handler live in their own module, imported only when the
+#: subcommand is used (``--help`` stays light: drawing imports torchvision): name -> (module,
+#: the line ``--help`` shows). The module's ``add_command(parser)`` adds the arguments and sets
+#: ``fn``; an optional ``check_arguments(parser, args)`` runs after parsing.
+MODULE_COMMANDS = {
+    "reproduce": ("agcnn_zoo.reproduce.runner", "re-measure every published weight on its test "
+                  "set (the main job; eval/reproduce.py)"),
+    "train": ("agcnn_zoo.train.cli", "train a model from its paper recipe (validation split, "
+              "resumable, torchrun for data-parallel)"),
+    "attention": ("agcnn_zoo.attention_plot", "draw the attention maps a model applies to an "
+                  "image (needs matplotlib)"),
+}
+
+
+def _command_module(name: str):
+    """The module of a subcommand of ``MODULE_COMMANDS`` (the one place they are resolved)."""
+    return importlib.import_module(MODULE_COMMANDS[name][0])
 
 
 def _cmd_list(args) -> int:
-    from .api import list_models, resolve_weight, weight_ids
-    from .hub.manifest import load_manifest
-    published = load_manifest()["weights"]
+    cat = catalogue()
     for name in list_models(args.pattern, pretrained=args.pretrained):
-        default_id, default_rec = resolve_weight(name)
+        default_id = cat.default_of(name)
         cells = []
-        for i in weight_ids(name):
-            who = "ours" if published[i].get("origin", {}).get("kind") == "trained" else "authors'"
-            cells.append(f"{i} ({who}{', default' if default_rec and i == default_id else ''})")
+        for i, rec in cat.weights_of(name).items():
+            who = "ours" if rec.get("origin", {}).get("kind") == "trained" else "authors'"
+            cells.append(f"{i} ({who}{', default' if i == default_id else ''})")
         print(f"{name:28s} {'; '.join(cells)}".rstrip())
     return 0
 
 
 def _cmd_info(args) -> int:
-    from .api import model_info
     print(json.dumps(model_info(args.name), indent=2, default=str))
     return 0
 
@@ -31,11 +63,8 @@ def _cmd_info(args) -> int:
 def _unknown(name: str) -> Optional[str]:
     """None when ``name`` is a registered model or a weight id, else an error line with the
     nearest names."""
-    import difflib
-    from .api import list_pretrained, split_weight_id
-    from .registry import list_registered
     known = set(list_registered()) | set(list_pretrained())
-    if name in known or (split_weight_id(name)[1] is None and name in list_registered()):
+    if name in known:
         return None
     close = difflib.get_close_matches(name, sorted(known), n=3, cutoff=0.6)
     hint = f"did you mean {', '.join(close)}?" if close else "see `list --pretrained`"
@@ -45,8 +74,6 @@ def _unknown(name: str) -> Optional[str]:
 def _not_hosted(name: str, error: Exception) -> Optional[str]:
     """One line for a weight that no configured host can deliver while the network is off (a
     mirror without its file, or offline): not a failure of that weight."""
-    from .hub import WeightsUnavailableError
-    from .io import env
     if not (isinstance(error, WeightsUnavailableError) and error.not_hosted_here):
         return None
     where = f"the mirror {env.mirror()}" if env.mirror() is not None else "offline mode"
@@ -56,7 +83,6 @@ def _not_hosted(name: str, error: Exception) -> Optional[str]:
 def _fetch_verified(hub, weight_id: str, record: dict, progress: bool):
     """The weight's local file after reading it as a load does (size, sha256, safetensors): a
     bad cached copy is removed by that check and fetched once more; a second failure raises."""
-    from .io.errors import IntegrityError
     for attempt in (1, 2):
         path = hub.fetch_weights(weight_id, record, progress=progress)
         try:
@@ -68,8 +94,6 @@ def _fetch_verified(hub, weight_id: str, record: dict, progress: bool):
 
 
 def _cmd_download(args) -> int:
-    from . import hub
-    from .api import list_pretrained, resolve_weight
     names = list_pretrained() if args.all else args.names
     if not names:
         print("nothing to download: name models or pass --all", file=sys.stderr)
@@ -101,9 +125,6 @@ def _cmd_download(args) -> int:
 def _cmd_verify(args) -> int:
     """Fetch (from cache when present) and verify every published weight; recompute parameter
     counts against the manifest."""
-    from . import hub
-    from .api import list_pretrained, resolve_weight, split_weight_id
-    from .registry import get_entry
     names = args.names or list_pretrained()
     bad = 0
     for name in names:
@@ -118,7 +139,7 @@ def _cmd_verify(args) -> int:
             bad += 1
             continue
         problems = []
-        n = sum(p.numel() for p in get_entry(split_weight_id(name)[0]).fn().parameters())
+        n = sum(p.numel() for p in get_entry(WeightId.model_of(name)).fn().parameters())
         if n != rec["num_params"]:
             problems.append(f"num_params {n} != manifest {rec['num_params']}")
         try:
@@ -135,14 +156,12 @@ def _cmd_verify(args) -> int:
 
 
 def _cmd_convert(args) -> int:
-    from .hub.convert import convert_checkpoint
     sha = convert_checkpoint(args.src, args.dst, args.model)
     print(f"{args.dst}: sha256 {sha}")
     return 0
 
 
 def _cmd_publish(args) -> int:
-    from .hub.publish import publish
     revision = publish(args.repo_id, manifest_path=args.manifest, token=args.token,
                        endpoint=args.endpoint, files_dir=args.files_dir, names=args.name or None)
     print(f"published to {args.repo_id} at revision {revision}")
@@ -150,8 +169,6 @@ def _cmd_publish(args) -> int:
 
 
 def _cmd_results(args) -> int:
-    from pathlib import Path
-    from .results import results_table, seed_table, write_readme
     on = args.measured_on or ("mnist-rot-aux" if args.dataset == "rotmnist" else args.dataset)
     table = results_table(args.dataset, on)
     seeds = seed_table(on) if args.dataset == "rotmnist" else None
@@ -163,21 +180,18 @@ def _cmd_results(args) -> int:
     return 0
 
 
-def _cmd_reproduce(args) -> int:
-    from .reproduce import run
-    return run(args, args.argv, prog=f"{args.prog} reproduce")
-
-
 def program_name(argv0: Optional[str] = None) -> str:
     """What the user typed: the console script's name, else ``python -m agcnn_zoo``."""
-    from pathlib import Path
     name = Path(argv0 if argv0 is not None else (sys.argv[0] if sys.argv else "")).name
     return "agcnn-zoo" if name in ("agcnn-zoo", "agcnn-zoo.exe") else "python -m agcnn_zoo"
 
 
-def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
-    from . import __version__
+def build_parser(prog: Optional[str] = None,
+                 commands: Optional[Iterable[str]] = None) -> argparse.ArgumentParser:
+    """The parser; the subcommands of ``MODULE_COMMANDS`` named in ``commands`` (default: all)
+    get their arguments, the others only their line in ``--help``."""
     prog = prog or program_name()
+    commands = set(MODULE_COMMANDS if commands is None else commands)
     p = argparse.ArgumentParser(prog=prog,
                                 description="Attentive group-equivariant CNNs with verified weights.")
     p.add_argument("--version", action="version", version=f"agcnn-zoo {__version__}")
@@ -185,6 +199,15 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
                    help="show the traceback of an error (default: one line saying what to do)")
     p.set_defaults(prog=prog)
     sub = p.add_subparsers(dest="command", required=True)
+    _add_builtin_commands(sub)
+    for name, (_, help_line) in MODULE_COMMANDS.items():
+        s = sub.add_parser(name, help=help_line)
+        if name in commands:
+            _command_module(name).add_command(s)
+    return p
+
+
+def _add_builtin_commands(sub) -> None:
     s = sub.add_parser("list", help="list registered models")
     s.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern, e.g. '*p4cnn*'")
     s.add_argument("--pretrained", action="store_true", help="only models with published weights "
@@ -220,49 +243,25 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
                    "(default: mnist-rot-aux for rotmnist, else the canonical set)")
     s.add_argument("--write-readme", metavar="README", help="rewrite the table block of this README")
     s.set_defaults(fn=_cmd_results)
-    s = sub.add_parser("reproduce", help="re-measure every published weight on its test set "
-                       "(the main job; eval/reproduce.py)",
-                       description="Re-measure the published weights; verdict rules: "
-                                   "python -c 'import agcnn_zoo.reproduce as r; help(r)'")
-    from .reproduce import add_arguments as _add_reproduce
-    _add_reproduce(s)
-    s.set_defaults(fn=_cmd_reproduce)
-    from .train.cli import add_parser as _add_train
-    _add_train(sub)
-    from .attention_plot import add_parser as _add_attention
-    _add_attention(sub)
-    return p
+
+
+def _command_in(argv: List[str]) -> Optional[str]:
+    """The subcommand ``argv`` names: its first word that is not an option (the top-level
+    options take no value)."""
+    return next((a for a in argv if not a.startswith("-")), None)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
+    command = _command_in(argv)
+    parser = build_parser(commands=[command] if command in MODULE_COMMANDS else [])
     args = parser.parse_args(argv)
-    if args.command == "reproduce":
-        from .reproduce.runner import check_arguments
-        check_arguments(parser, args)
-        args.argv = argv[argv.index("reproduce") + 1:]
+    if args.command in MODULE_COMMANDS:
+        check = getattr(_command_module(args.command), "check_arguments", None)
+        if check is not None:
+            check(parser, args)
+        args.argv = argv[argv.index(args.command) + 1:]
     return guarded(lambda: args.fn(args), debug=getattr(args, "debug", False))
-
-
-#: what a command reports as one line (anything else is a bug and shows its traceback)
-EXPECTED_ERRORS = (ValueError, KeyError, FileNotFoundError, RuntimeError, OSError, TypeError)
-
-
-def guarded(fn, debug: bool = False) -> int:
-    """Run a command: an expected failure is one line on stderr and exit code 1 (2 for a
-    run's own files or data, which the train command reports itself); ``debug`` re-raises."""
-    from .io.errors import one_line
-    try:
-        return fn()
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except EXPECTED_ERRORS as e:
-        if debug:
-            raise
-        print(f"error: {one_line(e)}", file=sys.stderr)
-        return 1
 
 
 if __name__ == "__main__":

@@ -84,7 +84,7 @@ def model_info(name: str) -> dict:
         raise NoPretrainedWeightsError(f"no weight {name!r}; {cat.missing_hint(wid)}")
     return {
         "name": wid.model,
-        "architecture": entry.architecture,
+        "architecture": entry.model_class,
         "original_class": entry.original_class,
         "group": entry.group,
         "dataset": entry.dataset,

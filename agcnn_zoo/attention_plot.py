@@ -23,7 +23,11 @@ from typing import Dict, Optional
 
 import torch
 
-__all__ = ["plot_attention", "draw_attention", "panels", "add_parser", "MIN_SPAN"]
+from .api import create_model
+from .interpret import attention_maps
+from .preprocess import TransposeDigits, transforms
+
+__all__ = ["plot_attention", "draw_attention", "panels", "add_command", "MIN_SPAN"]
 
 #: the narrowest colour scale a layer gets (attention values lie in [0, 1])
 MIN_SPAN = 0.2
@@ -116,6 +120,64 @@ def _as_chw(image) -> torch.Tensor:
     return t.permute(2, 0, 1) if t.dim() == 3 else t.unsqueeze(0)
 
 
+def _show(ax, img, cmap="gray", vmin=None, vmax=None, label=""):
+    ax.axis("on")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    im = ax.imshow(img.detach().cpu().numpy(), cmap=cmap, vmin=vmin, vmax=vmax,
+                   interpolation="nearest")
+    ax.set_title(label, fontsize=8)
+    return im
+
+
+def _draw_inputs(fig, axes, image, model_input: torch.Tensor, transposed: bool) -> None:
+    """Column 0: the image as given, the model input (in the same frame) below it."""
+    img = _as_chw(image).to(torch.float64)
+    _show(axes[0, 0], img[0] if img.shape[0] == 1
+          else (img.permute(1, 2, 0) / max(1.0, img.max().item())), label="image")
+    x = model_input[0].to(torch.float64)
+    x = x.transpose(-2, -1) if transposed else x
+    if axes.shape[0] > 1:
+        im = _show(axes[1, 0], x[0] if x.shape[0] == 1 else x.mean(0),
+                   label="model input\n(normalised)")
+        fig.colorbar(im, ax=axes[1, 0], fraction=0.046, pad=0.04).ax.tick_params(labelsize=6)
+
+
+def _draw_layer(fig, axes, r: int, name: str, p: dict) -> None:
+    """Row ``r``: one spatial map per group element, then the channel image, then the scale."""
+    n_cols = axes.shape[1]
+    im = None
+    spatial, channel = p["spatial"], p["channel"]
+    if spatial is not None:
+        for i in range(spatial.shape[0]):
+            label = (f"{name} spatial β\n" if i == 0 else "\n") + p["labels"][i]
+            im = _show(axes[r, 1 + i], spatial[i], cmap="viridis", vmin=p["vmin"],
+                       vmax=p["vmax"], label=label)
+    if channel is not None:
+        ax = axes[r, n_cols - 1]
+        im = _show(ax, channel, cmap="viridis", vmin=p["vmin"], vmax=p["vmax"],
+                   label=f"{name} channel α\n(channels x g)")
+        ax.set_aspect("auto")
+    cbar = fig.colorbar(im, ax=axes[r, n_cols - 1 if channel is not None else spatial.shape[0]],
+                        fraction=0.046, pad=0.04)
+    cbar.ax.tick_params(labelsize=6)
+
+
+def _heading(rows: dict, title: str, logits: Optional[torch.Tensor], transposed: bool) -> str:
+    """The title, the prediction, the kinds drawn and the frame and scale notes."""
+    head = title
+    if logits is not None:
+        prob = logits.softmax(-1)[0]
+        k = int(prob.argmax())
+        head += f"   prediction: class {k} (p = {prob[k]:.3f})"
+    kinds = sorted({p["kind"] for p in rows.values()})
+    notes = "; ".join(_KIND_NOTES.get(k, k) for k in kinds)
+    frame = ("maps in the frame of the image given (the model saw it transposed)" if transposed
+             else "maps in the frame of the image given")
+    return head + f"\n{notes}\n{frame}; one colour scale per layer (spatial and channel), " \
+                  f"at least {MIN_SPAN:g} wide"
+
+
 def draw_attention(image, model_input: torch.Tensor, maps: dict, title: str = "",
                    logits: Optional[torch.Tensor] = None, transposed: bool = False):
     """The matplotlib figure ``plot_attention`` saves (see there)."""
@@ -133,54 +195,10 @@ def draw_attention(image, model_input: torch.Tensor, maps: dict, title: str = ""
     fig, axes = plt.subplots(len(rows), n_cols, figsize=(1.9 * n_cols + 1.5, height), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-
-    def show(ax, img, cmap="gray", vmin=None, vmax=None, label=""):
-        ax.axis("on")
-        ax.set_xticks([])
-        ax.set_yticks([])
-        im = ax.imshow(img.detach().cpu().numpy(), cmap=cmap, vmin=vmin, vmax=vmax,
-                       interpolation="nearest")
-        ax.set_title(label, fontsize=8)
-        return im
-
-    # column 0: the image as given, the model input (in the same frame)
-    img = _as_chw(image).to(torch.float64)
-    show(axes[0, 0], img[0] if img.shape[0] == 1 else (img.permute(1, 2, 0) / max(1.0, img.max().item())),
-         label="image")
-    x = model_input[0].to(torch.float64)
-    x = x.transpose(-2, -1) if transposed else x
-    if len(rows) > 1:
-        im = show(axes[1, 0], x[0] if x.shape[0] == 1 else x.mean(0), label="model input\n(normalised)")
-        fig.colorbar(im, ax=axes[1, 0], fraction=0.046, pad=0.04).ax.tick_params(labelsize=6)
-
+    _draw_inputs(fig, axes, image, model_input, transposed)
     for r, (name, p) in enumerate(rows.items()):
-        im = None
-        spatial, channel = p["spatial"], p["channel"]
-        if spatial is not None:
-            for i in range(spatial.shape[0]):
-                label = (f"{name} spatial β\n" if i == 0 else "\n") + p["labels"][i]
-                im = show(axes[r, 1 + i], spatial[i], cmap="viridis", vmin=p["vmin"],
-                          vmax=p["vmax"], label=label)
-        if channel is not None:
-            ax = axes[r, n_cols - 1]
-            im = show(ax, channel, cmap="viridis", vmin=p["vmin"], vmax=p["vmax"],
-                      label=f"{name} channel α\n(channels x g)")
-            ax.set_aspect("auto")
-        cbar = fig.colorbar(im, ax=axes[r, n_cols - 1 if channel is not None else spatial.shape[0]],
-                            fraction=0.046, pad=0.04)
-        cbar.ax.tick_params(labelsize=6)
-    head = title
-    if logits is not None:
-        prob = logits.softmax(-1)[0]
-        k = int(prob.argmax())
-        head += f"   prediction: class {k} (p = {prob[k]:.3f})"
-    kinds = sorted({p["kind"] for p in rows.values()})
-    notes = "; ".join(_KIND_NOTES.get(k, k) for k in kinds)
-    frame = ("maps in the frame of the image given (the model saw it transposed)" if transposed
-             else "maps in the frame of the image given")
-    head += f"\n{notes}\n{frame}; one colour scale per layer (spatial and channel), at least " \
-            f"{MIN_SPAN:g} wide"
-    fig.suptitle(head, fontsize=8)
+        _draw_layer(fig, axes, r, name, p)
+    fig.suptitle(_heading(rows, title, logits, transposed), fontsize=8)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.55 / height))   # room for the three title lines
     return fig
 
@@ -210,9 +228,6 @@ def _cmd_attention(args) -> int:
         return 2
     from PIL import Image
 
-    from .api import create_model
-    from .interpret import attention_maps
-    from .preprocess import TransposeDigits, transforms
     image = Image.open(args.image)
     if args.rotate:
         image = image.convert("L" if image.mode in ("L", "1", "P") else "RGB").rotate(
@@ -232,9 +247,8 @@ def _cmd_attention(args) -> int:
     return 0
 
 
-def add_parser(sub) -> None:
-    s = sub.add_parser("attention", help="draw the attention maps a model applies to an image "
-                                         "(needs matplotlib)")
+def add_command(s) -> None:
+    """The ``attention`` subcommand of ``python -m agcnn_zoo`` (its parser ``s``)."""
     s.add_argument("name", help="model name or weight id, e.g. a_p4cnn_rotmnist")
     s.add_argument("--image", required=True, help="an image file (digits in MNIST orientation)")
     s.add_argument("--out", default="attention.png", help="output PNG")

@@ -37,10 +37,11 @@ import copy
 import torch
 from torch import nn
 
+from .io.files import atomic_write_bytes
 from .nn.base import ExportError, Layer
-from .nn.cache import CachedBanks
-from .nn.plain import (ChannelMLPAttention, FeatureAttentiveConv, Gate, GroupPlaneConv, PlaneConv,
-                       StatsSpatialAttention)
+from .nn.exported import (ChannelMLPAttention, FeatureAttentiveConv, Gate, GroupPlaneConv,
+                          PlaneConv, StatsSpatialAttention)
+from .nn.filter_banks import CachedBanks
 
 __all__ = ["export", "to_onnx", "ExportError", "PlaneConv", "GroupPlaneConv", "FeatureAttentiveConv",
            "ChannelMLPAttention", "StatsSpatialAttention", "Gate"]
@@ -95,7 +96,6 @@ def to_onnx(model: nn.Module, path, input_size=None, opset: int = 17, dynamic_ba
     axes = {"input": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
     import io
     import warnings
-    from .io.files import atomic_write_bytes
     buffer = io.BytesIO()
     with torch.no_grad(), warnings.catch_warnings():
         # the TorchScript exporter (kept: the dynamo one needs onnxscript and changes the graph)

@@ -56,7 +56,7 @@ def build_pretrained_cfg(name: str, record: Optional[dict] = None,
         "origin_url": "https://github.com/dwromero/att_gconvs",
         # the zoo's own keys
         "weight_id": weight_id if record is not None else None,
-        "dataset": entry.dataset, "model_class": entry.architecture,
+        "dataset": entry.dataset, "model_class": entry.model_class,
         "original_class": entry.original_class, "group": entry.group,
         "preprocessing": prep,
         "weights": None,

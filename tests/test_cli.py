@@ -2,10 +2,13 @@
 holds only some weights (an air-gapped site) reported without failing."""
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from agcnn_zoo import __version__
-from agcnn_zoo.__main__ import build_parser, main, program_name
+from agcnn_zoo.__main__ import MODULE_COMMANDS, build_parser, main, program_name
 
 
 @pytest.fixture
@@ -25,6 +28,22 @@ def test_help_names_the_program_the_user_typed():
     assert program_name("/repo/agcnn_zoo/__main__.py") == "python -m agcnn_zoo"
     assert build_parser("agcnn-zoo").format_help().startswith("usage: agcnn-zoo ")
     assert build_parser("python -m agcnn_zoo").format_usage().startswith("usage: python -m agcnn_zoo ")
+
+
+def test_help_imports_no_subcommand_module():
+    """--help lists every subcommand without importing the modules of MODULE_COMMANDS (drawing
+    imports torchvision); a parser built for one of them has its arguments."""
+    code = ("import sys; from agcnn_zoo.__main__ import MODULE_COMMANDS, build_parser; "
+            "text = build_parser('x', commands=[]).format_help(); "
+            "print(all(n in text for n in MODULE_COMMANDS), "
+            "[m for m, _ in MODULE_COMMANDS.values() if m in sys.modules], "
+            "'torchvision' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "[]", "False"]
+    parser = build_parser("x", commands=["train"])
+    args = parser.parse_args(["train", "p4cnn_rotmnist", "--epochs", "2"])
+    assert args.epochs == 2 and callable(args.fn)
+    assert set(MODULE_COMMANDS) == {"reproduce", "train", "attention"}
 
 
 def test_version(capsys):

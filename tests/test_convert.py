@@ -128,7 +128,8 @@ def test_safetensors_bytes_handles_scalars_and_metadata_order():
 
 
 def test_registry_convert_uses_the_registered_architecture(tmp_path):
-    assert get_entry("af_p4cnn_rotmnist").architecture == "FAP4CNN"
+    assert get_entry("af_p4cnn_rotmnist").model_class == "FAP4CNN"
+    assert get_entry("af_p4cnn_rotmnist").architecture == "FAP4CNN"  # the deprecated alias
     with pytest.raises(CheckpointError, match="missing keys"):
         convert_checkpoint(checkpoint_path("p4cnn_rotmnist"), tmp_path / "x.safetensors",
                            "af_p4cnn_rotmnist")

@@ -186,3 +186,17 @@ def test_chunked_full_alpha_backward_fills_one_input_gradient_not_one_per_chunk(
     fills = _whole_batch_fills(prof, whole)
     assert fills <= 2, f"{fills} whole-batch gradient fills for 24 chunks"
     assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+def test_fast_path_allowed_refuses_each_condition_it_names():
+    from agcnn_zoo.nn.base import FX, fast_path_allowed, grad_wanted
+    x = torch.zeros(2, requires_grad=True)
+    assert fast_path_allowed(x, cpu_only=True) and fast_path_allowed(unless=())
+    assert not fast_path_allowed(training=True, unless=())
+    assert not fast_path_allowed(no_grad_mode=True)
+    assert not fast_path_allowed(no_grad_for=(x,)) and grad_wanted(x)
+    assert fast_path_allowed(no_grad_for=(x.detach(),)) and not grad_wanted(x.detach())
+    with torch.no_grad():
+        assert fast_path_allowed(no_grad_mode=True) and fast_path_allowed(no_grad_for=(x,))
+    meta = torch.zeros(2, device="meta")
+    assert fast_path_allowed(meta, unless=(FX,)) and not fast_path_allowed(meta, cpu_only=True)

@@ -7,7 +7,7 @@ import torch
 import agcnn_zoo as zoo
 from agcnn_zoo.export import ExportError, export
 from agcnn_zoo.nn.attentive_conv import AttGroupConv, AttLiftingConv
-from agcnn_zoo.nn.cache import CachedBanks
+from agcnn_zoo.nn.filter_banks import CachedBanks
 
 FULL_ALPHA = {"a_p4cnn_rotmnist", "ach_p4cnn_rotmnist", "asp_p4cnn_rotmnist", "a_p4m_resnet44_cifar"}
 EXPORTABLE = [n for n in zoo.list_models() if n not in FULL_ALPHA]

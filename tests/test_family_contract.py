@@ -86,14 +86,14 @@ def test_names_are_written_once_and_families_do_not_import_the_registry(family):
 def test_register_model_takes_the_functions_name(monkeypatch):
     monkeypatch.setattr(registration, "REGISTRY", {})
 
-    @registration.register_model(dataset="rotmnist", architecture="Tiny", original_class=None)
+    @registration.register_model(dataset="rotmnist", model_class="Tiny", original_class=None)
     def tiny_rotmnist(**kwargs):
         """A tiny model."""
         return nn.Identity()
 
     assert registration.REGISTRY["tiny_rotmnist"].description == "A tiny model."
     with pytest.raises(ValueError, match="registered twice"):
-        registration.register_model(tiny_rotmnist, dataset="rotmnist", architecture="Tiny",
+        registration.register_model(tiny_rotmnist, dataset="rotmnist", model_class="Tiny",
                                     original_class=None)
 
 

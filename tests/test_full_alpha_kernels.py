@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from agcnn_zoo import nn as gnn
 from agcnn_zoo.hub.convert import convert_state_dict, load_original_checkpoint
-from agcnn_zoo.nn import cache_budget, full_alpha
+from agcnn_zoo.nn import chunk_budget, full_alpha
 from agcnn_zoo.registry import get_entry
 from conftest import checkpoint_path, golden_path, random_golden_path
 
@@ -276,22 +276,22 @@ def test_the_default_budget_follows_the_largest_data_cache(tmp_path, monkeypatch
     monkeypatch.delenv("AGCNN_ZOO_CHUNK_ELEMENTS", raising=False)
     sysfs = _fake_sysfs(tmp_path / "cache", [("Data", "48K"), ("Instruction", "64M"),
                                              ("Unified", "1024K"), ("Unified", "32768K")])
-    assert cache_budget.largest_cache_bytes(sysfs) == 32 << 20       # the L1i is ignored
-    assert cache_budget.default_chunk_elements(32 << 20) == 1 << 20  # 6 floats per entry fit
-    assert cache_budget.default_chunk_elements(1 << 30) == 1 << 25
-    assert cache_budget.default_chunk_elements(1024) == 1 << 16      # a floor, not op overhead
-    assert cache_budget.largest_cache_bytes(tmp_path / "none") == cache_budget.FALLBACK_CACHE_BYTES
+    assert chunk_budget.largest_cache_bytes(sysfs) == 32 << 20       # the L1i is ignored
+    assert chunk_budget.default_chunk_elements(32 << 20) == 1 << 20  # 6 floats per entry fit
+    assert chunk_budget.default_chunk_elements(1 << 30) == 1 << 25
+    assert chunk_budget.default_chunk_elements(1024) == 1 << 16      # a floor, not op overhead
+    assert chunk_budget.largest_cache_bytes(tmp_path / "none") == chunk_budget.FALLBACK_CACHE_BYTES
     layer = gnn.AttGroupConv(2, 2, 3, channel_attention=None, spatial_attention=None)
-    assert layer.max_chunk_elements == cache_budget.default_chunk_elements()
+    assert layer.max_chunk_elements == chunk_budget.default_chunk_elements()
 
 
 def test_the_budget_can_be_set_from_the_environment(monkeypatch):
     monkeypatch.setenv("AGCNN_ZOO_CHUNK_ELEMENTS", "4096")
-    assert cache_budget.default_chunk_elements() == 4096
+    assert chunk_budget.default_chunk_elements() == 4096
     for bad in ("0", "-3", "lots"):
         monkeypatch.setenv("AGCNN_ZOO_CHUNK_ELEMENTS", bad)
         with pytest.raises(ValueError, match="AGCNN_ZOO_CHUNK_ELEMENTS.*positive integer"):
-            cache_budget.default_chunk_elements()
+            chunk_budget.default_chunk_elements()
     # a bad value fails where it is used, never at import
     import subprocess
     import sys

@@ -26,7 +26,7 @@ from agcnn_zoo.groups import P4, P4M
 from agcnn_zoo.hub.convert import convert_state_dict, load_original_checkpoint
 from agcnn_zoo.nn import full_alpha, pooling
 from agcnn_zoo.nn import reference as ref
-from agcnn_zoo.nn.cache import CachedBanks
+from agcnn_zoo.nn.filter_banks import CachedBanks
 from agcnn_zoo.registry import get_entry
 from conftest import CHECKPOINTS, GOLDEN, checkpoint_path, shared
 

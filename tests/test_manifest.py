@@ -58,7 +58,7 @@ def test_parameter_counts_match_the_models(name):
     rec = RECORDS[name]
     entry = get_entry(name.split(".", 1)[0])
     assert sum(p.numel() for p in entry.fn().parameters()) == rec["num_params"]
-    assert entry.architecture == rec["architecture"]
+    assert entry.model_class == rec["architecture"]
 
 
 @pytest.mark.parametrize("name", TRAINED)

@@ -386,3 +386,8 @@ def test_pcam_and_cifar_paths_with_a_stand_in_model(reproduce, tmp_path):
     r = results(js)["fake_cifar"]
     assert r["verdict"] == "ERROR" and "ChecksumError" in r["message"]
     assert results(js)["fake_pcam"]["verdict"] == "PASS"
+
+
+def test_the_command_summary_is_the_package_docstring_first_line():
+    import agcnn_zoo.reproduce as r
+    assert r.__doc__.split("\n\n")[0] == r.runner.SUMMARY

@@ -177,17 +177,16 @@ def fetch_remote(remote: Remote, folder: Path, *, dataset: str, needed: Sequence
     if _offline():
         raise DataNotFoundError(dataset, needed, data_dir, looked_in, urls,
                                 reason=f"downloads disabled by {OFFLINE_ENV}")
-    from . import _common
     dest = folder / remote.filename
     try:
         # the lock also clears the temp files a killed download of this file left behind
         with file_lock(dest, what="data folder"):
             if dest.is_file():  # another process downloaded it while we waited
                 return dest
-            return _common.download_url(remote.url, dest,
-                                        md5=remote.md5 if remote.md5_of == "download" else None,
-                                        strict=remote.verified, progress=progress,
-                                        max_size=remote.max_size, check=check)
+            return download_url(remote.url, dest,
+                                md5=remote.md5 if remote.md5_of == "download" else None,
+                                strict=remote.verified, progress=progress,
+                                max_size=remote.max_size, check=check)
     except DownloadError as e:
         raise DataNotFoundError(dataset, needed, data_dir, looked_in, urls,
                                 reason=f"download of {remote.filename} failed and nothing was "

@@ -27,11 +27,12 @@ from typing import Iterator, List, Optional, Tuple
 import numpy as np
 import torch
 
+from ..io.download import looks_like_html
 from ..io.env import show_progress
 from ..io.errors import CacheError
 from ..io.files import atomic_write_bytes, md5_file
 from ._common import (DataFormatError, DataNotFoundError, EvalSet, PathLike, Remote,
-                      default_data_dir, fetch_remote, scalar_mean_std)
+                      default_data_dir, fetch_remote, reading, scalar_mean_std)
 
 __all__ = ["RotMNIST", "ROTMNIST_REMOTE", "ROTMNIST_FILES", "ROTMNIST_NPZ", "ROTMNIST_SIZES",
            "ROTMNIST_STATS", "check_rotmnist_zip", "read_npz"]
@@ -54,7 +55,6 @@ ROTMNIST_STATS = "rotmnist_stats.json"
 def _describe_bytes(path: Path) -> str:
     with open(path, "rb") as f:
         head = f.read(64)
-    from ..io.download import looks_like_html
     return "an HTML page" if looks_like_html(head) else f"a file starting with {head[:16]!r}"
 
 
@@ -90,7 +90,6 @@ def _checked(px: np.ndarray, lab: np.ndarray, desc: str) -> Tuple[np.ndarray, np
 
 def read_npz(path: Path) -> Tuple[np.ndarray, np.ndarray]:
     """The authors' npz conversion (``data`` [N, 1, 28, 28] or [N, 784], ``labels`` [N])."""
-    from ._common import reading
     with reading(path, "npz file"):
         try:
             with np.load(path, allow_pickle=False) as z:

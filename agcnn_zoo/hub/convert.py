@@ -29,6 +29,8 @@ from torch import nn
 
 from ..io.files import atomic_write_bytes, sha256_bytes, sha256_file
 from ..models.registration import STORED_TRANSPOSED
+from ..nn.orientation import transposed_state_dict
+from ..registry import get_entry
 from .weight_id import WeightId
 
 __all__ = ["CheckpointError", "load_original_checkpoint", "convert_state_dict",
@@ -157,9 +159,9 @@ FOLDED = ("natural: the transposition of the training files (stored transposed w
           "is folded into the weights (agcnn_zoo.nn.orientation.transposed_state_dict)")
 
 
-def weights_metadata(model_name: str, architecture: str, source_sha256: Optional[str] = None,
+def weights_metadata(model_name: str, model_class: str, source_sha256: Optional[str] = None,
                      folded: bool = False) -> dict:
-    meta = {"format": "pt", "agcnn_zoo.model": model_name, "agcnn_zoo.architecture": architecture}
+    meta = {"format": "pt", "agcnn_zoo.model": model_name, "agcnn_zoo.architecture": model_class}
     if source_sha256:
         meta["agcnn_zoo.source_sha256"] = source_sha256
     if folded:
@@ -171,7 +173,6 @@ def natural_frame(state: Mapping[str, torch.Tensor], model: nn.Module, dataset: 
                   ) -> Mapping[str, torch.Tensor]:
     """``state`` as the weights of a model that takes images as people hold them: for a
     dataset stored transposed, the transposition folded in (exact); else unchanged."""
-    from ..nn.orientation import transposed_state_dict
     return transposed_state_dict(model, state) if dataset in STORED_TRANSPOSED else state
 
 
@@ -186,20 +187,18 @@ def _same_file(a: Path, b: Path) -> bool:
 
 def convert_checkpoint_bytes(src: Union[str, Path], model_name: str) -> bytes:
     """The safetensors bytes converting ``src`` gives (deterministic)."""
-    from ..registry import get_entry
     entry = get_entry(WeightId.model_of(model_name))
     model = entry.fn()
     state = natural_frame(convert_state_dict(load_original_checkpoint(src), model), model,
                           entry.dataset)
     return safetensors_bytes(state, weights_metadata(
-        WeightId.model_of(model_name), entry.architecture, sha256_file(src),
+        WeightId.model_of(model_name), entry.model_class, sha256_file(src),
         folded=entry.dataset in STORED_TRANSPOSED))
 
 
 def fold_transposition_file(src: Union[str, Path], dst: Union[str, Path], model_name: str) -> str:
     """A safetensors weight trained on transposed files (the authors' frame) -> the same weight
     in the natural frame (metadata says so); returns the new file's sha256."""
-    from ..registry import get_entry
     entry = get_entry(WeightId.model_of(model_name))
     model = entry.fn()
     tensors, meta = load_safetensors(src)

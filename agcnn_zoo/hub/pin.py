@@ -15,7 +15,11 @@ from typing import Optional, Union
 from ..io.errors import IntegrityError
 from ..io.files import read_checked, sha256_bytes
 
-__all__ = ["Pin"]
+__all__ = ["Pin", "MAX_WEIGHTS_BYTES"]
+
+#: the largest safetensors file read when the record pins no size (hub.fetch still defines its
+#: own copy of this bound; it should import this one)
+MAX_WEIGHTS_BYTES = 1 << 30
 
 
 @dataclass(frozen=True)

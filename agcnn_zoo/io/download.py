@@ -28,9 +28,10 @@ import urllib.request
 from pathlib import Path
 from typing import BinaryIO, Callable, Optional
 
+from .._version import __version__
 from . import env
-from .errors import (DeadlineError, DownloadError, MirrorError, OfflineError, TooLargeError,
-                     TruncatedDownloadError, UnexpectedContentError)
+from .errors import (DeadlineError, DownloadError, IntegrityError, MirrorError, OfflineError,
+                     TooLargeError, TruncatedDownloadError, UnexpectedContentError)
 from .files import as_cache_error
 
 _CHUNK = 1 << 16
@@ -135,14 +136,12 @@ def download(url: str, out: BinaryIO, *, max_size: Optional[int] = None,
         if length is not None and sink.received != length:
             raise TruncatedDownloadError(url, length, sink.received)
         if expected_size is not None and sink.received != expected_size:
-            from .errors import IntegrityError
             raise IntegrityError(url, expected_size, sink.received, what="size")
     return sink.received
 
 
 def _open(url: str, timeout: float):
     """The HTTP response of ``url``; refusals and network errors as :class:`DownloadError`."""
-    from .. import __version__
     request = urllib.request.Request(url, headers={"User-Agent": f"agcnn-zoo/{__version__}",
                                                    "Accept-Encoding": "identity"})
     try:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterator, Optional, Union
 
 from .errors import (CacheError, CacheNotWritableError, CachePathError, DiskFullError,
-                     UnsafeFileError, ZooIOError)
+                     IntegrityError, UnsafeFileError, ZooIOError)
 
 PathLike = Union[str, Path]
 FILE_MODE = 0o644
@@ -201,7 +201,6 @@ def check_regular_file(path: PathLike, size: Optional[int] = None, max_size: Opt
     """The size of ``path`` after checking, without reading it, that it is a regular file of
     the expected ``size`` (or at most ``max_size``). Raises :class:`UnsafeFileError` otherwise
     (``IntegrityError`` for a wrong size of a pinned file)."""
-    from .errors import IntegrityError
     st = os.stat(path) if follow_symlinks else os.lstat(path)
     if stat.S_ISLNK(st.st_mode):
         raise UnsafeFileError(path, "is a symlink; cache entries must be regular files")
@@ -217,7 +216,6 @@ def check_regular_file(path: PathLike, size: Optional[int] = None, max_size: Opt
 def read_checked(path: PathLike, size: Optional[int] = None, max_size: Optional[int] = None,
                  follow_symlinks: bool = True) -> bytes:
     """The bytes of a regular file whose size was checked before reading (and again after)."""
-    from .errors import IntegrityError
     check_regular_file(path, size, max_size, follow_symlinks)
     flags = os.O_RDONLY | (0 if follow_symlinks else getattr(os, "O_NOFOLLOW", 0))
     fd = os.open(path, flags)

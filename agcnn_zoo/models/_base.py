@@ -19,7 +19,8 @@ axis: invariant, of width ``head_hidden_size = C``.
 
 The family vocabulary: a family's base class builds its network from the hooks ``stem(cin,
 cout)`` (the first convolution), ``conv(cin, cout, k, ...)`` (every inner convolution),
-``head_conv(cin, cout)`` (the classifier convolution), ``norm(c)`` and ``pool(h)``; each variant
+``head_conv(cin, cout)`` (the classifier convolution), ``norm(c)`` and ``spatial_pool(h)`` (the
+downsampling between convolutions); each variant
 overrides them with a constructor of ``factory.py`` and its own numbers, built with the
 class's ``group_name``. See docs/ARCHITECTURE.md.
 """
@@ -244,24 +245,27 @@ class ZooModel(nn.Module):
         step (the recomputation leaves them as they were)."""
         self.grad_checkpointing = bool(enable)
 
-    def head(self, h: torch.Tensor) -> torch.Tensor:
-        """Classifier and pooling of the family (``num_classes > 0``) on the backbone's map."""
+    def classify(self, h: torch.Tensor) -> torch.Tensor:
+        """The backbone's map (its own layout) -> logits ``[B, num_classes]``: the family's
+        classifier and its pooling (``num_classes > 0``). Named for what it returns: timm's
+        ``.head`` is a module, here ``get_classifier()``."""
         raise NotImplementedError
 
     def pool_features(self, h: torch.Tensor) -> torch.Tensor:
         """The invariant embedding: the backbone's map (either layout) averaged over space
         (and the group axis), ``[B, C]``; what ``forward_head(..., pre_logits=True)`` returns."""
-        return self._pool(self._unfold(h))
+        return self._global_avg_pool(self._unfold(h))
 
-    def _pool(self, h: torch.Tensor) -> torch.Tensor:
+    def _global_avg_pool(self, h: torch.Tensor) -> torch.Tensor:
+        # timm's global_pool="avg": over space and the group axis (the family's own layout)
         return h.mean(dim=(2, 3) if self.group_name is None else (2, 3, 4))
 
-    def _head_or_pool(self, h: torch.Tensor) -> torch.Tensor:
+    def _logits_or_features(self, h: torch.Tensor) -> torch.Tensor:
         """The backbone's map (its own layout) -> logits, or what a model without classifier
         returns."""
         if self.num_classes:
-            return self.head(h)
-        return self._pool(h) if self.global_pool else self.fold_group_axis(h)
+            return self.classify(h)
+        return self._global_avg_pool(h) if self.global_pool else self.fold_group_axis(h)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """``forward_features``' output (or ``forward_group_features``') -> logits
@@ -270,12 +274,12 @@ class ZooModel(nn.Module):
         ``global_pool=""`` and no classifier: the map itself, group axis folded)."""
         if pre_logits:
             return self.pool_features(x)
-        return self._head_or_pool(self._unfold(x))
+        return self._logits_or_features(self._unfold(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not fx_tracing():            # a symbolic trace has neither shapes nor values
             self.check_input(x)
-        return self._head_or_pool(self.forward_backbone(x))
+        return self._logits_or_features(self.forward_backbone(x))
 
     def get_classifier(self) -> nn.Module:
         """The classifier module (an ``nn.ModuleDict`` when it is several modules, an
@@ -397,12 +401,3 @@ def _norm_stats_kept(model: nn.Module):
                 m.running_mean.copy_(mean)
                 m.running_var.copy_(var)
                 m.num_batches_tracked.copy_(count)
-
-
-def reset_group_conv_parameters(model: nn.Module, wscale: float) -> None:
-    """The original's init for every conv-type group layer (spatial-attention filters too):
-    U(-s, s), s = wscale / sqrt(C_in k^2)."""
-    from ..nn import GroupConv, LiftingConv
-    for m in model.modules():
-        if isinstance(m, (LiftingConv, GroupConv)):
-            m.reset_parameters(wscale)

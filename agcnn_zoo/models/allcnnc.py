@@ -30,7 +30,7 @@ from torch import nn
 
 from .. import nn as gnn
 from . import factory as make
-from ._base import Stage, ZooModel, reset_group_conv_parameters
+from ._base import Stage, ZooModel
 from .registration import original_classes, register_class
 
 
@@ -82,7 +82,7 @@ class _AllCNNCNet(ZooModel):
     def norm(self, c):
         return make.norm(c, self.group_name)
 
-    def pool(self, h):
+    def spatial_pool(self, h):
         raise NotImplementedError
 
     def init_weights(self, module=None):
@@ -108,13 +108,13 @@ class _AllCNNCNet(ZooModel):
         if i == 1:
             return F.relu(bn(conv(self.dp_init(h))))
         if i in (3, 6):
-            return self.dp(F.relu(bn(self.pool(conv(h)))))
+            return self.dp(F.relu(bn(self.spatial_pool(conv(h)))))
         return F.relu(bn(conv(h)))
 
-    def head(self, h):
+    def classify(self, h):
         """The classifier: relu(bn9(c9(.))) (c9 a 1x1 convolution to one map per class), then
         the global average over space (and group): invariant to the group's action."""
-        return self._pool(F.relu(self.bn9(self.c9(h))))
+        return self._global_avg_pool(F.relu(self.bn9(self.c9(h))))
 
 
 @register_class("allcnnc_cifar", original_class="AllCNNC")
@@ -128,7 +128,7 @@ class AllCNNC(_AllCNNCNet):
     def conv(self, cin, cout, k):
         return make.z2_conv(cin, cout, k, padding=k // 2)
 
-    def pool(self, h):
+    def spatial_pool(self, h):
         return F.max_pool2d(h, 2, 2)
 
     def init_weights(self, module=None):
@@ -151,11 +151,11 @@ class P4AllCNNC(_AllCNNCNet):
     def conv(self, cin, cout, k):
         return make.group_conv(cin, cout, k, self.group_name, padding=k // 2)
 
-    def pool(self, h):
+    def spatial_pool(self, h):
         return gnn.spatial_max_pool(h, 2, 2)
 
     def init_weights(self, module=None):
-        reset_group_conv_parameters(self if module is None else module, self.wscale)
+        make.reset_group_conv_parameters(self if module is None else module, self.wscale)
 
 
 class _FeatureAttentionMixin:

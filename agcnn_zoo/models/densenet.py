@@ -29,7 +29,7 @@ from torch import nn
 
 from .. import nn as gnn
 from . import factory as make
-from ._base import Stage, ZooModel, reset_group_conv_parameters
+from ._base import Stage, ZooModel
 from .registration import original_classes, register_class
 
 _HE_WSCALE = math.sqrt(2.0)  # the original's wscale: He initialisation
@@ -150,7 +150,7 @@ class DenseNet(ZooModel):
     def _dense_stage(self, i, h):
         return self.trans_layers[i](self.block_layers[i](h))
 
-    def head(self, h):
+    def classify(self, h):
         """The 1x1 classifier ``c_out``, then the average over the remaining map (and group)."""
         h = self.c_out(h)
         if self.group_name is not None:
@@ -179,7 +179,7 @@ class P4DenseNet(DenseNet):
         return make.group_conv(cin, cout, 1, self.group_name)
 
     def init_weights(self, module=None):
-        reset_group_conv_parameters(self if module is None else module, _HE_WSCALE)
+        make.reset_group_conv_parameters(self if module is None else module, _HE_WSCALE)
 
 
 @register_class("p4m_densenet_pcam", original_class="P4MDenseNet")

@@ -86,3 +86,11 @@ def co_attentive_lifting(cin, cout, k, group, padding=0):
 def co_attentive_group(cin, cout, k, group, padding=0):
     return gnn.FAttGroupConv(cin, cout, k, group,
                              spatial_attention=gnn.GroupCoAttention(cin, group), padding=padding)
+
+
+def reset_group_conv_parameters(model: nn.Module, wscale: float) -> None:
+    """The original's init for every conv-type group layer (spatial-attention filters too):
+    U(-s, s), s = wscale / sqrt(C_in k^2)."""
+    for m in model.modules():
+        if isinstance(m, (gnn.LiftingConv, gnn.GroupConv)):
+            m.reset_parameters(wscale)

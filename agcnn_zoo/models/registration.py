@@ -6,7 +6,7 @@ alpha notation: none (plain), ``a_`` (full alpha), ``ach_`` (alpha_Ch), ``asp_``
 ``af_`` (alpha_F), ``coa_`` (co-attentive comparison).
 
 A family registers a class with the decorator ``register_class(name, original_class=...)``
-(the name written once, beside the class; dataset, architecture, group and input size come
+(the name written once, beside the class; dataset, model class, group and input size come
 from the class) or a function with ``register_model(...)`` (timm's form: the name is the
 function's). ``original_classes(module)`` derives a family's ``ORIGINAL_CLASSES`` table.
 """
@@ -57,11 +57,17 @@ class ModelEntry:
     name: str
     fn: Callable
     dataset: str
-    architecture: str           # e.g. "P4CNN"
+    model_class: str            # our class's name, e.g. "P4CNN" (timm's "architecture" is a
+                                # registry name: ours is ``name``)
     original_class: Optional[str]  # class name in the original code (None: new in the zoo)
     description: str = ""
     group: Optional[str] = None
     notes: List[str] = field(default_factory=list)
+
+    @property
+    def architecture(self) -> str:
+        """Deprecated alias of ``model_class`` (read-only), kept while callers move over."""
+        return self.model_class
 
     @property
     def preprocessing(self) -> dict:
@@ -78,7 +84,7 @@ REGISTRY: Dict[str, ModelEntry] = {}
 
 
 def register_model(fn: Optional[Callable] = None, *, name: Optional[str] = None, dataset: str,
-                   architecture: str, original_class: Optional[str], group: Optional[str] = None,
+                   model_class: str, original_class: Optional[str], group: Optional[str] = None,
                    notes: Optional[List[str]] = None):
     """Decorator for a function ``fn(**kwargs) -> nn.Module`` registered under its own name
     (or ``name``); its docstring is the description."""
@@ -90,14 +96,14 @@ def register_model(fn: Optional[Callable] = None, *, name: Optional[str] = None,
         key = name or fn.__name__
         if key in REGISTRY:
             raise ValueError(f"model {key!r} registered twice")
-        REGISTRY[key] = ModelEntry(key, fn, dataset, architecture, original_class,
+        REGISTRY[key] = ModelEntry(key, fn, dataset, model_class, original_class,
                                    (fn.__doc__ or "").strip(), group, list(notes or []))
         return fn
     return deco if fn is None else deco(fn)
 
 
 def register_class(name: str, *, original_class: Optional[str], notes: Optional[List[str]] = None):
-    """Class decorator: register ``cls(**kwargs)`` under ``name``. Dataset, architecture,
+    """Class decorator: register ``cls(**kwargs)`` under ``name``. Dataset, model class,
     group and description come from the class (``dataset``, its name, ``group_name``, its
     docstring); its input size must be the dataset's."""
     def deco(cls):
@@ -115,7 +121,7 @@ def register_class(name: str, *, original_class: Optional[str], notes: Optional[
         fn.__name__ = fn.__qualname__ = name
         fn.__doc__ = cls.__doc__
         fn.model_class = cls
-        register_model(fn, dataset=dataset, architecture=cls.__name__,
+        register_model(fn, dataset=dataset, model_class=cls.__name__,
                        original_class=original_class, group=getattr(cls, "group_name", None),
                        notes=notes)
         return cls

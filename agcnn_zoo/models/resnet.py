@@ -32,7 +32,7 @@ from torch import nn
 
 from .. import nn as gnn
 from . import factory as make
-from ._base import Stage, ZooModel, reset_group_conv_parameters
+from ._base import Stage, ZooModel
 from .registration import original_classes, register_class
 
 _HE_WSCALE = math.sqrt(2.0)  # the original's wscale: He initialisation
@@ -130,7 +130,7 @@ class ResNet(ZooModel):
     def prepare_input(self, x):
         return x
 
-    def pool_map(self, h):
+    def global_spatial_pool(self, h):
         return F.avg_pool2d(h, h.shape[-1])
 
     def build_classifier(self, num_classes):
@@ -147,9 +147,9 @@ class ResNet(ZooModel):
                 Stage("layers_nc8", self.stage_widths[2], 4,
                       lambda h: F.relu(self.bn_out(self.layers_nc8(h))))]
 
-    def head(self, h):
+    def classify(self, h):
         """Global 8x8 average pool, the 1x1 classifier ``c_out`` (and the mean over the group axis)."""
-        h = self.c_out(self.pool_map(h))
+        h = self.c_out(self.global_spatial_pool(h))
         if self.group_name is not None:
             h = h.mean(dim=2)  # invariant pooling over the group axis
         return h.flatten(1)   # [B, num_classes, 1, 1] -> [B, num_classes]
@@ -174,9 +174,9 @@ class P4MResNet(ResNet):
         return make.group_conv(cin, cout, 1, self.group_name)
 
     def init_weights(self, module=None):
-        reset_group_conv_parameters(self if module is None else module, _HE_WSCALE)
+        make.reset_group_conv_parameters(self if module is None else module, _HE_WSCALE)
 
-    def pool_map(self, h):
+    def global_spatial_pool(self, h):
         return gnn.spatial_avg_pool(h, h.shape[-1], 1, 0)
 
 

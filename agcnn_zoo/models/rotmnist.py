@@ -5,7 +5,7 @@ Skeleton (28x28 input): c1 -> bn1 -> relu -> dropout, c2 -> bn2 -> relu, 2x2 max
 c3..c6 each -> bn -> relu -> dropout, c7 (4x4 filters, 10 outputs) -> max over the group axis.
 Module names are the original's, so checkpoints load key for key. Hooks (the family
 vocabulary, see ``_base.py``): ``stem`` (c1), ``conv`` (c2..c6), ``head_conv`` (c7), ``norm``,
-``pool``; every layer is built with the class's ``group_name``.
+``spatial_pool``; every layer is built with the class's ``group_name``.
 """
 from __future__ import annotations
 
@@ -60,10 +60,10 @@ class _RotMNISTNet(ZooModel):
     def norm(self, c):
         return make.norm(c, self.group_name)
 
-    def pool(self, h):
+    def spatial_pool(self, h):
         return gnn.spatial_max_pool(h, 2, 2)
 
-    def pool_logits(self, h):
+    def invariant_logits(self, h):
         return h.amax(dim=2).flatten(1)
 
     def build_classifier(self, num_classes):
@@ -80,15 +80,15 @@ class _RotMNISTNet(ZooModel):
         return self.dropout(F.relu(self.bn1(self.c1(x))))
 
     def _block2(self, h):
-        return self.pool(F.relu(self.bn2(self.c2(h))))
+        return self.spatial_pool(F.relu(self.bn2(self.c2(h))))
 
     def _block(self, i, h):
         return self.dropout(F.relu(getattr(self, f"bn{i}")(getattr(self, f"c{i}")(h))))
 
-    def head(self, h):
+    def classify(self, h):
         """The classifier c7 (a 4x4 convolution to one output per class), then the max over the
         group axis."""
-        return self.pool_logits(self.c7(h))
+        return self.invariant_logits(self.c7(h))
 
     def features(self, x):
         """``c7``'s output (before the max over the group axis)."""
@@ -108,10 +108,10 @@ class Z2CNN(_RotMNISTNet):
     def conv(self, cin, cout, k):
         return make.z2_conv(cin, cout, k)
 
-    def pool(self, h):
+    def spatial_pool(self, h):
         return F.max_pool2d(h, 2, 2)
 
-    def pool_logits(self, h):
+    def invariant_logits(self, h):
         return h.flatten(1)
 
 

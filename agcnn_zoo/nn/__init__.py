@@ -11,7 +11,7 @@ from .attentive_conv import (AttGroupConv, AttLiftingConv,
                              FAttGroupConv, FAttLiftingConv, FullAlphaConv,
                              set_full_alpha_backend, set_max_chunk_elements)
 from .base import ExportError, Layer
-from .cache import CachedBanks
+from .filter_banks import CachedBanks
 from .dropout import Dropout
 from .conv import GroupConv, LiftingConv
 from .norm import GroupBatchNorm, plane_batch_norm

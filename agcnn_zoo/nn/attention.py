@@ -32,9 +32,9 @@ from torch import nn
 from ..groups import get_group
 from . import reference as ref
 from .base import Layer
-from .cache import CachedBanks
+from .filter_banks import CachedBanks
 from .conv import GroupConv, LiftingConv, group_bank, lifting_bank
-from .plain import ChannelMLPAttention, Gate, StatsSpatialAttention
+from .exported import ChannelMLPAttention, Gate, StatsSpatialAttention
 
 
 def _init_mlp(t: torch.Tensor, fan_in: int) -> None:

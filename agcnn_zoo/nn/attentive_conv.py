@@ -23,10 +23,10 @@ from torch import nn
 from . import full_alpha as kernel
 from . import reference as ref
 from .attention import ResponseChannelAttention, ResponseSpatialAttention
-from .base import ExportError
-from .cache_budget import default_chunk_elements
+from .base import ExportError, grad_wanted
+from .chunk_budget import default_chunk_elements
 from .conv import GroupConv, LiftingConv, group_bank, lifting_bank
-from .plain import FeatureAttentiveConv, modulate
+from .exported import FeatureAttentiveConv, modulate
 from .tracing import fx_tracing
 
 
@@ -123,7 +123,7 @@ class FullAlphaConv:
     @property
     def max_chunk_elements(self) -> int:
         """The bound (in tensor elements) on one chunk of un-summed responses: set per layer
-        (``set_max_chunk_elements``), else the default of ``cache_budget.py`` read when used
+        (``set_max_chunk_elements``), else the default of ``chunk_budget.py`` read when used
         (2^20, 4 MiB of float32, for a 32 MiB L3; ``AGCNN_ZOO_CHUNK_ELEMENTS`` overrides it)."""
         return self._max_chunk_elements or default_chunk_elements()
 
@@ -179,8 +179,7 @@ class FullAlphaConv:
         out_hw = tuple(plain.shape[-2:])
         plan = kernel.chunk_plan(b, o, n, c * j * n * out_hw[0] * out_hw[1],
                                  int(self.max_chunk_elements))
-        needs_grad = torch.is_grad_enabled() and (x5.requires_grad or any(
-            p.requires_grad for p in self.parameters()))
+        needs_grad = grad_wanted(x5, *self.parameters())
         sp_padding, sp_dilation = (sa.padding, sa.dilation) if sa is not None else (0, 1)
         if wsp is not None:
             wsp, sp_padding = kernel.crop_spatial(wsp, sp_padding, sp_dilation, out_hw)

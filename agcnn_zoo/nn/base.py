@@ -16,14 +16,21 @@
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional, Sequence
 
+import torch
 from torch import nn
 
+from ..equivariance import check_equivariance
 from . import reference as _reference
 from .tracing import fx_tracing
 
-__all__ = ["Layer", "ExportError", "dispatch"]
+__all__ = ["Layer", "ExportError", "dispatch", "fast_path_allowed", "grad_wanted", "FX", "JIT",
+           "COMPILE"]
+
+#: the recorders a run-time shortcut can be hidden from: torch.fx symbolic tracing, torch.jit
+#: tracing, torch.compile (and torch.export)
+FX, JIT, COMPILE = "fx", "jit", "compile"
 
 
 class ExportError(ValueError):
@@ -35,6 +42,38 @@ def dispatch(fast: Callable, reference: Callable, *args, **kwargs):
     ``fast(*args)``. Layers reach it through ``Layer.forward``; functional forms (pooling) call
     it directly."""
     return (reference if _reference.enabled() else fast)(*args, **kwargs)
+
+
+def grad_wanted(*tensors: torch.Tensor) -> bool:
+    """Whether autograd records this call for one of ``tensors`` (grad mode on and one of them
+    requires a gradient)."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
+def fast_path_allowed(x: Optional[torch.Tensor] = None, *, training: bool = False,
+                      cpu_only: bool = False, no_grad_mode: bool = False,
+                      no_grad_for: Sequence[torch.Tensor] = (),
+                      unless: Sequence[str] = (FX, JIT, COMPILE)) -> bool:
+    """The one test of whether a run-time shortcut (a memory layout, a cached filter bank, an
+    in-place op, a hand-written kernel) may replace the plain operations on this call. Each
+    keyword names what the shortcut depends on; it is refused
+    ``training``: in training mode (pass the module's ``training`` for eval-only shortcuts);
+    ``unless``: while one of these recorders (``FX``, ``JIT``, ``COMPILE``) records the call: a
+    symbolic trace sees proxies, and a recorded run-time branch would be frozen into the graph;
+    ``cpu_only``: when ``x`` is not on the CPU;
+    ``no_grad_mode``: whenever grad mode is on; ``no_grad_for``: when autograd records the call
+    for one of these tensors.
+    Which path a layer runs at all (fast or reference) is ``dispatch``'s choice, not this."""
+    if training:
+        return False
+    if (FX in unless and fx_tracing()) or (JIT in unless and torch.jit.is_tracing()) or \
+            (COMPILE in unless and torch.compiler.is_compiling()):
+        return False
+    if cpu_only and x.device.type != "cpu":
+        return False
+    if no_grad_mode and torch.is_grad_enabled():
+        return False
+    return not (no_grad_for and grad_wanted(*no_grad_for))
 
 
 class Layer(nn.Module):
@@ -75,12 +114,11 @@ class Layer(nn.Module):
     def export(self) -> nn.Module:
         """The deployment form of this layer (plain PyTorch modules, same eval output)."""
         raise ExportError(f"{type(self).__name__} has no plain-module form: define export() "
-                          "returning one (see agcnn_zoo/nn/plain.py)")
+                          "returning one (see agcnn_zoo/nn/exported.py)")
 
     def check_equivariance(self, x, group=None, **kwargs):
         """``[(i, max |f(g_i . x) - g_i . f(x)|)]`` for the layer's group (or ``group``);
         keyword arguments as ``agcnn_zoo.check_equivariance``. Call ``.eval()`` first."""
-        from ..equivariance import check_equivariance
         group = self.group if group is None else group
         if group is None:
             raise ValueError(f"{type(self).__name__} has no group; pass group='p4' or 'p4m'")

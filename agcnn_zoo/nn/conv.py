@@ -5,7 +5,7 @@
   the Haar measure of the grid, pi/2 (p4) or pi (p4m); we fold it into the filter bank.
 
 The filter bank is built with one gather from a precomputed integer index (no Python loop per
-group element) and cached in eval mode (see ``cache.py``). Inference on CPU runs in
+group element) and cached in eval mode (see ``filter_banks.py``). Inference on CPU runs in
 channels_last (see ``layout.py``).
 
 Both are ``Layer``s (``base.py``): ``forward_fast`` is the gathered bank and one conv2d,
@@ -24,9 +24,9 @@ from torch import nn
 from ..groups import Group, get_group
 from . import reference as ref
 from .base import Layer
-from .cache import CachedBanks
+from .filter_banks import CachedBanks
 from .layout import conv_input
-from .plain import GroupPlaneConv, PlaneConv, conv2d_of
+from .exported import GroupPlaneConv, PlaneConv, conv2d_of
 
 
 def _pair_int(v, name):

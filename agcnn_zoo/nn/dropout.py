@@ -15,8 +15,7 @@ import math
 import torch
 from torch import nn
 
-from .base import Layer
-from .tracing import fx_tracing
+from .base import FX, Layer, fast_path_allowed
 
 _BITS = 30
 _MASK = (1 << _BITS) - 1
@@ -41,7 +40,7 @@ class Dropout(Layer, nn.Dropout):
 
     def forward_fast(self, x: torch.Tensor) -> torch.Tensor:
         if (not self.training or self.p == 0.0 or self.p == 1.0 or self.inplace
-                or fx_tracing() or x.device.type != "cpu"):
+                or not fast_path_allowed(x, cpu_only=True, unless=(FX,))):
             return nn.Dropout.forward(self, x)
         return (x * keep_mask(x.shape, self.p, x.device)).mul_(1.0 / (1.0 - self.p))
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from .tracing import fx_tracing
+from .base import fast_path_allowed
 
 
 def _nhwc(x: torch.Tensor) -> torch.Tensor:
@@ -23,7 +23,7 @@ def _nhwc(x: torch.Tensor) -> torch.Tensor:
 
 def conv_input(x: torch.Tensor, training: bool, min_channels: int = 1) -> torch.Tensor:
     """``x`` in the layout its convolution should see (NHWC for CPU inference)."""
-    if (training or fx_tracing() or torch.compiler.is_compiling() or torch.jit.is_tracing()
-            or x.device.type != "cpu" or torch.is_grad_enabled() or x.shape[1] < min_channels):
+    if (not fast_path_allowed(x, training=training, cpu_only=True, no_grad_mode=True)
+            or x.shape[1] < min_channels):
         return x
     return _nhwc(x)

@@ -8,7 +8,7 @@ import copy
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Layer
+from .base import Layer, fast_path_allowed
 from .tracing import fx_tracing
 
 #: the original's batch-norm settings, in every model (SPEC 5)
@@ -31,7 +31,8 @@ class GroupBatchNorm(Layer, nn.BatchNorm3d):
         return nn.BatchNorm3d.forward(self, x)
 
     def forward_fast(self, x):
-        if self.training or not self.track_running_stats or self.running_mean is None:
+        if (not fast_path_allowed(training=self.training, unless=())
+                or not self.track_running_stats or self.running_mean is None):
             return nn.BatchNorm3d.forward(self, x)
         # with running statistics it is a per-channel affine map: apply it to the
         # [B, C n, X, Y] view with each statistic repeated n times, which keeps the memory

@@ -7,8 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Layer, dispatch
-from .tracing import fx_tracing
+from .base import Layer, dispatch, fast_path_allowed
 
 
 def _planewise(fn, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
@@ -29,12 +28,10 @@ def _max_pool2x2(x: torch.Tensor) -> torch.Tensor:
 
 def _planes_max_pool(x, kernel_size, stride=None, padding=0):
     stride = kernel_size if stride is None else stride
-    if fx_tracing():                # the same values (a max is exact); decided at run time
-        return F.max_pool2d(x, kernel_size, stride, padding)
-    if (kernel_size == stride == 2 and padding == 0 and x.device.type == "cpu"
-            and not (torch.is_grad_enabled() and x.requires_grad)
-            and not x.is_contiguous(memory_format=torch.channels_last)
-            and not torch.compiler.is_compiling() and not torch.jit.is_tracing()):
+    # the same values either way (a max is exact): only speed is decided at run time
+    if (kernel_size == stride == 2 and padding == 0
+            and fast_path_allowed(x, cpu_only=True, no_grad_for=(x,))
+            and not x.is_contiguous(memory_format=torch.channels_last)):
         return _max_pool2x2(x)
     return F.max_pool2d(x, kernel_size, stride, padding)
 

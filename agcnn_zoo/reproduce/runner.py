@@ -16,15 +16,21 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 
 from .. import data as zdata
+from ..api import create_model
 from ..hub import WeightsUnavailableError
 from ..io import env
 from ..hub.manifest import load_manifest, manifest_path, save_manifest
 from ..io.env import show_progress
+from ..io.files import atomic_write_bytes
 from .plan import COSTS, describe_costs, plan, smoke_plan
 from .report import LEGEND, format_markdown, format_text, summary_line
 from .verdicts import DEFAULT_TOLERANCE, Result, check_preprocessing, decide, normalisation_report
 
 DEFAULT_PROG = "python eval/reproduce.py"
+#: the first line of ``agcnn_zoo.reproduce``'s docstring (which holds the verdict rules; a test
+#: keeps the two equal)
+SUMMARY = ("Re-measure the test accuracy of every published weight and compare it with the "
+           "authors' log.")
 NOT_DOWNLOADED = "NOT DOWNLOADED"
 
 
@@ -50,6 +56,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def add_command(s: argparse.ArgumentParser) -> None:
+    """The ``reproduce`` subcommand of ``python -m agcnn_zoo`` (its parser ``s``)."""
+    s.description = ("Re-measure the published weights; verdict rules: "
+                     "python -c 'import agcnn_zoo.reproduce as r; help(r)'")
+    add_arguments(s)
+    s.set_defaults(fn=run_command)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    return run(args, args.argv, prog=f"{args.prog} reproduce")
+
+
 def check_arguments(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.batch_size < 1:
         p.error("--batch-size must be >= 1")
@@ -60,8 +78,7 @@ def check_arguments(p: argparse.ArgumentParser, args: argparse.Namespace) -> Non
 
 
 def parse_args(argv: Optional[Sequence[str]] = None, prog: str = DEFAULT_PROG) -> argparse.Namespace:
-    from . import __doc__ as doc
-    p = argparse.ArgumentParser(prog=prog, description=doc.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog=prog, description=SUMMARY,
                                 epilog="Verdict rules: python -c 'import agcnn_zoo.reproduce as r; "
                                        "help(r)'")
     add_arguments(p)
@@ -93,7 +110,6 @@ def set_deterministic() -> None:
 
 def create_pretrained(name: str, manifest: Optional[dict] = None) -> torch.nn.Module:
     """The verified weight ``name`` of ``manifest`` (the package's when None)."""
-    from ..api import create_model
     return create_model(name, pretrained=True, manifest=manifest)
 
 
@@ -313,7 +329,6 @@ def _report(args, argv, prog: str, manifest: dict, mpath: Path, runner, smoke, r
 
 
 def _write_text(path: str, text: str) -> None:
-    from ..io import atomic_write_bytes
     atomic_write_bytes(Path(path), text.encode("utf-8"))
 
 

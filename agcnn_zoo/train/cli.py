@@ -4,15 +4,26 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+import time
+
+from safetensors.torch import save
+
+from ..api import create_model
+from ..command_errors import EXPECTED_ERRORS
+from ..io.errors import one_line
+from ..registry import get_entry
+from .clock import TrainingStopped
+from .engine import train
+from .install import check_installable, install, target_for
+from .speed import Speed
 
 from ..hub.weight_id import WeightId
 
 
-def add_parser(sub) -> None:
-    s = sub.add_parser("train", help="train a model from its paper recipe (validation split, "
-                                     "resumable, torchrun for data-parallel)",
-                       description="Train NAME from its recipe (shown by 'info NAME'); every recipe "
-                                   "field below overrides it and the output records what ran.")
+def add_command(s: argparse.ArgumentParser) -> None:
+    """The ``train`` subcommand of ``python -m agcnn_zoo`` (its parser ``s``)."""
+    s.description = ("Train NAME from its recipe (shown by 'info NAME'); every recipe field "
+                     "below overrides it and the output records what ran.")
     s.add_argument("name", help="registry name, e.g. p4cnn_rotmnist")
     s.add_argument("--dataset", help="training data: rotmnist (the paper's), mnist-rot-gen (offline "
                                      "stand-in from MNIST training digits), cifar10, cifar10-jpeg "
@@ -76,14 +87,11 @@ def _int_list(text: str):
 
 def _size_estimate(name: str) -> int:
     """Bytes of the weight file a run of ``name`` writes (its state dict as safetensors)."""
-    from safetensors.torch import save
-    from ..api import create_model
     return len(save({k: v.contiguous() for k, v in create_model(name).state_dict().items()}))
 
 
 def _precheck(args, install_target):
     """Refuse, before any training, settings whose result could not be installed as asked."""
-    from .install import check_installable
     for flag in ("manifest", "into_package", "default"):
         if getattr(args, flag) and not args.update_manifest:
             raise ValueError(f"--{flag.replace('_', '-')} goes with --update-manifest")
@@ -103,9 +111,6 @@ def _precheck(args, install_target):
 def run_cli(args) -> int:
     """Train; every expected failure (settings, the run's files, its data) is one line and exit
     code 2, without a traceback unless --debug; a run stopped by --time-limit exits 3."""
-    from ..__main__ import EXPECTED_ERRORS
-    from ..io.errors import one_line
-    from .clock import TrainingStopped
     try:
         return _run(args)
     except TrainingStopped as e:
@@ -119,11 +124,6 @@ def run_cli(args) -> int:
 
 
 def _run(args) -> int:
-    import time
-    from ..registry import get_entry
-    from .engine import train
-    from .install import install, target_for
-    from .speed import Speed
     get_entry(args.name)  # an unknown name: its suggestions before anything else
     target = _precheck(args, target_for(args.into_package, args.manifest,
                                         size=_size_estimate(args.name))

@@ -30,7 +30,7 @@ def finish(run, best: dict, rank_hashes) -> "tuple[dict, float]":
         weight = run.out / f"{s.weight_id}.safetensors"
         sha = save_safetensors({k: v.contiguous() for k, v in best["state"].items()}, weight,
                                {"format": "pt", "agcnn_zoo.model": s.name,
-                                "agcnn_zoo.architecture": run.entry.architecture,
+                                "agcnn_zoo.architecture": run.entry.model_class,
                                 "agcnn_zoo.trained": "agcnn-zoo"})
         rec = zrecord.build_record(
             entry=run.entry, recipe=run.recipe, settings=s, data=data, weight=weight, sha256=sha,

@@ -23,14 +23,18 @@ under the same lock (a lock on the folder itself, which creates no file).
 from __future__ import annotations
 
 import copy
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
 
+from ..hub.hf_folder import write_cards
 from ..hub.hosts import checkout as checkout_host
 from ..hub.hosts import local as local_host
 from ..hub.hosts import package as package_host
+from ..hub.manifest import (load_manifest, manifest_path, save_manifest,
+                            user_manifest_path)
 from ..hub.weight_id import WeightId
 from ..io.errors import ZooIOError
 from ..io.files import atomic_write_bytes, read_checked, remove_stale_parts, sha256_bytes
@@ -67,7 +71,6 @@ class Target:
 def target_for(package: bool = False, manifest: Optional[PathLike] = None,
                size: Optional[int] = None) -> Target:
     """Where a weight of ``size`` bytes is installed (see the module docstring)."""
-    from ..hub.manifest import manifest_path, user_manifest_path
     if package:
         m = Path(manifest) if manifest else manifest_path()
         # folders read now: tests and the CIFAR campaign point them elsewhere
@@ -79,7 +82,6 @@ def target_for(package: bool = False, manifest: Optional[PathLike] = None,
 
 
 def _read_target(target: Target) -> dict:
-    from ..hub.manifest import load_manifest
     if target.user and not target.manifest.exists():
         return {"schema": 1, "weights": {}}
     return load_manifest(target.manifest)
@@ -89,7 +91,6 @@ def _visible(target: Target, own: dict) -> dict:
     """The records a user sees beside ``own`` (the package's, for a user manifest)."""
     if not target.user:
         return own["weights"]
-    from ..hub.manifest import load_manifest, manifest_path
     return {**load_manifest(manifest_path())["weights"], **own["weights"]}
 
 
@@ -159,7 +160,6 @@ def _apply(target: Target, weight_id: str, rec: dict, default: bool) -> dict:
 
 def _recover(target: Target) -> None:
     """Complete or drop an installation that a kill interrupted (see the module docstring)."""
-    from ..hub.manifest import save_manifest
     j = target.journal
     if not j.exists():
         return
@@ -181,8 +181,6 @@ def install(record_path: PathLike, manifest: Optional[PathLike] = None, default:
     """Add the run whose ``record.json`` is ``record_path`` to a manifest (see the module
     docstring for which); returns the weight id. ``allow_limited``: a smoke test's limited run
     into its own scratch manifest."""
-    import json
-    from ..hub.manifest import save_manifest
     record_path = Path(record_path)
     rec = load_strict(record_path)
     if not isinstance(rec, dict) or "file" not in rec or "training" not in rec:
@@ -208,6 +206,5 @@ def install(record_path: PathLike, manifest: Optional[PathLike] = None, default:
         save_manifest(new, target.manifest, user=target.user)
         os.unlink(target.journal)
         if target.host_kind == "checkout":  # the folder is a Hugging Face repo: its cards too
-            from ..hub.hf_folder import write_cards
             write_cards(target.folder, new["weights"])
     return weight_id

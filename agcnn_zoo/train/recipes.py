@@ -13,6 +13,8 @@ import fnmatch
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
+from ..registry import get_entry
+
 __all__ = ["Recipe", "RECIPES", "recipe_for", "OPTIMIZERS", "SCHEDULES", "AUGMENTATIONS"]
 
 _UPSTREAM = "dwromero/att_gconvs@872259c"
@@ -123,7 +125,6 @@ RECIPES: List[Recipe] = [
 
 def recipe_for(name: str) -> Recipe:
     """The recipe of a registered model name (the registry is checked first)."""
-    from ..registry import get_entry
     get_entry(name)  # unknown names raise UnknownModelError with suggestions
     for r in RECIPES:
         if fnmatch.fnmatchcase(name, r.pattern):

@@ -4,14 +4,19 @@ block with the recipe as run), learning curves, and installation into the manife
 from __future__ import annotations
 
 import datetime
+import io
 import platform
 from pathlib import Path
 from typing import List, Optional
 
 import torch
 
+from .._version import __version__
 from ..hub.hosts import checkout as checkout_host
 from ..hub.hosts import package as package_host
+from ..hub.manifest import load_manifest
+from ..io.files import atomic_write_bytes
+from .recipes import recipe_for
 
 #: the largest weight that ships inside the package (a host of kind "package")
 EMBED_LIMIT = package_host.MAX_BYTES
@@ -60,7 +65,6 @@ def schedule_changes(recipe, base) -> List[str]:
 
 def _paper_accuracy(name: str) -> dict:
     """The paper's figure as the manifest already records it for this model, else null."""
-    from ..hub.manifest import load_manifest
     try:
         rec = load_manifest().get("weights", {}).get(name)
     except FileNotFoundError:
@@ -115,7 +119,6 @@ def _notes(settings, recipe, base, data) -> List[str]:
 def _training(*, recipe, base, settings, data, best: dict, metrics: List[dict], test: dict,
               device, world: int, wall_s: float, command: Optional[str]) -> dict:
     """The record's ``training`` block: the run as it ran."""
-    from .. import __version__
     dev = _device_name(device)
     return {
         "recipe": recipe.as_dict(),
@@ -151,12 +154,10 @@ def _device_name(device: torch.device) -> str:
 def build_record(*, entry, recipe, settings, data, weight: Path, sha256: str, num_params: int,
                  best: dict, metrics: List[dict], test: dict, device: torch.device, world: int,
                  wall_s: float, command: Optional[str]) -> dict:
-    from .. import __version__
-    from .recipes import recipe_for
     base = recipe_for(settings.name)
     size = weight.stat().st_size
     return {
-        "architecture": entry.architecture,
+        "architecture": entry.model_class,
         "original_class": entry.original_class,
         "dataset": entry.dataset,
         "file": weight.name,
@@ -195,8 +196,6 @@ def plot_curves(metrics: List[dict], path: Path, title: str = "") -> Optional[Pa
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    import io
-    from ..io import atomic_write_bytes
     ep = [m["epoch"] for m in metrics]
     validated = "val_top1" in metrics[0]
     series = ("train", "val") if validated else ("train",)

@@ -24,6 +24,8 @@ from typing import Optional
 
 import torch
 
+from ..nn import set_max_chunk_elements
+
 __all__ = ["Speed", "chunk_budget", "configure_backends", "prepare_model", "for_device"]
 
 #: entries of one full-alpha response chunk per byte of GPU memory: a chunk's forward and
@@ -84,7 +86,6 @@ def prepare_model(model: torch.nn.Module, speed: Speed, device: torch.device) ->
     """Set the full-alpha chunk budget of every attentive layer of ``model`` (in place)."""
     budget = speed.chunk_elements or chunk_budget(device)
     if budget is not None:
-        from ..nn import set_max_chunk_elements
         set_max_chunk_elements(model, budget)
 
 

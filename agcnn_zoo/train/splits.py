@@ -45,6 +45,7 @@ import torch
 from .. import data as zdata
 from ..data._common import scalar_mean_std
 from ..data.cifar10 import read_cifar_batch, read_cifar10_train
+from ..data.cifar10_jpeg import decoded_cifar10_jpeg
 from ..data.mnist import MNIST_ROT_GEN_SEED, generate_mnist_rot
 from ..data.pcam import _require_h5py, pcam_split
 
@@ -250,7 +251,6 @@ def _round_robin(labels: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 
 
 def _cifar10_jpeg(data_dir: Path, download: bool, progress: bool) -> TrainingData:
-    from ..data.cifar10_jpeg import decoded_cifar10_jpeg
     d = decoded_cifar10_jpeg(data_dir, "train", progress)
     is_val = torch.zeros(len(d.labels), dtype=torch.bool)
     for c in range(10):

@@ -14,6 +14,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from ..api import create_model, model_info
+from ..registry import get_entry
 from .recipes import recipe_for
 from .speed import Speed, compiled, configure_backends, prepare_model
 from .splits import Source
@@ -22,8 +24,6 @@ __all__ = ["measure_training", "training_flops"]
 
 
 def _synthetic(name: str, n: int, device: torch.device, on_device: bool) -> Source:
-    from ..api import model_info
-    from ..registry import get_entry
     c, h, w = model_info(name)["input_size"]
     g = torch.Generator().manual_seed(0)
     raw = torch.randint(0, 256, (n, c, h, w), dtype=torch.uint8, generator=g)
@@ -36,7 +36,6 @@ def _synthetic(name: str, n: int, device: torch.device, on_device: bool) -> Sour
 
 def _step_fn(name: str, batch: int, device: torch.device, amp: Optional[str],
              channels_last: bool, speed: Speed, steps: int):
-    from ..api import create_model
     recipe = recipe_for(name)
     torch.manual_seed(0)
     model = create_model(name).to(device).train()

@@ -21,7 +21,7 @@ from ...io.errors import DownloadError, IntegrityError, OfflineError
 from ...io.files import atomic_writer
 from ...io.locks import file_lock
 from ..cache import discard, hf_cache_dir, hf_endpoint, require_regular_entry
-from ..pin import Pin
+from ..pin import MAX_WEIGHTS_BYTES, Pin
 from ..records import HuggingFaceHost, WeightRecord
 
 DEFAULT_HOST = "huggingface.co"
@@ -68,7 +68,6 @@ class _QuietBar(tqdm):
 
 
 def _verify(path: Path, record: WeightRecord) -> None:
-    from ..fetch import MAX_WEIGHTS_BYTES
     Pin.of(record).read(path, MAX_WEIGHTS_BYTES)
 
 

@@ -30,6 +30,7 @@ from ...io.files import (atomic_write_bytes, atomic_writer, check_regular_file, 
                          temp_name)
 from ...io.locks import file_lock
 from ..cache import cached_source_path, discard, require_regular_entry
+from ..convert import CheckpointError, convert_checkpoint_bytes
 from ..errors import UnpinnedWeightsWarning
 from ..pin import Pin
 from ..records import OriginalHost, WeightRecord
@@ -55,7 +56,6 @@ def verify_source(path: Path, host: OriginalHost, url: str) -> None:
 
 
 def _convert(record: WeightRecord, source: Path, url: str) -> bytes:
-    from ..convert import CheckpointError, convert_checkpoint_bytes
     try:
         return convert_checkpoint_bytes(source, record.model_name)
     except CheckpointError as e:

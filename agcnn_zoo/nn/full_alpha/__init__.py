@@ -31,7 +31,7 @@ of tied rows); in backward one chunk at a time is recomputed and differentiated,
 most about ``6 E`` floats (``Y``, ``A`` and their gradients, masks of the max reductions), and its
 gradients are added into the layer's input and bank gradients. The layer output, the plain
 convolution, its saved input and the input gradient are the only whole-batch tensors.
-The default ``E`` (``cache_budget.default_chunk_elements()``, from the largest CPU cache
+The default ``E`` (``chunk_budget.default_chunk_elements()``, from the largest CPU cache
 divided by those 6 floats; 2^20 for a 32 MiB L3) keeps a chunk in the CPU caches; on GPUs set
 ``layer.max_chunk_elements`` (or ``set_max_chunk_elements``) to a larger budget, e.g. 2^26.
 

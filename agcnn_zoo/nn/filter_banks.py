@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from .tracing import fx_tracing
+from .base import COMPILE, FX, fast_path_allowed
 
 
 def _key(tensors: Sequence[torch.Tensor]):
@@ -26,12 +26,11 @@ class CachedBanks(nn.Module):
 
     def cached_bank(self, name: str, build: Callable[[], torch.Tensor],
                     sources: Sequence[torch.Tensor]) -> torch.Tensor:
-        if self.training or fx_tracing() or torch.compiler.is_compiling():
-            # under torch.compile / export / fx the bank is part of the traced graph (the
-            # compiler folds or fuses it) and module state must not change while tracing
-            return build()
-        if torch.is_grad_enabled() and any(t.requires_grad for t in sources):
-            # eval with parameter gradients wanted: the bank must stay in the graph
+        # under torch.compile / export / fx the bank is part of the traced graph (the compiler
+        # folds or fuses it) and module state must not change while tracing; with parameter
+        # gradients wanted the bank must stay in the autograd graph
+        if not fast_path_allowed(training=self.training, no_grad_for=sources,
+                                 unless=(FX, COMPILE)):
             return build()
         attr = f"_bank_{name}"
         key = _key(sources)

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .layout import conv_input
-from .tracing import fx_tracing
+from .base import FX, JIT, fast_path_allowed
 
 __all__ = ["conv2d_of", "modulate", "PlaneConv", "GroupPlaneConv", "FeatureAttentiveConv",
            "ChannelMLPAttention", "StatsSpatialAttention", "Gate"]
@@ -39,7 +39,7 @@ def modulate(x: torch.Tensor, channel_attention, spatial_attention,
     if spatial_attention is None:
         return x - a
     beta = spatial_attention(a)
-    if not inplace or a is x or torch.is_grad_enabled() or torch.jit.is_tracing() or fx_tracing():
+    if not inplace or a is x or not fast_path_allowed(no_grad_mode=True, unless=(FX, JIT)):
         return x - beta * a
     # inference: x - beta * a written over a (one pass, no new map-sized buffers)
     return torch.addcmul(x, beta, a, value=-1, out=a)
