@@ -9,10 +9,11 @@ this project carry a tag (e.g. ``zoo_rotgen_s0``) and ``origin.kind == "trained"
 """
 from __future__ import annotations
 
+import copy
 import fnmatch
 import inspect
 import logging
-from typing import Dict, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 from torch import nn
 
@@ -43,8 +44,10 @@ def weight_ids(name: str) -> List[str]:
 
 def resolve_weight(weight_id: str, manifest=None) -> Tuple[str, Optional[dict]]:
     """(weight id, record) that ``create_model(weight_id, pretrained=True)`` loads; the record is
-    None when there is none (see :class:`agcnn_zoo.hub.catalogue.Catalogue`)."""
-    return catalogue(manifest).resolve(weight_id)
+    None when there is none (see :class:`agcnn_zoo.hub.catalogue.Catalogue`). The record is the
+    caller's own copy."""
+    weight_id, record = catalogue(manifest).resolve(weight_id)
+    return weight_id, copy.deepcopy(record)
 
 
 def list_models(filter: str = "*", pretrained: bool = False) -> List[str]:
@@ -91,11 +94,11 @@ def model_info(name: str) -> dict:
         "num_params": sum(p.numel() for p in model.parameters()),
         "input_size": list(entry.preprocessing["input_size"]),
         "num_classes": entry.preprocessing["num_classes"],
-        "preprocessing": record["preprocessing"] if record else entry.preprocessing,
+        "preprocessing": copy.deepcopy(record["preprocessing"]) if record else entry.preprocessing,
         "description": entry.description,
         "training_recipe": describe_recipe(wid.model),
         "weight_id": weight_id if record else None,
-        "weights": record,
+        "weights": copy.deepcopy(record),
         "all_weights": [_weight_summary(k, r, default_id)
                         for k, r in cat.weights_of(wid.model).items()],
     }

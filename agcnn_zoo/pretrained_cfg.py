@@ -14,7 +14,8 @@ preprocessing definition, :class:`agcnn_zoo.preprocess.Preprocessing`.
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+import copy
+from typing import Optional
 
 from .hub.catalogue import catalogue
 from .hub.weight_id import WeightId
@@ -42,7 +43,7 @@ def build_pretrained_cfg(name: str, record: Optional[dict] = None,
     """The flat configuration of model ``name`` with the weight ``record`` (None: no weight)."""
     entry = get_entry(name)
     cls = getattr(entry.fn, "model_class", None)
-    prep = dict(record["preprocessing"]) if record else entry.preprocessing
+    prep = copy.deepcopy(record["preprocessing"]) if record else entry.preprocessing
     tag = WeightId.parse(weight_id).tag if record is not None and weight_id else None
     classifier = tuple(getattr(cls, "classifier_names", ()) or ())
     cfg = {

@@ -13,18 +13,22 @@ exits 1 when one is exceeded:
 * import cycles among the package's modules (module-level imports);
 * places that split or compose a weight id ``NAME.TAG`` (``.partition(".")`` /
   ``.split(".", 1)`` on an id, or an f-string ``"{...}.{...}"`` joining name and tag);
-* a manifest with one weight id twice is refused, naming it (checked by loading one).
+* a manifest with one weight id twice is refused, naming it (checked by loading one);
+* the bytes a pretrained load of a packaged weight feeds to sha256 (once its size), and whether
+  it imports huggingface_hub (it must not), measured in a fresh interpreter.
 """
 from __future__ import annotations
 
 import argparse
 import ast
 import json
+import os
+import subprocess
 import sys
 import tempfile
 from collections import defaultdict
 from pathlib import Path
-from typing import Dict, List, Set
+from typing import Dict, List, Set, Tuple
 
 ROOT = Path(__file__).resolve().parents[1]
 BOUNDS = {"long functions": 0, "env modules": 2, "env reads at import": 0, "sha256 modules": 2,
@@ -202,6 +206,42 @@ def duplicated_id_refused() -> str:
     return "ACCEPTED"
 
 
+#: run in a fresh interpreter: counts the bytes fed to sha256 (at hashlib itself) while
+#: create_model loads a packaged weight, and whether huggingface_hub got imported
+LOAD_PROBE = r"""
+import hashlib, sys
+fed = []
+real_sha, real_new = hashlib.sha256, hashlib.new
+class Counting:
+    def __init__(self, h): self.h = h
+    def update(self, b): fed.append(len(b)); self.h.update(b)
+    def hexdigest(self): return self.h.hexdigest()
+    def digest(self): return self.h.digest()
+def sha256(data=b"", **kw):
+    c = Counting(real_sha(**kw)); c.update(data) if data else None; return c
+def new(name, data=b"", **kw):
+    if name.lower() == "sha256": return sha256(data)
+    return real_new(name, data, **kw)
+hashlib.sha256, hashlib.new = sha256, new
+import agcnn_zoo as zoo
+from agcnn_zoo.hub import get_record
+zoo.create_model("p4cnn_rotmnist", pretrained=True)
+print(sum(fed), get_record("p4cnn_rotmnist").size, "huggingface_hub" in sys.modules)
+"""
+
+
+def hashed_per_load(cache_dir: str) -> Tuple[int, int, bool]:
+    """(bytes hashed, file size, huggingface_hub imported) for one pretrained load of the
+    packaged p4cnn_rotmnist weight, with an empty cache in ``cache_dir``."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "AGCNN_ZOO_CACHE": cache_dir}
+    p = subprocess.run([sys.executable, "-c", LOAD_PROBE], capture_output=True, text=True,
+                       cwd=ROOT, env=env)
+    if p.returncode:
+        raise RuntimeError(f"the load probe failed: {p.stderr[-2000:]}")
+    hashed, size, hub_client = p.stdout.split()
+    return int(hashed), int(size), hub_client == "True"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--package", default="agcnn_zoo")
@@ -244,6 +284,12 @@ def main(argv=None) -> int:
     dup = duplicated_id_refused()
     failed |= dup != "refused, naming it"
     print(f"{'duplicated weight id':28s} {dup}")
+    with tempfile.TemporaryDirectory() as d:
+        hashed, size, hub_client = hashed_per_load(d)
+    once = hashed == size and not hub_client
+    failed |= not once
+    print(f"{'pretrained load':28s} {hashed:,} bytes hashed for a {size:,}-byte weight"
+          f"{', huggingface_hub imported' if hub_client else ''} {'ok' if once else 'OVER'}")
     return 1 if failed else 0
 
 

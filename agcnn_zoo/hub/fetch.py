@@ -40,13 +40,10 @@ from . import cache as _cache
 from .catalogue import catalogue
 from .errors import HostFailure, NoPretrainedWeightsError, WeightsUnavailableError
 from .hosts import module_for, on_this_machine, package
-from .pin import Pin
+from .pin import MAX_WEIGHTS_BYTES, Pin
 from .records import WeightRecord, parse_record
 
 RecordLike = Union[dict, WeightRecord, None]
-
-#: the largest safetensors file read when the record pins no size
-MAX_WEIGHTS_BYTES = 1 << 30
 
 
 def resolve_record(name: str, record: RecordLike = None) -> WeightRecord:
