@@ -22,6 +22,7 @@ from .hub.catalogue import Catalogue, catalogue
 from .hub.errors import NoPretrainedWeightsError
 from .hub.fetch import load_state_dict
 from .hub.weight_id import WeightId
+from .input_channels import adapt_input_channels, adapted_numbers, check_adaptable
 from .pretrained_cfg import build_pretrained_cfg
 from .registry import get_entry, list_registered
 
@@ -197,8 +198,10 @@ def create_model(name: str, pretrained: bool = False, *, manifest=None, **kwargs
     initialised and named in an INFO log line; 0 gives a model without classifier whose
     forward returns the pooled features), ``global_pool`` (``"avg"``, or ``""`` with
     ``num_classes=0``: forward returns the unpooled ``forward_features`` map), ``drop_rate``
-    (the network's dropout rate, for the families that have dropout), ``in_chans`` (random
-    initialisation only: the published weights expect the channels they were trained on) and
+    (the network's dropout rate, for the families that have dropout), ``in_chans`` (with
+    ``pretrained=True``: the first convolution's filters adapted, see
+    ``agcnn_zoo.input_channels``; refused where the first layer's attention is shaped by the
+    channels) and
     ``features_only=True`` (an ``agcnn_zoo.features.FeatureExtractor``: the maps of the stages
     in ``out_indices``, default all, described by its ``feature_info``).
     The model carries ``pretrained_cfg``, a flat timm-style configuration (see
@@ -211,10 +214,12 @@ def create_model(name: str, pretrained: bool = False, *, manifest=None, **kwargs
     global_pool = kwargs.pop("global_pool", None)
     kwargs = _constructor_kwargs(wid.model, entry, kwargs)
     cfg = _configuration(cat, wid.model, weight_id, record)
-    if pretrained and kwargs.get("in_chans") not in (None, cfg["input_size"][0]):
-        raise ValueError(f"{weight_id!r} was trained on {cfg['input_size'][0]}-channel images; "
-                         f"in_chans={kwargs['in_chans']} is only available with pretrained=False")
+    trained_channels = cfg["input_size"][0]
+    if kwargs.get("in_chans") not in (None, trained_channels):
+        _set_channels(cfg, int(kwargs["in_chans"]))
     model = entry.fn(**kwargs)
+    if pretrained and cfg["input_size"][0] != trained_channels:
+        check_adaptable(model.state_dict(), cfg["first_conv"], trained_channels, weight_id)
     model.set_global_pool(global_pool)
     model.pretrained_cfg = cfg
     if pretrained:
@@ -250,11 +255,19 @@ def _configuration(cat: Catalogue, model_name: str, weight_id: Optional[str],
     return cfg
 
 
+def _set_channels(cfg: dict, channels: int) -> None:
+    """The configuration of a model built for ``channels`` input channels."""
+    mean, std = adapted_numbers(tuple(cfg["mean"]), tuple(cfg["std"]), channels)
+    cfg.update(input_size=(channels, *cfg["input_size"][1:]), mean=mean, std=std)
+
+
 def _load_published(model: nn.Module, weight_id: str, record: dict, published_classes: int,
                     kwargs: dict) -> None:
-    """Load the verified weights into ``model`` (a new head: see :func:`_load_new_head`) and put
-    it in eval mode."""
-    state = load_state_dict(weight_id, record)
+    """Load the verified weights into ``model`` (another channel count: see
+    :mod:`agcnn_zoo.input_channels`; a new head: see :func:`_load_new_head`) and put it in eval
+    mode."""
+    state = adapt_input_channels(load_state_dict(weight_id, record), model.state_dict(),
+                                 model.pretrained_cfg["first_conv"], weight_id)
     if getattr(model, "num_classes", published_classes) != published_classes:
         _load_new_head(model, state, weight_id, published_classes)
     else:

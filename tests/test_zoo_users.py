@@ -236,8 +236,8 @@ def test_generic_keyword_arguments():
     assert model.c1.weight.shape[1] == 3
     model = zoo.create_model("af_p4m_allcnnc_cifar", in_chans=1)
     assert model(torch.randn(2, 1, 32, 32)).shape == (2, 10)
-    with pytest.raises(ValueError, match="in_chans"):
-        zoo.create_model("p4cnn_rotmnist", pretrained=True, in_chans=3)
+    with pytest.raises(ValueError, match="in_chans=3 has no exact adaptation"):
+        zoo.create_model("af_p4cnn_rotmnist", pretrained=True, in_chans=3)
     with pytest.raises(ValueError, match="in_chans"):
         zoo.create_model("p4cnn_rotmnist", in_chans=0)
 
