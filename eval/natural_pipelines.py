@@ -123,6 +123,9 @@ def main(argv=None) -> int:
            and fnmatch.fnmatchcase(w, args.models)]
     # the full-alpha weights (a_, ach_, asp_) cost the most: last, so the rest print early
     ids.sort(key=lambda w: (WeightId.model_of(w).startswith(("a_", "ach_", "asp_")), w))
+    if not ids:
+        ap.error(f"--models {args.models!r} matches no rot-MNIST weight (zoo.list_pretrained() "
+                 f"lists them)")
     failed = 0
     with tempfile.TemporaryDirectory(prefix="agcnn_zoo_pngs_") as tmp:
         paths = write_pngs(args.data_dir, Path(tmp), args.limit)
