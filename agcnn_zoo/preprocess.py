@@ -135,7 +135,7 @@ class Preprocessing:
     def of(cls, weight_id: str, manifest=None) -> "Preprocessing":
         """The preprocessing of weight ``NAME`` / ``NAME.TAG`` (a model without weights: its
         dataset's)."""
-        wid, record = catalogue(manifest).resolve(weight_id)
+        wid, record = catalogue(manifest).resolve_named(weight_id)
         entry = get_entry(WeightId.model_of(wid))
         return cls.from_record(record["preprocessing"] if record else entry.preprocessing,
                                entry.dataset)

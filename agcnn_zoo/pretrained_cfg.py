@@ -88,5 +88,5 @@ def build_pretrained_cfg(name: str, record: Optional[dict] = None,
 def pretrained_cfg(weight_id: str, manifest=None) -> dict:
     """The configuration ``create_model(weight_id, pretrained=True)`` attaches (for a model name
     without weights: its dataset's preprocessing, no weight)."""
-    wid, record = catalogue(manifest).resolve(weight_id)
+    wid, record = catalogue(manifest).resolve_named(weight_id)
     return build_pretrained_cfg(WeightId.model_of(wid), record, wid if record else None)

@@ -67,8 +67,12 @@ def test_a_name_without_weights_is_refused_the_same_way_everywhere():
                  lambda: zoo.create_model("p4_allcnnc_cifar", pretrained=True)):
         with pytest.raises(zoo.NoPretrainedWeightsError, match="models with weights: "):
             call()
-    with pytest.raises(zoo.NoPretrainedWeightsError, match="weights of p4cnn_rotmnist: "):
-        zoo.create_model("p4cnn_rotmnist.nope", pretrained=True)
+    for call in (lambda: zoo.create_model("p4cnn_rotmnist.nope", pretrained=True),
+                 lambda: zoo.transforms("p4cnn_rotmnist.nope"),
+                 lambda: pretrained_cfg("p4cnn_rotmnist.nope")):
+        with pytest.raises(zoo.NoPretrainedWeightsError, match="weights of p4cnn_rotmnist: "):
+            call()
+    assert pretrained_cfg("p4_allcnnc_cifar")["weights"] is None    # a name: its dataset's
 
 
 def test_one_catalogue_per_manifest_state(tmp_path, monkeypatch):

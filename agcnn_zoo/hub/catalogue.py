@@ -17,6 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Tuple, Union
 
+from .errors import NoPretrainedWeightsError
 from .manifest import load_manifest, manifest_path, user_manifest_path
 from .records import WeightRecord, parse_record
 from .weight_id import WeightId
@@ -80,6 +81,14 @@ class Catalogue:
             if default is not None:
                 return default, self._records[default]
         return str(wid), self._records.get(str(wid))
+
+    def resolve_named(self, text: Union[str, WeightId]) -> Tuple[str, Optional[dict]]:
+        """:meth:`resolve`, refusing a ``NAME.TAG`` that has no record (a ``NAME`` without
+        weights is no error: its dataset's configuration applies)."""
+        weight_id, record = self.resolve(text)
+        if record is None and WeightId.parse(text).tag is not None:
+            raise NoPretrainedWeightsError(f"no weight {str(text)!r}; {self.missing_hint(text)}")
+        return weight_id, record
 
     def missing_hint(self, text: Union[str, WeightId]) -> str:
         """What to write instead of a weight id that has no record."""
