@@ -12,13 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
 
-from ..io.errors import IntegrityError
+from ..io.errors import DownloadError, IntegrityError, UnsafeFileError
 from ..io.files import read_checked, sha256_bytes
 
-__all__ = ["Pin", "MAX_WEIGHTS_BYTES"]
+__all__ = ["Pin", "MAX_WEIGHTS_BYTES", "read_in_place"]
 
-#: the largest safetensors file read when the record pins no size (hub.fetch still defines its
-#: own copy of this bound; it should import this one)
+#: the largest safetensors file read when the record pins no size
 MAX_WEIGHTS_BYTES = 1 << 30
 
 
@@ -50,3 +49,19 @@ class Pin:
         """The verified bytes of ``path`` (type and size checked before reading, read once)."""
         data = read_checked(path, size=self.size, max_size=max_size, follow_symlinks=follow_symlinks)
         return self.check(data, path, hint)
+
+
+def read_in_place(record, path: Path, max_bytes: int, *, what: str, missing: str,
+                  missing_hint: str, modified_hint: str,
+                  size_hint: Optional[str] = None) -> bytes:
+    """The verified bytes of a weight a host hands over where it lies (the package, a checkout,
+    the user's folder): with ``size_hint``, the record must pin a size within ``max_bytes``;
+    an absent file is a :class:`DownloadError` (``missing``), a symlink is not followed, and a
+    changed file is an :class:`IntegrityError` (``modified_hint``)."""
+    pin = Pin.of(record, what)
+    if size_hint is not None and (pin.size is None or pin.size > max_bytes):
+        raise UnsafeFileError(path, f"the record pins {pin.size} bytes; {what} are at most "
+                                    f"{max_bytes} bytes", hint=size_hint)
+    if not path.exists() and not path.is_symlink():
+        raise DownloadError(str(path), missing, hint=missing_hint)
+    return pin.read(path, max_bytes, follow_symlinks=False, hint=modified_hint)

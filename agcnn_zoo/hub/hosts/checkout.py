@@ -17,7 +17,7 @@ from typing import Optional
 
 from ...io import env
 from ...io.errors import DownloadError, IntegrityError, UnsafeFileError
-from ..pin import Pin
+from ..pin import read_in_place
 
 #: the folder of a checkout, relative to the repository root: named as the Hugging Face repo
 FOLDER = Path("hf") / "agcnn-zoo"
@@ -39,20 +39,14 @@ def path_of(host) -> Path:
 
 def read(record, host) -> bytes:
     """The file's bytes, verified against the record's pin (type and size checked first)."""
-    path = path_of(host)
-    pin = Pin.of(record, "checkout weights")
-    if pin.size is None or pin.size > MAX_BYTES:
-        raise UnsafeFileError(path, f"the record pins {record.size} bytes; checkout weights are "
-                                    f"at most {MAX_BYTES} bytes",
-                              hint="publish a file this large on the Hugging Face host instead")
-    if not path.exists() and not path.is_symlink():
-        raise DownloadError(str(path), f"not in this checkout ({folder()})",
-                            hint=f"run from a git clone of agcnn-zoo, set {CLONE_ENV} to a clone "
-                                 f"of its Hugging Face repository, or let the next host deliver it")
-    return pin.read(path, MAX_BYTES, follow_symlinks=False,
-                    hint="the file in the checkout was modified: restore it (git checkout -- hf/) "
-                         "or delete it to use the next host")
-
+    return read_in_place(
+        record, path_of(host), MAX_BYTES, what="checkout weights",
+        size_hint="publish a file this large on the Hugging Face host instead",
+        missing=f"not in this checkout ({folder()})",
+        missing_hint=f"run from a git clone of agcnn-zoo, set {CLONE_ENV} to a clone of its "
+                     f"Hugging Face repository, or let the next host deliver it",
+        modified_hint="the file in the checkout was modified: restore it (git checkout -- hf/) "
+                      "or delete it to use the next host")
 
 def fetch(record, host, target: Path, *, progress: bool = False) -> Path:
     read(record, host)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Optional
 
 from ...io.errors import DownloadError
-from ..pin import Pin
+from ..pin import read_in_place
 
 #: the largest weight a user manifest may list
 MAX_BYTES = 1 << 30
@@ -30,15 +30,12 @@ def path_of(host) -> Path:
 
 def read(record, host) -> bytes:
     """The file's bytes, verified against the record's pin."""
-    path = path_of(host)
-    if not path.exists() and not path.is_symlink():
-        raise DownloadError(str(path), "the installed weight is gone from the user folder",
-                            hint="install it again from its run folder (train --resume "
-                                 "--update-manifest), or remove its record from the user manifest")
-    return Pin.of(record).read(path, MAX_BYTES, follow_symlinks=False,
-                               hint="the installed file was modified: install it again from its "
-                                    "run folder")
-
+    return read_in_place(
+        record, path_of(host), MAX_BYTES, what="weights",
+        missing="the installed weight is gone from the user folder",
+        missing_hint="install it again from its run folder (train --resume --update-manifest), "
+                     "or remove its record from the user manifest",
+        modified_hint="the installed file was modified: install it again from its run folder")
 
 def fetch(record, host, target: Path, *, progress: bool = False) -> Path:
     read(record, host)

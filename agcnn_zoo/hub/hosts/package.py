@@ -12,8 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from ...io.errors import DownloadError, UnsafeFileError
-from ..pin import Pin
+from ..pin import read_in_place
 
 #: the folder of embedded weights (read at call time: tests may replace it)
 WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
@@ -39,17 +38,12 @@ def restore_hint(path: Path) -> str:
 def read(record, host) -> bytes:
     """The file's bytes, verified against the record's pin (type and size checked first)."""
     path = path_of(host)
-    pin = Pin.of(record, "package weights")
-    if pin.size is None or pin.size > MAX_BYTES:
-        raise UnsafeFileError(path, f"the record pins {pin.size} bytes; package weights pin a "
-                                    f"size of at most {MAX_BYTES} bytes",
-                              hint="publish a file this large on a download host instead")
-    if not path.exists() and not path.is_symlink():
-        raise DownloadError(str(path), "not shipped in this installation of agcnn-zoo",
-                            hint=restore_hint(path) + "; or let the next host deliver it")
-    return pin.read(path, MAX_BYTES, follow_symlinks=False,
-                    hint="the installed package file was modified: " + restore_hint(path))
-
+    return read_in_place(
+        record, path, MAX_BYTES, what="package weights",
+        size_hint="publish a file this large on a download host instead",
+        missing="not shipped in this installation of agcnn-zoo",
+        missing_hint=restore_hint(path) + "; or let the next host deliver it",
+        modified_hint="the installed package file was modified: " + restore_hint(path))
 
 def fetch(record, host, target: Path, *, progress: bool = False) -> Path:
     read(record, host)
