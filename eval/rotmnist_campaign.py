@@ -13,6 +13,19 @@ next name); a lane takes the next run that has no ``record.json`` yet. Killing t
 starting it again continues every unfinished run from its last epoch (bit-identical: the same
 thread count). Keep RUNS outside the repository so that it outlives a checkout.
 
+On a GPU (one device call; the models are tiny, so many runs share it):
+
+    python eval/rotmnist_campaign.py --out runs/rotmnist --data-dir shared/data \
+        --device cuda --lanes 12 --time-limit 540 ; cp -r runs/rotmnist "$OUT/"
+
+Every lane then trains on the GPU with its data there and a GPU-sized full-alpha chunk budget;
+``--time-limit`` is the whole call's budget: each run is given the time left (it checkpoints
+and stops, exit 3) and no run starts after it, so the next call (the returned folder carried in
+as ``runs/rotmnist``, the same command) continues every stopped run. A run keeps the device it
+started on: its log's first line names it, and a lane on another device passes it by (resuming
+is bit-identical on the same device only). Runs that have not started go to whichever device
+reaches them first, so stop the CPU lanes (or narrow ``--names``) before a GPU call.
+
 ``--install`` adds every finished run to the package's manifest and ``agcnn_zoo/weights/``
 (``agcnn_zoo.train.install(..., package=True)``: these weights ship); the README's seed table is
 then ``python -m agcnn_zoo results --write-readme README.md``.
@@ -42,11 +55,38 @@ def plan(names_pattern: str, seeds) -> list:
             for seed in seeds]
 
 
-def command(name: str, seed: int, out: Path, data_dir: str) -> list:
-    return [sys.executable, "-m", "agcnn_zoo", "train", name, "--dataset", "mnist-rot-gen",
-            "--no-validation", "--seed", str(seed), "--tag", TAG.format(seed=seed),
-            "--threads", "1", "--resume", "--no-progress", "--data-dir", data_dir,
-            "--out", str(out)]
+#: exit status of ``agcnn_zoo train`` stopped by ``--time-limit`` (checkpointed, resumable)
+STOPPED_AT_TIME_LIMIT = 3
+#: full-alpha chunk budget on a GPU (the CPU default is sized to its last-level cache); a dozen
+#: processes at 2^24 entries hold a few GiB of GPU memory in all
+GPU_CHUNK_ELEMENTS = 1 << 24
+#: the first line a lane writes into a run's log: which device the run trains on
+DEVICE_LINE = "campaign: device {device}\n"
+
+
+def command(name: str, seed: int, out: Path, data_dir: str, device: str = "cpu",
+            time_limit: float = None) -> list:
+    cmd = [sys.executable, "-m", "agcnn_zoo", "train", name, "--dataset", "mnist-rot-gen",
+           "--no-validation", "--seed", str(seed), "--tag", TAG.format(seed=seed),
+           "--threads", "1", "--resume", "--no-progress", "--data-dir", data_dir,
+           "--out", str(out), "--device", device]
+    if device != "cpu":
+        cmd.append("--data-on-device")
+    if time_limit is not None:
+        cmd += ["--time-limit", str(max(1, int(time_limit)))]
+    # on the CPU the lanes yield to interactive work; a GPU call has nothing else to run
+    return ["nice", "-n", "10", *cmd] if device == "cpu" else cmd
+
+
+def started_on(log: Path) -> str:
+    """The device a run started on: its log's first line, written by the lane that started it
+    (logs from before that line existed are CPU runs); None when the run has not started."""
+    if not log.exists():
+        return None
+    with open(log, "rb") as f:
+        first = f.readline().decode("utf-8", "replace")
+    prefix = DEVICE_LINE.split("{")[0]
+    return first[len(prefix):].strip() if first.startswith(prefix) else "cpu"
 
 
 def natural_copy(record_path: Path, staged: Path) -> Path:
@@ -78,6 +118,11 @@ def main(argv=None) -> int:
     p.add_argument("--lanes", type=int, default=2, help="runs at a time (one thread each)")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--names", default="*", help="fnmatch pattern over the campaign's names")
+    p.add_argument("--device", default="cpu",
+                   help="cpu (nice'd single-thread lanes) or cuda / cuda:N (every lane on the GPU)")
+    p.add_argument("--time-limit", type=float, default=None, metavar="S",
+                   help="this call's budget in seconds: runs checkpoint and stop when it is spent "
+                        "and no run starts after it; the same command continues them")
     p.add_argument("--dry-run", action="store_true", help="print the queue and stop")
     p.add_argument("--install", action="store_true",
                    help="add every finished run to the manifest instead of training")
@@ -88,6 +133,11 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.lanes < 1:
         p.error("--lanes must be at least 1")
+    if args.time_limit is not None and args.time_limit <= 0:
+        p.error("--time-limit must be a positive number of seconds")
+    if args.device != "cpu" and not args.device.startswith("cuda"):
+        p.error(f"--device must be cpu, cuda or cuda:N, got {args.device!r}")
+    deadline = time.time() + args.time_limit if args.time_limit else None
     root = Path(args.out).resolve()
     seeds = [int(s) for s in args.seeds.split(",")]
     queue = plan(args.names, seeds)
@@ -111,23 +161,44 @@ def main(argv=None) -> int:
         return 0
 
     root.mkdir(parents=True, exist_ok=True)
-    todo = [(n, s, i) for (n, s), i, d in zip(queue, ids, done) if not d]
+    todo = []
+    for (name, seed), wid, finished in zip(queue, ids, done):
+        if finished:
+            continue
+        began = started_on(root / f"{wid}.log")
+        if began not in (None, args.device):
+            print(f"passed by {wid}: it started on {began} and continues there")
+            continue
+        todo.append((name, seed, wid))
     lock = threading.Lock()
-    failures = []
+    failures, stopped = [], []
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if args.device != "cpu":
+        env.setdefault("AGCNN_ZOO_CHUNK_ELEMENTS", str(GPU_CHUNK_ELEMENTS))
 
     def lane(k: int) -> None:
         while True:
             with lock:
-                if not todo:
+                left = None if deadline is None else deadline - time.time()
+                if not todo or (left is not None and left < 1):
                     return
                 name, seed, wid = todo.pop(0)
             t0 = time.time()
             print(f"lane {k}: {wid} started", flush=True)
             with open(root / f"{wid}.log", "ab") as log:
-                rc = subprocess.call(["nice", "-n", "10", *command(name, seed, root / wid, args.data_dir)],
-                                     stdout=log, stderr=subprocess.STDOUT,
-                                     env={**os.environ, "OMP_NUM_THREADS": "1"})
-            print(f"lane {k}: {wid} ended rc {rc} after {(time.time() - t0) / 3600:.2f} h", flush=True)
+                if log.tell() == 0:
+                    log.write(DEVICE_LINE.format(device=args.device).encode())
+                    log.flush()
+                rc = subprocess.call(command(name, seed, root / wid, args.data_dir, args.device,
+                                             left),
+                                     stdout=log, stderr=subprocess.STDOUT, env=env)
+            hours = (time.time() - t0) / 3600
+            if rc == STOPPED_AT_TIME_LIMIT:
+                print(f"lane {k}: {wid} stopped at the time limit after {hours:.2f} h "
+                      "(checkpointed: the same command continues it)", flush=True)
+                stopped.append(wid)
+                continue
+            print(f"lane {k}: {wid} ended rc {rc} after {hours:.2f} h", flush=True)
             if rc:
                 failures.append(wid)
 
@@ -136,8 +207,16 @@ def main(argv=None) -> int:
         t.start()
     for t in threads:
         t.join()
-    print(f"campaign ended: {len(failures)} failed run(s) {failures}" if failures else "campaign ended")
-    return 1 if failures else 0
+    if failures:
+        print(f"campaign ended: {len(failures)} failed run(s) {failures}")
+        return 1
+    unstarted = [wid for _, _, wid in todo]
+    if stopped or unstarted:
+        print(f"time limit reached: {len(stopped)} run(s) stopped, {len(unstarted)} not started; "
+              "run the same command again to continue")
+        return STOPPED_AT_TIME_LIMIT
+    print("campaign ended")
+    return 0
 
 
 if __name__ == "__main__":

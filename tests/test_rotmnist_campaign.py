@@ -1,5 +1,6 @@
-"""eval/rotmnist_campaign.py: the queue of the rot-MNIST seed campaign, and the installation of
-runs trained on transposed digits (folded into the natural frame, exactly)."""
+"""eval/rotmnist_campaign.py: the queue of the rot-MNIST seed campaign, a call with a time limit
+(runs checkpoint and stop, and keep the device they started on), and the installation of runs
+trained on transposed digits (folded into the natural frame, exactly)."""
 from __future__ import annotations
 
 import importlib.util
@@ -15,7 +16,7 @@ from agcnn_zoo.hub.manifest import load_manifest
 from agcnn_zoo.nn.orientation import transposed_state_dict
 from agcnn_zoo.registry import get_entry
 
-from conftest import REPO
+from conftest import DATA, REPO, shared
 
 SCRIPT = REPO / "eval" / "rotmnist_campaign.py"
 
@@ -46,6 +47,49 @@ def test_the_queue_is_every_rotmnist_name_three_seeds_cheapest_first(tmp_path):
         assert flag in command
     assert command[command.index("--tag") + 1] == "rotgen12k_s2"
     assert command[command.index("--threads") + 1] == "1"
+
+
+def test_the_command_of_a_gpu_lane_and_of_a_cpu_lane(tmp_path):
+    campaign = _campaign()
+    cpu = campaign.command("a_p4cnn_rotmnist", 0, tmp_path / "r", "DATA")
+    assert cpu[:3] == ["nice", "-n", "10"] and cpu[cpu.index("--device") + 1] == "cpu"
+    assert "--data-on-device" not in cpu and "--time-limit" not in cpu
+    gpu = campaign.command("a_p4cnn_rotmnist", 0, tmp_path / "r", "DATA", "cuda", 120.7)
+    assert gpu[0] == sys.executable and gpu[gpu.index("--device") + 1] == "cuda"
+    assert "--data-on-device" in gpu and gpu[gpu.index("--time-limit") + 1] == "120"
+    assert campaign.command("p4cnn_rotmnist", 0, tmp_path, "D", "cpu", 0.2)[-1] == "1"
+
+
+def test_a_run_keeps_the_device_it_started_on(tmp_path):
+    started_on = _campaign().started_on
+    log = tmp_path / "x.log"
+    assert started_on(log) is None
+    log.write_text("p4cnn_rotmnist: epoch 1 ...\n")  # a log from before the device line: CPU
+    assert started_on(log) == "cpu"
+    log.write_text("campaign: device cuda:1\nepoch 1\n")
+    assert started_on(log) == "cuda:1"
+
+
+def test_a_call_with_a_time_limit_checkpoints_its_run_and_the_gpu_passes_it_by(tmp_path):
+    """A real run of the campaign (p4cnn, seed 0, on the MNIST training digits) with a budget of
+    a few seconds: the run checkpoints and stops, the campaign says how to continue (exit 3);
+    a GPU call leaves the CPU's run alone (no GPU needed to pass it by)."""
+    shared(DATA / "mnist")
+    args = [sys.executable, str(SCRIPT), "--out", str(tmp_path), "--data-dir", str(DATA),
+            "--names", "p4cnn_rotmnist", "--seeds", "0", "--lanes", "1"]
+    p = subprocess.run(args + ["--time-limit", "4"], capture_output=True, text=True, cwd=REPO,
+                       timeout=300)  # without the limit the run would train for an hour
+    run = tmp_path / "p4cnn_rotmnist.rotgen12k_s0"
+    log = (tmp_path / "p4cnn_rotmnist.rotgen12k_s0.log").read_text()
+    assert p.returncode == 3, p.stdout + p.stderr + log
+    assert "stopped at the time limit" in p.stdout and "run the same command again" in p.stdout
+    assert log.startswith("campaign: device cpu\n")
+    assert (run / "checkpoint.safetensors").is_file() and not (run / "record.json").exists()
+    p = subprocess.run(args + ["--device", "cuda"], capture_output=True, text=True, cwd=REPO)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "passed by p4cnn_rotmnist.rotgen12k_s0: it started on cpu" in p.stdout
+    p = subprocess.run(args + ["--device", "tpu"], capture_output=True, text=True, cwd=REPO)
+    assert p.returncode == 2 and "--device must be cpu, cuda or cuda:N" in p.stderr
 
 
 def test_a_run_of_the_transposed_frame_is_staged_folded(tmp_path, monkeypatch):
