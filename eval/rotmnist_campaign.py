@@ -27,7 +27,8 @@ is bit-identical on the same device only). Runs that have not started go to whic
 reaches them first, so stop the CPU lanes (or narrow ``--names``) before a GPU call.
 
 ``--install`` adds every finished run to the package's manifest and ``agcnn_zoo/weights/``
-(``agcnn_zoo.train.install(..., package=True)``: these weights ship); the README's seed table is
+(``agcnn_zoo.train.install(..., package=True)``: these weights ship); a run trained on
+transposed digits (its record says so) is staged in the natural frame first (``natural_copy``); the README's seed table is
 then ``python -m agcnn_zoo results --write-readme README.md``.
 """
 from __future__ import annotations
@@ -89,6 +90,14 @@ def started_on(log: Path) -> str:
     return first[len(prefix):].strip() if first.startswith(prefix) else "cpu"
 
 
+def trained_transposed(record_path: Path) -> bool:
+    """Whether a run was trained by an agcnn-zoo that fed the digits transposed (before the
+    weights took them as MNIST holds them): its record's preprocessing still says so."""
+    from agcnn_zoo.io.strict_json import load_strict
+    orientation = load_strict(record_path)["preprocessing"].get("orientation", "")
+    return orientation.startswith("transposed")
+
+
 def natural_copy(record_path: Path, staged: Path) -> Path:
     """A run trained on transposed digits, staged in the natural frame: its weight with the
     transposition folded in (``agcnn_zoo.hub.convert.fold_transposition_file``) and its record
@@ -126,10 +135,6 @@ def main(argv=None) -> int:
     p.add_argument("--dry-run", action="store_true", help="print the queue and stop")
     p.add_argument("--install", action="store_true",
                    help="add every finished run to the manifest instead of training")
-    p.add_argument("--transposed-frame", action="store_true",
-                   help="with --install: the runs were trained by an agcnn-zoo that fed digits "
-                        "transposed (before weights took them as MNIST holds them): fold the "
-                        "transposition into each weight first (exact; recorded in the manifest)")
     args = p.parse_args(argv)
     if args.lanes < 1:
         p.error("--lanes must be at least 1")
@@ -155,7 +160,7 @@ def main(argv=None) -> int:
         for i, d in zip(ids, done):
             if d:
                 record = root / i / "record.json"
-                if args.transposed_frame:
+                if trained_transposed(record):
                     record = natural_copy(record, root / f"{i}.natural")
                 print("installed", install(record, package=True))
         return 0

@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from agcnn_zoo.hub.convert import load_safetensors, safetensors_bytes
@@ -108,7 +109,10 @@ def test_a_run_of_the_transposed_frame_is_staged_folded(tmp_path, monkeypatch):
     old_rec = json.loads(json.dumps(rec))
     old_rec["preprocessing"]["orientation"] = "transposed w.r.t. MNIST"
     (run / "record.json").write_text(json.dumps(old_rec))
-    staged = _campaign().natural_copy(run / "record.json", tmp_path / "staged")
+    campaign = _campaign()
+    assert campaign.trained_transposed(run / "record.json")
+    staged = campaign.natural_copy(run / "record.json", tmp_path / "staged")
+    assert not campaign.trained_transposed(staged)
     new = json.loads(staged.read_text())
     weight = staged.parent / rec["file"]
     assert weight.read_bytes() == (package.WEIGHTS_DIR / rec["file"]).read_bytes()
@@ -117,9 +121,13 @@ def test_a_run_of_the_transposed_frame_is_staged_folded(tmp_path, monkeypatch):
     assert (run / rec["file"]).read_bytes() != weight.read_bytes()  # the run is left alone
     # installed as the campaign does (into the package), here into copies
     from agcnn_zoo.train import install
+    from agcnn_zoo.train.install import InstallError
     manifest = tmp_path / "manifest.json"
     manifest.write_text((REPO / "weights_manifest.json").read_text())
     monkeypatch.setattr(package, "WEIGHTS_DIR", tmp_path / "weights")
+    with pytest.raises(InstallError, match="trained on transposed digits") as refused:
+        install(run / "record.json", manifest=manifest, package=True)  # unfolded: refused
+    assert "fold the transposition in first" in str(refused.value)
     assert install(staged, manifest=manifest, package=True) == wid
     got, _ = load_safetensors(tmp_path / "weights" / rec["file"])
     assert all(torch.equal(got[k], v) for k, v in tensors.items())

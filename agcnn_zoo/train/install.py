@@ -186,6 +186,12 @@ def install(record_path: PathLike, manifest: Optional[PathLike] = None, default:
     if not isinstance(rec, dict) or "file" not in rec or "training" not in rec:
         raise InstallError(f"{record_path}: not the record.json of a training run")
     weight_id = rec["file"][: -len(".safetensors")]
+    if "orientation" in rec.get("preprocessing", {}):
+        # made before the weights took digits as MNIST holds them: it would answer transposed
+        raise InstallError(f"{record_path}: a run trained on transposed digits (its preprocessing "
+                           f"says: {rec['preprocessing']['orientation']!r})",
+                           hint="fold the transposition in first: eval/rotmnist_campaign.py "
+                                "--install does, or agcnn_zoo.hub.convert.fold_transposition_file")
     limited = any(v is not None for v in rec["training"].get("limits", {}).values())
     limited = limited and not allow_limited
     data = _weight_bytes(record_path, rec)
