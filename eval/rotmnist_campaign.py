@@ -13,12 +13,14 @@ next name); a lane takes the next run that has no ``record.json`` yet. Killing t
 starting it again continues every unfinished run from its last epoch (bit-identical: the same
 thread count). Keep RUNS outside the repository so that it outlives a checkout.
 
-On a GPU (one device call; the models are tiny, so many runs share it):
+On a GPU (one device call; the models are tiny, so many runs share it), with the MNIST files
+copied into the checkout's ignored ``data/mnist`` and carried, like ``runs/rotmnist``:
 
-    python eval/rotmnist_campaign.py --out runs/rotmnist --data-dir shared/data \
+    python eval/rotmnist_campaign.py --out runs/rotmnist --data-dir data \
         --device cuda --lanes 12 --time-limit 540 ; cp -r runs/rotmnist "$OUT/"
 
-Every lane then trains on the GPU with its data there and a GPU-sized full-alpha chunk budget;
+Every lane then trains on the GPU with its data there and a share of the GPU's memory as its
+full-alpha chunk budget;
 ``--time-limit`` is the whole call's budget: each run is given the time left (it checkpoints
 and stops, exit 3) and no run starts after it, so the next call (the returned folder carried in
 as ``runs/rotmnist``, the same command) continues every stopped run. A run keeps the device it
@@ -58,8 +60,9 @@ def plan(names_pattern: str, seeds) -> list:
 
 #: exit status of ``agcnn_zoo train`` stopped by ``--time-limit`` (checkpointed, resumable)
 STOPPED_AT_TIME_LIMIT = 3
-#: full-alpha chunk budget on a GPU (the CPU default is sized to its last-level cache); a dozen
-#: processes at 2^24 entries hold a few GiB of GPU memory in all
+#: full-alpha chunk budget of each run sharing a GPU (``AGCNN_ZOO_CHUNK_ELEMENTS``; a run alone
+#: on a GPU would take 1/512 of its memory per chunk entry, about 6 GiB on 80 GB with a dozen
+#: float32 tensors of that size, too much for a dozen runs): 2^24 entries, under 1 GiB a run
 GPU_CHUNK_ELEMENTS = 1 << 24
 #: the first line a lane writes into a run's log: which device the run trains on
 DEVICE_LINE = "campaign: device {device}\n"
@@ -175,6 +178,11 @@ def main(argv=None) -> int:
             print(f"passed by {wid}: it started on {began} and continues there")
             continue
         todo.append((name, seed, wid))
+    if todo and args.device != "cpu":
+        import torch
+        if not torch.cuda.is_available():
+            p.error(f"--device {args.device}: CUDA is not available on this machine "
+                    f"({len(todo)} run(s) to train); leave out --device to train on the CPU")
     lock = threading.Lock()
     failures, stopped = [], []
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

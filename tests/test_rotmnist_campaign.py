@@ -89,6 +89,13 @@ def test_a_call_with_a_time_limit_checkpoints_its_run_and_the_gpu_passes_it_by(t
     p = subprocess.run(args + ["--device", "cuda"], capture_output=True, text=True, cwd=REPO)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "passed by p4cnn_rotmnist.rotgen12k_s0: it started on cpu" in p.stdout
+    if not torch.cuda.is_available():  # a run that has not started: refused before any lane
+        other = tmp_path / "other"
+        p = subprocess.run([sys.executable, str(SCRIPT), "--out", str(other), "--data-dir",
+                            str(DATA), "--names", "p4cnn_rotmnist", "--device", "cuda"],
+                           capture_output=True, text=True, cwd=REPO)
+        assert p.returncode == 2 and "CUDA is not available on this machine" in p.stderr
+        assert list(other.iterdir()) == []
     p = subprocess.run(args + ["--device", "tpu"], capture_output=True, text=True, cwd=REPO)
     assert p.returncode == 2 and "--device must be cpu, cuda or cuda:N" in p.stderr
 

@@ -143,11 +143,17 @@ def test_the_full_alpha_chunk_budget_follows_the_gpu_memory(monkeypatch):
 
     import agcnn_zoo as zoo
     from agcnn_zoo.train import speed as sp
+    monkeypatch.delenv("AGCNN_ZOO_CHUNK_ELEMENTS", raising=False)
     assert sp.chunk_budget(torch.device("cpu")) is None  # the CPU cache decides there
     for total, budget in ((80e9, 1 << 27), (16e9, 1 << 24), (100e6, 1 << 20), (1e13, 1 << 28)):
         monkeypatch.setattr(torch.cuda, "get_device_properties",
                             lambda dev, t=total: SimpleNamespace(total_memory=int(t)))
         assert sp.chunk_budget(torch.device("cuda", 0)) == budget
+    # runs sharing one GPU (the rot-MNIST campaign's lanes) each take the part they are given
+    monkeypatch.setenv("AGCNN_ZOO_CHUNK_ELEMENTS", str(1 << 24))
+    assert sp.chunk_budget(torch.device("cuda", 0)) == 1 << 24
+    assert sp.chunk_budget(torch.device("cpu")) is None  # there the layers read it themselves
+    monkeypatch.delenv("AGCNN_ZOO_CHUNK_ELEMENTS")
     model = zoo.create_model("a_p4cnn_rotmnist")
     sp.prepare_model(model, Speed(chunk_elements=12345), torch.device("cpu"))
     budgets = {m.max_chunk_elements for m in model.modules() if hasattr(m, "max_chunk_elements")}

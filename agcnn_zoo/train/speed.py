@@ -7,8 +7,8 @@ with other ones (``RunSettings`` and the recipe are what a checkpoint is checked
 ``compile``           ``torch.compile`` of the training forward (the first steps compile)
 ``benchmark``         cuDNN autotuning and non-deterministic kernels (GPU speed; a resumed run
                       then matches an uninterrupted one to float rounding, not bit for bit)
-``chunk_elements``    the full-alpha chunk budget; None: from the device memory on a GPU
-                      (:func:`chunk_budget`), the CPU cache otherwise
+``chunk_elements``    the full-alpha chunk budget; None: ``AGCNN_ZOO_CHUNK_ELEMENTS``, else the
+                      device memory on a GPU (:func:`chunk_budget`), the CPU cache otherwise
 ``checkpoint_every_s`` also checkpoint inside an epoch, at most this many seconds apart
 ``stop_at``           a ``time.time()`` at which the run checkpoints and stops
                       (:class:`agcnn_zoo.train.clock.TrainingStopped`)
@@ -24,6 +24,7 @@ from typing import Optional
 
 import torch
 
+from ..io import env
 from ..nn import set_max_chunk_elements
 
 __all__ = ["Speed", "chunk_budget", "configure_backends", "prepare_model", "for_device"]
@@ -61,11 +62,16 @@ def for_device(device: torch.device, **changes) -> Speed:
 
 
 def chunk_budget(device: torch.device) -> Optional[int]:
-    """The full-alpha chunk budget for a GPU: its memory / 512, as a power of two in
-    [2^20, 2^28] (80 GB gives 2^27); None on a CPU (the layers size it from the CPU cache)."""
+    """The full-alpha chunk budget for a GPU: ``AGCNN_ZOO_CHUNK_ELEMENTS`` when set (several
+    runs sharing one GPU each take a part of it), else its memory / 512, as a power of two in
+    [2^20, 2^28] (80 GB gives 2^27); None on a CPU (the layers size it from the CPU cache and
+    read the same variable)."""
     device = torch.device(device)
     if device.type != "cuda":
         return None
+    override = env.chunk_elements()
+    if override is not None:
+        return override
     total = torch.cuda.get_device_properties(device).total_memory
     return int(min(_MAX_CHUNK, max(_MIN_CHUNK, 1 << int(math.log2(total // _CHUNK_SHARE)))))
 
