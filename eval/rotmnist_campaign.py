@@ -20,18 +20,17 @@ copied into the checkout's ignored ``data/mnist`` and carried, like ``runs/rotmn
         --device cuda --lanes 12 --time-limit 540 ; cp -r runs/rotmnist "$OUT/"
 
 Every lane then trains on the GPU with its data there and a share of the GPU's memory as its
-full-alpha chunk budget;
-``--time-limit`` is the whole call's budget: each run is given the time left (it checkpoints
-and stops, exit 3) and no run starts after it, so the next call (the returned folder carried in
-as ``runs/rotmnist``, the same command) continues every stopped run. A run keeps the device it
+full-alpha chunk budget; ``--time-limit`` is the whole call's budget: each run is given the
+time left (it checkpoints and stops, exit 3) and no run starts after it, so the next call (the
+returned folder carried in as ``runs/rotmnist``, the same command) continues every stopped run. A run keeps the device it
 started on: its log's first line names it, and a lane on another device passes it by (resuming
 is bit-identical on the same device only). Runs that have not started go to whichever device
 reaches them first, so stop the CPU lanes (or narrow ``--names``) before a GPU call.
 
 ``--install`` adds every finished run to the package's manifest and ``agcnn_zoo/weights/``
 (``agcnn_zoo.train.install(..., package=True)``: these weights ship); a run trained on
-transposed digits (its record says so) is staged in the natural frame first (``natural_copy``); the README's seed table is
-then ``python -m agcnn_zoo results --write-readme README.md``.
+transposed digits (its record says so) is staged in the natural frame first (``natural_copy``).
+The README's seed table is then ``python -m agcnn_zoo results --write-readme README.md``.
 """
 from __future__ import annotations
 
@@ -43,6 +42,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Optional
 
 #: the campaign's names, cheapest run first. Training rates at one thread, batch 128
 #: (``eval/bench.py --modes train --threads 1``, 2-core VM) and the hours of one run they imply
@@ -82,7 +82,7 @@ def command(name: str, seed: int, out: Path, data_dir: str, device: str = "cpu",
     return ["nice", "-n", "10", *cmd] if device == "cpu" else cmd
 
 
-def started_on(log: Path) -> str:
+def started_on(log: Path) -> Optional[str]:
     """The device a run started on: its log's first line, written by the lane that started it
     (logs from before that line existed are CPU runs); None when the run has not started."""
     if not log.exists():
@@ -97,7 +97,7 @@ def trained_transposed(record_path: Path) -> bool:
     """Whether a run was trained by an agcnn-zoo that fed the digits transposed (before the
     weights took them as MNIST holds them): its record's preprocessing still says so."""
     from agcnn_zoo.io.strict_json import load_strict
-    orientation = load_strict(record_path)["preprocessing"].get("orientation", "")
+    orientation = load_strict(record_path).get("preprocessing", {}).get("orientation", "")
     return orientation.startswith("transposed")
 
 
