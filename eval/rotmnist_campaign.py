@@ -22,10 +22,11 @@ copied into the checkout's ignored ``data/mnist`` and carried, like ``runs/rotmn
 Every lane then trains on the GPU with its data there and a share of the GPU's memory as its
 full-alpha chunk budget; ``--time-limit`` is the whole call's budget: each run is given the
 time left (it checkpoints and stops, exit 3) and no run starts after it, so the next call (the
-returned folder carried in as ``runs/rotmnist``, the same command) continues every stopped run. A run keeps the device it
-started on: its log's first line names it, and a lane on another device passes it by (resuming
-is bit-identical on the same device only). Runs that have not started go to whichever device
-reaches them first, so stop the CPU lanes (or narrow ``--names``) before a GPU call.
+returned folder carried in as ``runs/rotmnist``, the same command) continues every stopped run.
+A run keeps the device it started on: its log's first line names it, and a lane on another
+device passes it by (resuming is bit-identical on the same device only). Runs that have not
+started go to whichever device reaches them first, so stop the CPU lanes (or narrow
+``--names``) before a GPU call.
 
 ``--install`` adds every finished run to the package's manifest and ``agcnn_zoo/weights/``
 (``agcnn_zoo.train.install(..., package=True)``: these weights ship); a run trained on
