@@ -242,7 +242,7 @@ def offline_env(tmp_path: Path) -> dict:
 
 def test_zero_config_offline_run_smoke_checks_the_shipped_weights_and_exits_0(tmp_path):
     # the fast shipped weights (every one is covered by test_smoke_plan_is_every_shipped_...)
-    models = "p4cnn_rotmnist*,z2cnn_rotmnist,p4m_densenet_pcam"
+    models = "p4cnn_rotmnist*,z2cnn_rotmnist*,p4m_densenet_pcam"
     js = tmp_path / "r.json"
     proc = subprocess.run([sys.executable, str(SCRIPT), "--models", models, "--quiet",
                            "--json", str(js)], capture_output=True, text=True, timeout=600,
