@@ -65,8 +65,9 @@ STOPPED_AT_TIME_LIMIT = 3
 #: on a GPU would take 1/512 of its memory per chunk entry, about 6 GiB on 80 GB with a dozen
 #: float32 tensors of that size, too much for a dozen runs): 2^24 entries, under 1 GiB a run
 GPU_CHUNK_ELEMENTS = 1 << 24
-#: the first line a lane writes into a run's log: which device the run trains on
-DEVICE_LINE = "campaign: device {device}\n"
+#: the first line a lane writes into a run's log (then the device and a newline): which
+#: device the run trains on
+DEVICE_PREFIX = "campaign: device "
 
 
 def command(name: str, seed: int, out: Path, data_dir: str, device: str = "cpu",
@@ -90,16 +91,15 @@ def started_on(log: Path) -> Optional[str]:
         return None
     with open(log, "rb") as f:
         first = f.readline().decode("utf-8", "replace")
-    prefix = DEVICE_LINE.split("{")[0]
-    return first[len(prefix):].strip() if first.startswith(prefix) else "cpu"
+    return first[len(DEVICE_PREFIX):].strip() if first.startswith(DEVICE_PREFIX) else "cpu"
 
 
 def trained_transposed(record_path: Path) -> bool:
-    """Whether a run was trained by an agcnn-zoo that fed the digits transposed (before the
-    weights took them as MNIST holds them): its record's preprocessing still says so."""
+    """Whether the run of ``record_path`` was trained on transposed digits (and must be folded
+    before it is installed): ``agcnn_zoo.hub.convert.trained_transposed`` of its record."""
+    from agcnn_zoo.hub.convert import trained_transposed as of_record
     from agcnn_zoo.io.strict_json import load_strict
-    orientation = load_strict(record_path).get("preprocessing", {}).get("orientation", "")
-    return orientation.startswith("transposed")
+    return of_record(load_strict(record_path))
 
 
 def natural_copy(record_path: Path, staged: Path) -> Path:
@@ -201,7 +201,7 @@ def main(argv=None) -> int:
             print(f"lane {k}: {wid} started", flush=True)
             with open(root / f"{wid}.log", "ab") as log:
                 if log.tell() == 0:
-                    log.write(DEVICE_LINE.format(device=args.device).encode())
+                    log.write(f"{DEVICE_PREFIX}{args.device}\n".encode())
                     log.flush()
                 rc = subprocess.call(command(name, seed, root / wid, args.data_dir, args.device,
                                              left),

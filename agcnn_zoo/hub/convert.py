@@ -35,7 +35,8 @@ from .weight_id import WeightId
 
 __all__ = ["CheckpointError", "load_original_checkpoint", "convert_state_dict",
            "safetensors_bytes", "save_safetensors", "load_safetensors", "convert_checkpoint",
-           "convert_checkpoint_bytes", "sha256_file", "atomic_write_bytes", "weights_metadata"]
+           "convert_checkpoint_bytes", "sha256_file", "atomic_write_bytes", "weights_metadata",
+           "trained_transposed"]
 
 _PREFIXES = ("module.", "state_dict.")
 _DTYPES = {torch.float32: "F32", torch.float64: "F64", torch.float16: "F16", torch.bfloat16: "BF16",
@@ -157,6 +158,14 @@ def load_safetensors(path: Union[str, Path]):
 #: manifest records say so)
 FOLDED = ("natural: the transposition of the training files (stored transposed w.r.t. MNIST) "
           "is folded into the weights (agcnn_zoo.nn.orientation.transposed_state_dict)")
+
+
+def trained_transposed(record: Mapping) -> bool:
+    """Whether a training run's record comes from an agcnn-zoo that fed the rot-MNIST digits
+    transposed (before the weights took them as MNIST holds them): its preprocessing still names
+    an orientation, and its weight answers correctly only once the transposition is folded in
+    (:func:`fold_transposition_file`)."""
+    return "orientation" in record.get("preprocessing", {})
 
 
 def weights_metadata(model_name: str, model_class: str, source_sha256: Optional[str] = None,

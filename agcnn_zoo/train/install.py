@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
 
+from ..hub.convert import trained_transposed
 from ..hub.hf_folder import write_cards
 from ..hub.hosts import checkout as checkout_host
 from ..hub.hosts import local as local_host
@@ -186,8 +187,7 @@ def install(record_path: PathLike, manifest: Optional[PathLike] = None, default:
     if not isinstance(rec, dict) or "file" not in rec or "training" not in rec:
         raise InstallError(f"{record_path}: not the record.json of a training run")
     weight_id = rec["file"][: -len(".safetensors")]
-    if "orientation" in rec.get("preprocessing", {}):
-        # made before the weights took digits as MNIST holds them: it would answer transposed
+    if trained_transposed(rec):  # installed as it is, it would answer transposed
         raise InstallError(f"{record_path}: a run trained on transposed digits (its preprocessing "
                            f"says: {rec['preprocessing']['orientation']!r})",
                            hint="fold the transposition in first: eval/rotmnist_campaign.py "

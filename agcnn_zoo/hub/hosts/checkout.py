@@ -48,6 +48,7 @@ def read(record, host) -> bytes:
         modified_hint="the file in the checkout was modified: restore it (git checkout -- hf/) "
                       "or delete it to use the next host")
 
+
 def fetch(record, host, target: Path, *, progress: bool = False) -> Path:
     read(record, host)
     return path_of(host)

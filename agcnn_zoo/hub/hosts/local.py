@@ -37,6 +37,7 @@ def read(record, host) -> bytes:
                      "or remove its record from the user manifest",
         modified_hint="the installed file was modified: install it again from its run folder")
 
+
 def fetch(record, host, target: Path, *, progress: bool = False) -> Path:
     read(record, host)
     return path_of(host)

@@ -45,6 +45,7 @@ def read(record, host) -> bytes:
         missing_hint=restore_hint(path) + "; or let the next host deliver it",
         modified_hint="the installed package file was modified: " + restore_hint(path))
 
+
 def fetch(record, host, target: Path, *, progress: bool = False) -> Path:
     read(record, host)
     return path_of(host)
