@@ -94,6 +94,30 @@ def started_on(log: Path) -> Optional[str]:
     return first[len(DEVICE_PREFIX):].strip() if first.startswith(DEVICE_PREFIX) else "cpu"
 
 
+def progress(run_dir: Path, epochs: int) -> Optional[str]:
+    """How far a started run is: its epochs done of the recipe's, and the hours left at the
+    median pace of its last ten epochs (the median, as a paused or shared CPU makes single
+    epochs slow); None before its first epoch ends."""
+    import statistics
+    from agcnn_zoo.io.strict_json import loads_strict
+    metrics = run_dir / "metrics.jsonl"
+    if not metrics.exists():
+        return None
+    rows = []
+    for k, line in enumerate(metrics.read_text(encoding="utf-8").splitlines()):
+        try:
+            rows.append(loads_strict(line, f"{metrics}:{k + 1}"))
+        except ValueError:
+            continue  # a line being rewritten this instant; the next reading has it
+    rows = [r for r in rows if isinstance(r, dict) and "epoch" in r and "seconds" in r]
+    if not rows:
+        return None
+    done = max(int(r["epoch"]) for r in rows)
+    pace = statistics.median(float(r["seconds"]) for r in rows[-10:])
+    return (f"epoch {done} of {epochs}, about {max(epochs - done, 0) * pace / 3600:.1f} h left "
+            f"at {pace:.0f} s an epoch")
+
+
 def trained_transposed(record_path: Path) -> bool:
     """Whether the run of ``record_path`` was trained on transposed digits (and must be folded
     before it is installed): ``agcnn_zoo.hub.convert.trained_transposed`` of its record."""
@@ -136,7 +160,8 @@ def main(argv=None) -> int:
     p.add_argument("--time-limit", type=float, default=None, metavar="S",
                    help="this call's budget in seconds: runs checkpoint and stop when it is spent "
                         "and no run starts after it; the same command continues them")
-    p.add_argument("--dry-run", action="store_true", help="print the queue and stop")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the queue (each started run's epochs and hours left) and stop")
     p.add_argument("--install", action="store_true",
                    help="add every finished run to the manifest instead of training")
     args = p.parse_args(argv)
@@ -154,12 +179,14 @@ def main(argv=None) -> int:
         p.error(f"--names {args.names!r} matches none of {', '.join(ORDER)}")
     ids = [f"{n}.{TAG.format(seed=s)}" for n, s in queue]
     done = [(root / i / "record.json").exists() for i in ids]
-    for i, d in zip(ids, done):
-        print(f"{'done   ' if d else 'pending'} {i}")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's package
+    from agcnn_zoo.train.recipes import recipe_for
+    for (name, _), i, d in zip(queue, ids, done):
+        where = None if d else progress(root / i, recipe_for(name).epochs)
+        print(f"done    {i}" if d else f"started {i}: {where}" if where else f"pending {i}")
     if args.dry_run:
         return 0
     if args.install:
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's package
         from agcnn_zoo.train import install
         for i, d in zip(ids, done):
             if d:

@@ -50,6 +50,24 @@ def test_the_queue_is_every_rotmnist_name_three_seeds_cheapest_first(tmp_path):
     assert command[command.index("--threads") + 1] == "1"
 
 
+def test_the_queue_shows_how_far_a_started_run_is(tmp_path):
+    run = tmp_path / "z2cnn_rotmnist.rotgen12k_s0"
+    run.mkdir()
+    epochs = [{"epoch": e, "lr": 0.001, "seconds": 3600.0 if e == 3 else 36.0} for e in (1, 2, 3, 4)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in epochs)
+                                       + '{"epoch": 5, "seco')  # a line being written
+    (tmp_path / "z2cnn_rotmnist.rotgen12k_s1").mkdir()  # started, no epoch ended yet
+    p = subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path), "--data-dir", "x",
+                        "--names", "z2cnn_rotmnist", "--dry-run"],
+                       capture_output=True, text=True, cwd=REPO)
+    assert p.returncode == 0, p.stderr
+    # z2cnn's recipe has 300 epochs; the median pace ignores the one slow (paused) epoch
+    assert p.stdout.split("\n")[:-1] == [
+        "started z2cnn_rotmnist.rotgen12k_s0: epoch 4 of 300, about 3.0 h left at 36 s an epoch",
+        "pending z2cnn_rotmnist.rotgen12k_s1",
+        "pending z2cnn_rotmnist.rotgen12k_s2"]
+
+
 def test_the_command_of_a_gpu_lane_and_of_a_cpu_lane(tmp_path):
     campaign = _campaign()
     cpu = campaign.command("a_p4cnn_rotmnist", 0, tmp_path / "r", "DATA")
