@@ -29,9 +29,13 @@ started go to whichever device reaches them first, so stop the CPU lanes (or nar
 ``--names``) before a GPU call.
 
 ``--install`` adds every finished run to the package's manifest and ``agcnn_zoo/weights/``
-(``agcnn_zoo.train.install(..., package=True)``: these weights ship); a run trained on
-transposed digits (its record says so) is staged in the natural frame first (``natural_copy``).
-The README's seed table is then ``python -m agcnn_zoo results --write-readme README.md``.
+(``agcnn_zoo.train.install(..., package=True)``: these weights ship; installing a run again
+keeps what was measured on its bytes); a run trained on transposed digits (its record says so)
+is staged in the natural frame first (``natural_copy``). It then measures every installed weight
+that has no mnist-rot-aux measurement yet (``python -m agcnn_zoo reproduce --dataset
+mnist-rot-aux --update-manifest``, on ``--data-dir``) and regenerates the README's tables
+(``python -m agcnn_zoo results --write-readme README.md``): one command from finished runs to
+the seed table.
 """
 from __future__ import annotations
 
@@ -126,6 +130,31 @@ def trained_transposed(record_path: Path) -> bool:
     return of_record(load_strict(record_path))
 
 
+#: the set every campaign weight is measured on (the MNIST test digits, rotated)
+TEST_SET = "mnist-rot-aux"
+
+
+def unmeasured(manifest: dict, weight_ids) -> list:
+    """The weights among ``weight_ids`` whose manifest record holds no measurement on
+    ``TEST_SET`` (reproduce records complete runs only)."""
+    return [w for w in weight_ids
+            if not any(m.get("dataset") == TEST_SET
+                       for m in manifest["weights"][w].get("accuracy", {}).get("measured", []))]
+
+
+def measure_and_tabulate(weight_ids, data_dir: str) -> None:
+    """Measure ``weight_ids`` on ``TEST_SET`` into the checkout's manifest, then regenerate the
+    README's tables from it (each a ``python -m agcnn_zoo`` command in the checkout)."""
+    checkout = Path(__file__).resolve().parents[1]
+    steps = [["reproduce", "--models", ",".join(weight_ids), "--dataset", TEST_SET,
+              "--data-dir", data_dir, "--update-manifest", "--no-download", "--quiet"]] \
+        if weight_ids else []
+    steps.append(["results", "--write-readme", "README.md"])
+    for step in steps:
+        print("running: python -m agcnn_zoo", " ".join(step), flush=True)
+        subprocess.run([sys.executable, "-m", "agcnn_zoo", *step], cwd=checkout, check=True)
+
+
 def natural_copy(record_path: Path, staged: Path) -> Path:
     """A run trained on transposed digits, staged in the natural frame: its weight with the
     transposition folded in (``agcnn_zoo.hub.convert.fold_transposition_file``) and its record
@@ -163,7 +192,9 @@ def main(argv=None) -> int:
     p.add_argument("--dry-run", action="store_true",
                    help="print the queue (each started run's epochs and hours left) and stop")
     p.add_argument("--install", action="store_true",
-                   help="add every finished run to the manifest instead of training")
+                   help="add every finished run to the package's manifest instead of training, "
+                        "measure the new weights on mnist-rot-aux and regenerate the README's "
+                        "tables")
     args = p.parse_args(argv)
     if args.lanes < 1:
         p.error("--lanes must be at least 1")
@@ -187,13 +218,19 @@ def main(argv=None) -> int:
     if args.dry_run:
         return 0
     if args.install:
+        from agcnn_zoo.hub.manifest import load_manifest, manifest_path
         from agcnn_zoo.train import install
+        installed = []
         for i, d in zip(ids, done):
             if d:
                 record = root / i / "record.json"
                 if trained_transposed(record):
                     record = natural_copy(record, root / f"{i}.natural")
-                print("installed", install(record, package=True))
+                installed.append(install(record, package=True))
+                print("installed", installed[-1], flush=True)
+        if installed:
+            measure_and_tabulate(unmeasured(load_manifest(manifest_path()), installed),
+                                 args.data_dir)
         return 0
 
     root.mkdir(parents=True, exist_ok=True)

@@ -68,6 +68,19 @@ def test_the_queue_shows_how_far_a_started_run_is(tmp_path):
         "pending z2cnn_rotmnist.rotgen12k_s2"]
 
 
+def test_install_measures_only_the_weights_not_yet_measured_on_mnist_rot_aux():
+    campaign = _campaign()
+    manifest = load_manifest()
+    measured = "p4cnn_rotmnist.rotgen12k_s0"
+    assert campaign.unmeasured(manifest, [measured]) == []
+    manifest["weights"][measured]["accuracy"]["measured"] = [
+        dict(m, dataset="mnist-rot") for m in manifest["weights"][measured]["accuracy"]["measured"]]
+    del manifest["weights"]["p4cnn_rotmnist.rotgen12k_s1"]["accuracy"]["measured"]
+    assert campaign.unmeasured(manifest, [measured, "p4cnn_rotmnist.rotgen12k_s1",
+                                          "p4cnn_rotmnist.rotgen12k_s2"]) == [
+        measured, "p4cnn_rotmnist.rotgen12k_s1"]
+
+
 def test_the_command_of_a_gpu_lane_and_of_a_cpu_lane(tmp_path):
     campaign = _campaign()
     cpu = campaign.command("a_p4cnn_rotmnist", 0, tmp_path / "r", "DATA")
