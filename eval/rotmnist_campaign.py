@@ -152,7 +152,10 @@ def measure_and_tabulate(weight_ids, data_dir: str) -> None:
     steps.append(["results", "--write-readme", "README.md"])
     for step in steps:
         print("running: python -m agcnn_zoo", " ".join(step), flush=True)
-        subprocess.run([sys.executable, "-m", "agcnn_zoo", *step], cwd=checkout, check=True)
+        if subprocess.run([sys.executable, "-m", "agcnn_zoo", *step], cwd=checkout).returncode:
+            # the weights are installed; a later --install finds them unmeasured and goes on
+            raise SystemExit(f"python -m agcnn_zoo {step[0]} failed (its message is above); the "
+                             "weights are installed: fix the cause and run --install again")
 
 
 def natural_copy(record_path: Path, staged: Path) -> Path:
