@@ -140,7 +140,8 @@ def seed_table(measured_on: str = "mnist-rot-aux", protocol: str = SEED_PROTOCOL
         diff = m - m0
         spread = math.sqrt(s ** 2 + s0 ** 2) if s is not None and s0 is not None else None
         if n < seeds or n0 < seeds or spread is None:
-            verdict = f"incomplete ({n} and {n0} of {seeds} seeds): no verdict"
+            verdict = (f"incomplete ({n} of {seeds} seeds; `{baseline}` {n0} of {seeds}): "
+                       "no verdict")
         elif abs(diff) > spread:
             verdict = "exceeds the seed spread"
         else:

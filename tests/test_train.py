@@ -265,7 +265,8 @@ def test_seed_table_means_spreads_and_verdicts():
                 for line in table.split("verdict |", 1)[1].splitlines() if line.startswith("| `")}
     assert verdicts["`a_p4cnn_rotmnist`"] == "exceeds the seed spread"
     assert verdicts["`af_p4cnn_rotmnist`"] == "within the seed spread"
-    assert verdicts["`ach_p4cnn_rotmnist`"].startswith("incomplete (1 and 3 of 3 seeds)")
+    assert verdicts["`ach_p4cnn_rotmnist`"] == (
+        "incomplete (1 of 3 seeds; `p4cnn_rotmnist` 3 of 3): no verdict")
     assert "not measured yet" in verdicts["`coa_p4cnn_rotmnist`"]
 
 
