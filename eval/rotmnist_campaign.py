@@ -216,8 +216,10 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's package
     from agcnn_zoo.train.recipes import recipe_for
     for (name, _), i, d in zip(queue, ids, done):
-        where = None if d else progress(root / i, recipe_for(name).epochs)
-        print(f"done    {i}" if d else f"started {i}: {where}" if where else f"pending {i}")
+        if d or started_on(root / f"{i}.log") is None:
+            print(f"{'done   ' if d else 'pending'} {i}")
+            continue
+        print(f"started {i}: {progress(root / i, recipe_for(name).epochs) or 'no epoch ended yet'}")
     if args.dry_run:
         return 0
     if args.install:

@@ -56,6 +56,8 @@ def test_the_queue_shows_how_far_a_started_run_is(tmp_path):
     epochs = [{"epoch": e, "lr": 0.001, "seconds": 3600.0 if e == 3 else 36.0} for e in (1, 2, 3, 4)]
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in epochs)
                                        + '{"epoch": 5, "seco')  # a line being written
+    (tmp_path / "z2cnn_rotmnist.rotgen12k_s0.log").write_text("campaign: device cpu\n")
+    (tmp_path / "z2cnn_rotmnist.rotgen12k_s1.log").write_text("campaign: device cpu\n")
     (tmp_path / "z2cnn_rotmnist.rotgen12k_s1").mkdir()  # started, no epoch ended yet
     p = subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path), "--data-dir", "x",
                         "--names", "z2cnn_rotmnist", "--dry-run"],
@@ -64,7 +66,7 @@ def test_the_queue_shows_how_far_a_started_run_is(tmp_path):
     # z2cnn's recipe has 300 epochs; the median pace ignores the one slow (paused) epoch
     assert p.stdout.split("\n")[:-1] == [
         "started z2cnn_rotmnist.rotgen12k_s0: epoch 4 of 300, about 3.0 h left at 36 s an epoch",
-        "pending z2cnn_rotmnist.rotgen12k_s1",
+        "started z2cnn_rotmnist.rotgen12k_s1: no epoch ended yet",
         "pending z2cnn_rotmnist.rotgen12k_s2"]
 
 
