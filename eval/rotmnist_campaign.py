@@ -147,7 +147,8 @@ def measure_and_tabulate(weight_ids, data_dir: str) -> None:
     README's tables from it (each a ``python -m agcnn_zoo`` command in the checkout)."""
     checkout = Path(__file__).resolve().parents[1]
     steps = [["reproduce", "--models", ",".join(weight_ids), "--dataset", TEST_SET,
-              "--data-dir", data_dir, "--update-manifest", "--no-download", "--quiet"]] \
+              "--data-dir", str(Path(data_dir).resolve()),  # the commands run in the checkout
+              "--update-manifest", "--no-download", "--quiet"]] \
         if weight_ids else []
     steps.append(["results", "--write-readme", "README.md"])
     for step in steps:
