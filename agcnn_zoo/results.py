@@ -76,7 +76,9 @@ def results_table(dataset: str = "rotmnist", measured_on: str = "mnist-rot-aux",
     return "\n".join(rows) + "\n"
 
 
-def _measured_value(rec: dict, dataset: str) -> Optional[float]:
+def measured_value(rec: dict, dataset: str) -> Optional[float]:
+    """The top-1 measured on ``dataset`` that a manifest record holds, or None (what the seed
+    table counts as a measured seed)."""
     for m in rec.get("accuracy", {}).get("measured") or []:
         if m.get("dataset") == dataset:
             return float(m["top1"])
@@ -112,7 +114,7 @@ def seed_table(measured_on: str = "mnist-rot-aux", protocol: str = SEED_PROTOCOL
     for name in names:
         runs = seed_runs(cat, name, protocol)
         values = [v for _, rec in sorted(runs.items())
-                  if (v := _measured_value(rec, measured_on)) is not None]
+                  if (v := measured_value(rec, measured_on)) is not None]
         mean, std = _mean_std(values) if values else (None, None)
         stats[name] = (len(values), mean, std, values)
         authors = cat.record(name)
@@ -123,7 +125,7 @@ def seed_table(measured_on: str = "mnist-rot-aux", protocol: str = SEED_PROTOCOL
             paper = next((r.get("accuracy", {}).get("paper", {}) for r in runs.values()), {})
         paper_text = "–" if paper.get("top1") is None else (
             f"{paper['top1']:.2f}" + (f" ± {paper['error_std']:.3f}" if paper.get("error_std") else ""))
-        auth = _measured_value(authors, measured_on) if authors else None
+        auth = measured_value(authors, measured_on) if authors else None
         rows.append(f"| `{name}` | {len(values)} of {seeds} | {ours} | {per_seed} | "
                     f"{'–' if auth is None else f'{auth:.2f}'} | {paper_text} |")
     rows += ["", f"Each attentive variant minus `{baseline}` (means over seeds; spread: "

@@ -104,7 +104,8 @@ def progress(run_dir: Path, epochs: int) -> Optional[str]:
     epochs slow); None before its first epoch ends."""
     import statistics
     from agcnn_zoo.io.strict_json import loads_strict
-    metrics = run_dir / "metrics.jsonl"
+    from agcnn_zoo.train.engine import METRICS
+    metrics = run_dir / METRICS
     if not metrics.exists():
         return None
     rows = []
@@ -112,7 +113,7 @@ def progress(run_dir: Path, epochs: int) -> Optional[str]:
         try:
             rows.append(loads_strict(line, f"{metrics}:{k + 1}"))
         except ValueError:
-            continue  # a line being rewritten this instant; the next reading has it
+            continue  # the engine writes the file atomically; a damaged line only loses its row
     rows = [r for r in rows if isinstance(r, dict) and "epoch" in r and "seconds" in r]
     if not rows:
         return None
@@ -136,10 +137,9 @@ TEST_SET = "mnist-rot-aux"
 
 def unmeasured(manifest: dict, weight_ids) -> list:
     """The weights among ``weight_ids`` whose manifest record holds no measurement on
-    ``TEST_SET`` (reproduce records complete runs only)."""
-    return [w for w in weight_ids
-            if not any(m.get("dataset") == TEST_SET
-                       for m in manifest["weights"][w].get("accuracy", {}).get("measured", []))]
+    ``TEST_SET``, by the seed table's own rule (``agcnn_zoo.results.measured_value``)."""
+    from agcnn_zoo.results import measured_value
+    return [w for w in weight_ids if measured_value(manifest["weights"][w], TEST_SET) is None]
 
 
 def measure_and_tabulate(weight_ids, data_dir: str) -> None:
