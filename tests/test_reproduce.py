@@ -119,6 +119,40 @@ def test_recorded_aux_expectation_gives_pass_or_fail(reproduce, mnist_dir, tmp_p
     assert results(js)["z2cnn_rotmnist"]["verdict"] == "INFO"
 
 
+def test_the_plan_names_only_real_downloads_and_scales_with_the_weights(reproduce, mnist_dir,
+                                                                        tmp_path, capsys):
+    args = ("--dataset", "mnist-rot-aux", "--limit", 100, "--device", "cpu")
+    assert run(reproduce, "--models", "z2cnn_rotmnist", "--data-dir", mnist_dir, *args) == 0
+    plan_line = capsys.readouterr().out.splitlines()[1]
+    per_weight = reproduce.COSTS["mnist-rot-aux"].seconds_per_weight
+    assert plan_line.split() == ["mnist-rot-aux", "1", "weight(s);", "on", "disk,", "nothing",
+                                 "to", "download;", "about", f"{per_weight:.0f}", "s", "on", "2",
+                                 "CPU", "cores"]
+
+    # no files: the plan names the download, and its time grows with the weights asked for
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert run(reproduce, "--models", "z2cnn_rotmnist,p4cnn_rotmnist", "--data-dir", empty,
+               *args) == 2
+    out = capsys.readouterr().out
+    assert (f"mnist-rot-aux    2 weight(s); download MNIST t10k-{{images,labels}} IDX (1.6 MB); "
+            f"about {2 * per_weight:.0f} s") in out
+    assert "MISSING" in out
+
+    # a file on disk that fails its check is reported after the plan, as an error of the run
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        (bad / name).write_bytes((mnist_dir / name).read_bytes()[:-100])  # truncated
+    js = tmp_path / "bad.json"
+    assert run(reproduce, "--models", "z2cnn_rotmnist", "--data-dir", bad, *args,
+               "--json", js) == 1
+    captured = capsys.readouterr()
+    assert "on disk, nothing to download" in captured.out.splitlines()[1]
+    assert results(js)["z2cnn_rotmnist"]["verdict"] == "ERROR"
+    assert "t10k-" in captured.err
+
+
 def synthetic_rotmnist(folder: Path, mnist_dir: Path, n_test: int = 400) -> Path:
     """A small mnist_rotation_new look-alike from real MNIST test digits: rotated, and stored in
     the .amat layout (a row-major flattening of the rot-MNIST-oriented, i.e. transposed, digit)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Collection, Dict, List, Optional, Sequence, Tuple
 
 from .. import data as zdata
 
@@ -12,21 +12,25 @@ from .. import data as zdata
 @dataclass(frozen=True)
 class Cost:
     """What evaluating a set takes: the download (bytes of the published files) and the wall
-    time of the published weights on it, measured on 2 CPU cores (the project's CI machine);
-    a GPU takes a small fraction of it."""
+    time of one weight on it on 2 CPU cores (the project's CI machine), a mean over the
+    published weights (full alpha takes about 4 times the mean, P4CNN half of it); a GPU takes
+    a small fraction of it."""
     download_bytes: int
-    minutes_2cpu: float
+    seconds_per_weight: float
     files: str
 
 
-#: per evaluation set; 0 bytes: nothing to download (shipped, or read from a local folder only)
+#: per evaluation set; 0 bytes: nothing to download (shipped, or read from a local folder only).
+#: mnist-rot-aux: the 22 rot-MNIST weights took 137 s in all (2026-12-07, with two training
+#: runs beside them); rotmnist: 5 times that per weight (50,000 test digits of the same size,
+#: its file is not on the project's machine); cifar10 / pcam: their one weight each.
 COSTS: Dict[str, Cost] = {
-    "rotmnist": Cost(60 << 20, 8, "mnist_rotation_new.zip (about 60 MB)"),
-    "cifar10": Cost(170_498_071, 4, "cifar-10-python.tar.gz (163 MB)"),
-    "pcam": Cost(800 << 20, 33, "camelyonpatch_level_2_split_test_{x,y}.h5.gz (about 0.8 GB)"),
-    "mnist-rot-aux": Cost(1_653_419, 3, "MNIST t10k-{images,labels} IDX (1.6 MB)"),
-    "cifar10-jpeg": Cost(0, 4, "no public download: a local folder of JPEGs"),
-    "mnist-rot-sample": Cost(0, 1, "shipped in the package"),
+    "rotmnist": Cost(60 << 20, 31, "mnist_rotation_new.zip (about 60 MB)"),
+    "cifar10": Cost(170_498_071, 240, "cifar-10-python.tar.gz (163 MB)"),
+    "pcam": Cost(800 << 20, 1980, "camelyonpatch_level_2_split_test_{x,y}.h5.gz (about 0.8 GB)"),
+    "mnist-rot-aux": Cost(1_653_419, 6, "MNIST t10k-{images,labels} IDX (1.6 MB)"),
+    "cifar10-jpeg": Cost(0, 240, "no public download: a local folder of JPEGs"),
+    "mnist-rot-sample": Cost(0, 0.5, "shipped in the package"),  # 22 weights: 6 s
 }
 
 
@@ -64,24 +68,36 @@ def _size(n: int) -> str:
     return f"{n / (1 << 30):.1f} GB" if n >= 1 << 30 else f"{n / (1 << 20):.0f} MB"
 
 
-def describe_costs(todo: Sequence[Tuple[str, str]]) -> List[str]:
-    """One line per evaluation set of the plan: weights, download, expected time."""
+def duration_text(seconds: float) -> str:
+    return f"about {seconds:.0f} s" if seconds < 90 else f"about {seconds / 60:.0f} min"
+
+
+def describe_costs(todo: Sequence[Tuple[str, str]], on_disk: Collection[str] = ()) -> List[str]:
+    """One line per evaluation set of the plan: its weights, the download (none for a set in
+    ``on_disk``) and the expected time."""
     per_set: Dict[str, int] = {}
     for _, set_name in todo:
         per_set[set_name] = per_set.get(set_name, 0) + 1
     lines = []
-    total_bytes = total_min = 0.0
+    total_bytes = total_s = 0.0
     for set_name, n in per_set.items():
         cost = COSTS.get(set_name)
         if cost is None:
             lines.append(f"  {set_name:16s} {n} weight(s)")
             continue
-        total_bytes += cost.download_bytes
-        total_min += cost.minutes_2cpu
-        dl = f"download {cost.files}" if cost.download_bytes else cost.files
-        lines.append(f"  {set_name:16s} {n} weight(s); {dl}; about {cost.minutes_2cpu:g} min "
-                     f"on 2 CPU cores")
+        seconds = n * cost.seconds_per_weight
+        total_s += seconds
+        if set_name in on_disk:
+            what = "on disk, nothing to download"
+        elif cost.download_bytes:
+            total_bytes += cost.download_bytes
+            what = f"download {cost.files}"
+        else:
+            what = cost.files
+        lines.append(f"  {set_name:16s} {n} weight(s); {what}; {duration_text(seconds)} on 2 CPU cores")
     if len(per_set) > 1:
-        lines.append(f"  {'total':16s} download about {_size(int(total_bytes))} (once, then "
-                     f"cached); about {total_min:g} min on 2 CPU cores (a GPU is much faster)")
+        dl = f"download about {_size(int(total_bytes))} (once, then cached)" if total_bytes \
+            else "nothing to download"
+        lines.append(f"  {'total':16s} {dl}; {duration_text(total_s)} on 2 CPU cores (a GPU is "
+                     f"much faster)")
     return lines

@@ -22,7 +22,7 @@ from ..io import env
 from ..hub.manifest import load_manifest, manifest_path, save_manifest
 from ..io.env import show_progress
 from ..io.files import atomic_write_bytes
-from .plan import COSTS, describe_costs, plan, smoke_plan
+from .plan import COSTS, duration_text, describe_costs, plan, smoke_plan
 from .report import LEGEND, format_markdown, format_text, summary_line
 from .verdicts import DEFAULT_TOLERANCE, Result, check_preprocessing, decide, normalisation_report
 
@@ -160,14 +160,34 @@ class _Runner:
         self.args, self.weights, self.factory, self.device, self.auto = args, weights, factory, device, auto
         self.label = device_label(device)
         self.sets: Dict[str, object] = {}
+        self.failed_on_disk: Dict[str, Exception] = {}
         self.reported: set = set()
+
+    def _read(self, set_name: str, download: bool):
+        return zdata.load_eval_set(set_name, self.args.data_dir, download=download,
+                                   progress=not self.args.quiet)
+
+    def read_on_disk(self, set_names) -> List[str]:
+        """Read the sets whose files are already on disk (no download), so that the plan
+        printed next names only real downloads, and return their names; a file that is there
+        but fails to read is kept for :meth:`load` to report with the rest."""
+        for s in dict.fromkeys(set_names):
+            if s in self.sets or s in self.failed_on_disk:
+                continue
+            try:
+                self.sets[s] = self._read(s, download=False)
+            except zdata.DataNotFoundError:
+                pass  # fetched (or reported missing) by load()
+            except Exception as e:
+                self.failed_on_disk[s] = e
+        return [*self.sets, *self.failed_on_disk]
 
     def load(self, set_name: str):
         if set_name not in self.sets:
             try:
-                self.sets[set_name] = zdata.load_eval_set(
-                    set_name, self.args.data_dir, download=not self.args.no_download,
-                    progress=not self.args.quiet)
+                if set_name in self.failed_on_disk:
+                    raise self.failed_on_disk.pop(set_name)
+                self.sets[set_name] = self._read(set_name, download=not self.args.no_download)
             except Exception as e:  # reported for every weight that needs this set
                 self.sets[set_name] = e
                 if self.auto and isinstance(e, zdata.DataNotFoundError):
@@ -258,8 +278,8 @@ def run(args: argparse.Namespace, argv: Sequence[str] = (),
     device = resolve_device(args.device)
     set_deterministic()
     auto = args.dataset is None and args.data_dir is None
-    _print_costs(prog, todo, weights, device, auto)
     runner = _Runner(args, weights, factory, device, auto)
+    _print_costs(prog, todo, weights, device, auto, runner.read_on_disk(s for _, s in todo))
     for _, set_name in todo:  # every set first: the smoke check is decided by what is missing
         runner.load(set_name)
     absent = sorted({s for _, s in todo if isinstance(runner.sets[s], zdata.DataNotFoundError)})
@@ -280,12 +300,14 @@ def run(args: argparse.Namespace, argv: Sequence[str] = (),
     return 2 if "MISSING" in verdicts else 0
 
 
-def _print_costs(prog: str, todo, weights, device, auto: bool) -> None:
+def _print_costs(prog: str, todo, weights, device, auto: bool, on_disk) -> None:
     print(f"{prog}: {len(todo)} weight(s), on {device_label(device)}; what each test set takes:")
-    print("\n".join(describe_costs(todo)))
-    if auto and smoke_plan(weights, todo):
+    print("\n".join(describe_costs(todo, on_disk)))
+    smoke = smoke_plan(weights, todo) if auto else []
+    if smoke:
+        seconds = len(smoke) * COSTS["mnist-rot-sample"].seconds_per_weight
         print("  (a full set that cannot be fetched is replaced by a smoke check of the shipped "
-              "rot-MNIST weights on the embedded sample: a few minutes on 2 CPU cores)")
+              f"rot-MNIST weights on the embedded sample: {duration_text(seconds)} on 2 CPU cores)")
     print(flush=True)
 
 
