@@ -58,6 +58,19 @@ ORDER = ("p4cnn_rotmnist", "coa_p4cnn_rotmnist", "z2cnn_rotmnist", "af_p4cnn_rot
 TAG = "rotgen12k_s{seed}"
 
 
+_SAY = threading.Lock()
+
+
+def say(text: str) -> None:
+    """One line of the campaign's log, stamped with the UTC time, written whole: lanes are
+    threads, and ``print`` writes the text and its newline separately, so two lanes could
+    otherwise run their lines together."""
+    line = f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {text}\n"
+    with _SAY:
+        sys.stdout.write(line)
+        sys.stdout.flush()
+
+
 def plan(names_pattern: str, seeds) -> list:
     return [(name, seed) for name in ORDER if fnmatch.fnmatchcase(name, names_pattern)
             for seed in seeds]
@@ -268,7 +281,7 @@ def main(argv=None) -> int:
                     return
                 name, seed, wid = todo.pop(0)
             t0 = time.time()
-            print(f"lane {k}: {wid} started", flush=True)
+            say(f"lane {k}: {wid} started")
             with open(root / f"{wid}.log", "ab") as log:
                 if log.tell() == 0:
                     log.write(f"{DEVICE_PREFIX}{args.device}\n".encode())
@@ -278,11 +291,11 @@ def main(argv=None) -> int:
                                      stdout=log, stderr=subprocess.STDOUT, env=env)
             hours = (time.time() - t0) / 3600
             if rc == STOPPED_AT_TIME_LIMIT:
-                print(f"lane {k}: {wid} stopped at the time limit after {hours:.2f} h "
-                      "(checkpointed: the same command continues it)", flush=True)
+                say(f"lane {k}: {wid} stopped at the time limit after {hours:.2f} h "
+                    "(checkpointed: the same command continues it)")
                 stopped.append(wid)
                 continue
-            print(f"lane {k}: {wid} ended rc {rc} after {hours:.2f} h", flush=True)
+            say(f"lane {k}: {wid} ended rc {rc} after {hours:.2f} h")
             if rc:
                 failures.append(wid)
 

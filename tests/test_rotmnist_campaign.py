@@ -7,6 +7,7 @@ import importlib.util
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -172,3 +173,25 @@ def test_a_run_of_the_transposed_frame_is_staged_folded(tmp_path, monkeypatch):
     got, _ = load_safetensors(tmp_path / "weights" / rec["file"])
     assert all(torch.equal(got[k], v) for k, v in tensors.items())
     assert json.loads(manifest.read_text())["weights"][wid]["sha256"] == rec["sha256"]
+
+
+def test_a_lane_line_is_written_whole_and_stamped(monkeypatch):
+    """Lanes are threads: a line written in two pieces (text, then newline, as print does) can
+    be run together with another lane's line; each line must reach stdout in one write."""
+    writes = []
+
+    class Recorder:
+        def write(self, text):
+            writes.append(text)
+
+        def flush(self):
+            pass
+
+    monkeypatch.setattr(sys, "stdout", Recorder())
+    campaign = _campaign()
+    campaign.say("lane 0: p4cnn_rotmnist.rotgen12k_s0 started")
+    campaign.say("lane 1: p4cnn_rotmnist.rotgen12k_s1 ended rc 0 after 0.70 h")
+    assert len(writes) == 2 and all(w.endswith("\n") and w.count("\n") == 1 for w in writes)
+    stamp, text = writes[0].rstrip("\n").split(" ", 1)
+    assert text == "lane 0: p4cnn_rotmnist.rotgen12k_s0 started"
+    assert time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ")
