@@ -148,7 +148,8 @@ def seed_table(measured_on: str = "mnist-rot-aux", protocol: str = SEED_PROTOCOL
             verdict = "exceeds the seed spread"
         else:
             verdict = "within the seed spread"
-        rows.append(f"| `{name}` | {diff:+.2f} | {'–' if spread is None else f'{spread:.2f}'} | "
+        shown = round(diff, 2) + 0.0  # + 0.0: a difference that rounds to zero reads +0.00, not -0.00
+        rows.append(f"| `{name}` | {shown:+.2f} | {'–' if spread is None else f'{spread:.2f}'} | "
                     f"{verdict} |")
     return "\n".join(rows) + "\n"
 

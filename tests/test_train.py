@@ -251,6 +251,8 @@ def test_seed_table_means_spreads_and_verdicts():
         weights[f"a_p4cnn_rotmnist.rotgen12k_s{s}"] = rec(v)
     for s, v in enumerate([97.8, 97.6, 97.9]):       # within the spread
         weights[f"af_p4cnn_rotmnist.rotgen12k_s{s}"] = rec(v)
+    for s, v in enumerate([97.69, 97.70, 97.70]):    # 0.003 below p4cnn: rounds to zero
+        weights[f"asp_p4cnn_rotmnist.rotgen12k_s{s}"] = rec(v)
     weights["ach_p4cnn_rotmnist.rotgen12k_s0"] = rec(99.0)   # one seed only
     weights["ach_p4cnn_rotmnist.zoo_rotgen_s1"] = rec(10.0)  # another protocol: not counted
     table = seed_table(manifest={"weights": weights})
@@ -268,6 +270,9 @@ def test_seed_table_means_spreads_and_verdicts():
     assert verdicts["`ach_p4cnn_rotmnist`"] == (
         "incomplete (1 of 3 seeds; `p4cnn_rotmnist` 3 of 3): no verdict")
     assert "not measured yet" in verdicts["`coa_p4cnn_rotmnist`"]
+    diffs = {line.split("|")[1].strip(): line.split("|")[2].strip()
+             for line in table.split("verdict |", 1)[1].splitlines() if line.startswith("| `")}
+    assert diffs["`asp_p4cnn_rotmnist`"] == "+0.00"  # not "-0.00"
 
 
 # ----------------------------------------------------------------------------- into the zoo
