@@ -176,8 +176,8 @@ class _Runner:
                 continue
             try:
                 self.sets[s] = self._read(s, download=False)
-            except zdata.DataNotFoundError:
-                pass  # fetched (or reported missing) by load()
+            except (zdata.DataNotFoundError, ImportError):
+                pass  # fetched, or reported missing (no files, or no h5py), by load()
             except Exception as e:
                 self.failed_on_disk[s] = e
         return [*self.sets, *self.failed_on_disk]
