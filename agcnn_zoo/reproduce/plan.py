@@ -68,8 +68,13 @@ def _size(n: int) -> str:
     return f"{n / (1 << 30):.1f} GB" if n >= 1 << 30 else f"{n / (1 << 20):.0f} MB"
 
 
-def duration_text(seconds: float) -> str:
+def _duration(seconds: float) -> str:
     return f"about {seconds:.0f} s" if seconds < 90 else f"about {seconds / 60:.0f} min"
+
+
+def expected_time(set_name: str, weights: int) -> str:
+    """What ``weights`` weights take on ``set_name`` on 2 CPU cores, as text."""
+    return f"{_duration(weights * COSTS[set_name].seconds_per_weight)} on 2 CPU cores"
 
 
 def describe_costs(todo: Sequence[Tuple[str, str]], on_disk: Collection[str] = ()) -> List[str]:
@@ -94,10 +99,10 @@ def describe_costs(todo: Sequence[Tuple[str, str]], on_disk: Collection[str] = (
             what = f"download {cost.files}"
         else:
             what = cost.files
-        lines.append(f"  {set_name:16s} {n} weight(s); {what}; {duration_text(seconds)} on 2 CPU cores")
+        lines.append(f"  {set_name:16s} {n} weight(s); {what}; {_duration(seconds)} on 2 CPU cores")
     if len(per_set) > 1:
         dl = f"download about {_size(int(total_bytes))} (once, then cached)" if total_bytes \
             else "nothing to download"
-        lines.append(f"  {'total':16s} {dl}; {duration_text(total_s)} on 2 CPU cores (a GPU is "
+        lines.append(f"  {'total':16s} {dl}; {_duration(total_s)} on 2 CPU cores (a GPU is "
                      f"much faster)")
     return lines

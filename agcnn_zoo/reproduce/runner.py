@@ -22,7 +22,7 @@ from ..io import env
 from ..hub.manifest import load_manifest, manifest_path, save_manifest
 from ..io.env import show_progress
 from ..io.files import atomic_write_bytes
-from .plan import COSTS, duration_text, describe_costs, plan, smoke_plan
+from .plan import COSTS, describe_costs, expected_time, plan, smoke_plan
 from .report import LEGEND, format_markdown, format_text, summary_line
 from .verdicts import DEFAULT_TOLERANCE, Result, check_preprocessing, decide, normalisation_report
 
@@ -171,7 +171,7 @@ class _Runner:
         """Read the sets whose files are already on disk (no download), so that the plan
         printed next names only real downloads, and return their names; a file that is there
         but fails to read is kept for :meth:`load` to report with the rest."""
-        for s in dict.fromkeys(set_names):
+        for s in set_names:
             if s in self.sets or s in self.failed_on_disk:
                 continue
             try:
@@ -305,9 +305,9 @@ def _print_costs(prog: str, todo, weights, device, auto: bool, on_disk) -> None:
     print("\n".join(describe_costs(todo, on_disk)))
     smoke = smoke_plan(weights, todo) if auto else []
     if smoke:
-        seconds = len(smoke) * COSTS["mnist-rot-sample"].seconds_per_weight
         print("  (a full set that cannot be fetched is replaced by a smoke check of the shipped "
-              f"rot-MNIST weights on the embedded sample: {duration_text(seconds)} on 2 CPU cores)")
+              f"rot-MNIST weights on the embedded sample: "
+              f"{expected_time('mnist-rot-sample', len(smoke))})")
     print(flush=True)
 
 
