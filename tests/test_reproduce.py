@@ -125,6 +125,7 @@ def test_the_plan_names_only_real_downloads_and_scales_with_the_weights(reproduc
     assert run(reproduce, "--models", "z2cnn_rotmnist", "--data-dir", mnist_dir, *args) == 0
     plan_line = capsys.readouterr().out.splitlines()[1]
     per_weight = reproduce.COSTS["mnist-rot-aux"].seconds_per_weight
+    assert reproduce.expected_time("mnist-rot-sample", 1) == "about 1 s on 2 CPU cores"
     assert plan_line.split() == ["mnist-rot-aux", "1", "weight(s);", "on", "disk,", "nothing",
                                  "to", "download;", "about", f"{per_weight:.0f}", "s", "on", "2",
                                  "CPU", "cores"]

@@ -45,7 +45,7 @@ record partial (--limit) runs and smoke checks.
 Modules: :mod:`.plan` (what runs where, costs), :mod:`.verdicts` (expectations and verdicts),
 :mod:`.report` (table, legend, summary, markdown), :mod:`.runner` (arguments and the loop).
 """
-from .plan import COSTS, describe_costs, plan, shipped, smoke_plan
+from .plan import COSTS, describe_costs, expected_time, plan, shipped, smoke_plan
 from .report import LEGEND, format_markdown, format_text, summary_line, table_rows
 from .runner import (add_arguments, create_pretrained, device_label, evaluate, main, parse_args,
                   resolve_device, run, set_deterministic, update_manifest)
@@ -53,7 +53,7 @@ from .verdicts import (DEFAULT_TOLERANCE, SMOKE_FLOOR, Result, check_preprocessi
                        expectation, is_complete, normalisation_report)
 
 __all__ = ["main", "run", "parse_args", "add_arguments", "plan", "smoke_plan", "shipped",
-           "describe_costs", "COSTS", "expectation", "is_complete", "check_preprocessing",
+           "describe_costs", "expected_time", "COSTS", "expectation", "is_complete", "check_preprocessing",
            "normalisation_report", "decide", "Result", "DEFAULT_TOLERANCE", "SMOKE_FLOOR",
            "format_text", "format_markdown", "table_rows", "summary_line", "LEGEND", "evaluate",
            "update_manifest", "create_pretrained", "resolve_device", "device_label",

@@ -69,7 +69,9 @@ def _size(n: int) -> str:
 
 
 def _duration(seconds: float) -> str:
-    return f"about {seconds:.0f} s" if seconds < 90 else f"about {seconds / 60:.0f} min"
+    if seconds < 90:
+        return f"about {max(1, round(seconds))} s"  # never "about 0 s"
+    return f"about {seconds / 60:.0f} min"
 
 
 def expected_time(set_name: str, weights: int) -> str:
