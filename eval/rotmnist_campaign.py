@@ -47,14 +47,17 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Tuple
 
-#: the campaign's names, cheapest run first. Training rates at one thread, batch 128
-#: (``eval/bench.py --modes train --threads 1``, 2-core VM) and the hours of one run they imply
-#: (12,000 digits x the recipe's epochs): p4cnn 472 img/s (0.7 h), coa 372 (0.9 h), z2cnn 1,001
-#: (300 epochs: 1.0 h), af 263 (1.3 h), ach 145 (2.3 h), asp 51 (6.5 h), a 43 (7.8 h)
-ORDER = ("p4cnn_rotmnist", "coa_p4cnn_rotmnist", "z2cnn_rotmnist", "af_p4cnn_rotmnist",
-         "ach_p4cnn_rotmnist", "asp_p4cnn_rotmnist", "a_p4cnn_rotmnist")
+#: the campaign's names, cheapest run first, and the hours of one CPU run. Training rates at one
+#: thread, batch 128 (``eval/bench.py --modes train --threads 1``, 2-core VM) and the hours they
+#: imply (12,000 digits x the recipe's epochs): p4cnn 472 img/s, coa 372, z2cnn 1,001 (300
+#: epochs), af 263, ach 145, asp 51, a 43. The queue's estimate uses these hours only for a name
+#: with no finished or started run (two lanes side by side ran ach in 3.0-3.1 h, not 2.3).
+BENCH_HOURS = {"p4cnn_rotmnist": 0.7, "coa_p4cnn_rotmnist": 0.9, "z2cnn_rotmnist": 1.0,
+               "af_p4cnn_rotmnist": 1.3, "ach_p4cnn_rotmnist": 2.3, "asp_p4cnn_rotmnist": 6.5,
+               "a_p4cnn_rotmnist": 7.8}
+ORDER = tuple(BENCH_HOURS)
 TAG = "rotgen12k_s{seed}"
 
 
@@ -111,10 +114,10 @@ def started_on(log: Path) -> Optional[str]:
     return first[len(DEVICE_PREFIX):].strip() if first.startswith(DEVICE_PREFIX) else "cpu"
 
 
-def progress(run_dir: Path, epochs: int) -> Optional[str]:
-    """How far a started run is: its epochs done of the recipe's, and the hours left at the
-    median pace of its last ten epochs (the median, as a paused or shared CPU makes single
-    epochs slow); None before its first epoch ends."""
+def pace(run_dir: Path) -> Optional[Tuple[int, float]]:
+    """(epochs done, seconds an epoch) of a started run: the median of its last ten epochs (the
+    median, as a paused or shared CPU makes single epochs slow); None before its first epoch
+    ends."""
     import statistics
     from agcnn_zoo.io.strict_json import loads_strict
     from agcnn_zoo.train.engine import METRICS
@@ -130,10 +133,60 @@ def progress(run_dir: Path, epochs: int) -> Optional[str]:
     rows = [r for r in rows if isinstance(r, dict) and "epoch" in r and "seconds" in r]
     if not rows:
         return None
-    done = max(int(r["epoch"]) for r in rows)
-    pace = statistics.median(float(r["seconds"]) for r in rows[-10:])
-    return (f"epoch {done} of {epochs}, about {max(epochs - done, 0) * pace / 3600:.1f} h left "
-            f"at {pace:.0f} s an epoch")
+    return (max(int(r["epoch"]) for r in rows),
+            statistics.median(float(r["seconds"]) for r in rows[-10:]))
+
+
+def progress(run_dir: Path, epochs: int) -> Optional[str]:
+    """How far a started run is: its epochs done of the recipe's, and the hours left at its
+    ``pace``; None before its first epoch ends."""
+    measured = pace(run_dir)
+    if measured is None:
+        return None
+    done, seconds = measured
+    return (f"epoch {done} of {epochs}, about {max(epochs - done, 0) * seconds / 3600:.1f} h "
+            f"left at {seconds:.0f} s an epoch")
+
+
+def hours_left(queue, root: Path, lanes: int) -> Tuple[int, float, float]:
+    """(runs, one-thread hours, wall hours on ``lanes`` lanes) that the unfinished CPU runs of
+    ``queue`` (its ``(name, seed)`` pairs in order; a run started on a GPU stays there) still
+    take, were the campaign started now. A run's hours: a started run's epochs left at its
+    ``pace``; a run not started, the median wall time of its name's finished CPU runs (their
+    records' ``wall_time_s``, summed over resumes), else its name's started runs' pace times the
+    recipe's epochs, else ``BENCH_HOURS``. The wall time replays the lanes: each takes the next
+    run in queue order when it is free."""
+    import statistics
+    from agcnn_zoo.io.strict_json import load_strict
+    from agcnn_zoo.train.recipes import recipe_for
+    finished, paces, left = {}, {}, []
+    for name, seed in queue:
+        run = root / f"{name}.{TAG.format(seed=seed)}"
+        epochs = recipe_for(name).epochs
+        if (run / "record.json").exists():
+            training = load_strict(run / "record.json").get("training", {})
+            if training.get("device") == "cpu" and training.get("wall_time_s"):
+                finished.setdefault(name, []).append(training["wall_time_s"] / 3600)
+            continue
+        began = started_on(root / f"{run.name}.log")
+        if began not in (None, "cpu"):
+            continue
+        measured = pace(run) if began else None
+        if measured is not None:
+            paces.setdefault(name, []).append(measured[1])
+        left.append((name, None if measured is None
+                     else max(epochs - measured[0], 0) * measured[1] / 3600))
+    hours = []
+    for name, h in left:
+        if h is None:
+            h = (statistics.median(finished[name]) if name in finished
+                 else statistics.median(paces[name]) * recipe_for(name).epochs / 3600
+                 if name in paces else BENCH_HOURS[name])
+        hours.append(h)
+    busy = [0.0] * lanes
+    for h in hours:
+        busy[busy.index(min(busy))] += h
+    return len(hours), sum(hours), max(busy)
 
 
 def trained_transposed(record_path: Path) -> bool:
@@ -207,7 +260,8 @@ def main(argv=None) -> int:
                    help="this call's budget in seconds: runs checkpoint and stop when it is spent "
                         "and no run starts after it; the same command continues them")
     p.add_argument("--dry-run", action="store_true",
-                   help="print the queue (each started run's epochs and hours left) and stop")
+                   help="print the queue (each started run's epochs and hours left) and the "
+                        "hours the unfinished runs still take, and stop")
     p.add_argument("--install", action="store_true",
                    help="add every finished run to the package's manifest instead of training, "
                         "measure the new weights on mnist-rot-aux and regenerate the README's "
@@ -234,6 +288,10 @@ def main(argv=None) -> int:
             print(f"{'done   ' if d else 'pending'} {i}")
             continue
         print(f"started {i}: {progress(root / i, recipe_for(name).epochs) or 'no epoch ended yet'}")
+    if args.device == "cpu" and not all(done):
+        runs, single, wall = hours_left(queue, root, args.lanes)
+        print(f"left on the CPU: {runs} of {len(ids)} runs, about {single:.1f} h of one-thread "
+              f"training, about {wall:.1f} h on {args.lanes} lane(s)")
     if args.dry_run:
         return 0
     if args.install:

@@ -37,7 +37,8 @@ def test_the_queue_is_every_rotmnist_name_three_seeds_cheapest_first(tmp_path):
                         "--dry-run"], capture_output=True, text=True, cwd=REPO)
     assert p.returncode == 0, p.stderr
     lines = p.stdout.split("\n")[:-1]
-    assert len(lines) == 21
+    assert len(lines) == 22
+    assert lines.pop().startswith("left on the CPU: 20 of 21 runs, about ")
     assert lines[0] == "pending p4cnn_rotmnist.rotgen12k_s0"
     assert lines[1] == "done    p4cnn_rotmnist.rotgen12k_s1"
     assert lines[-1] == "pending a_p4cnn_rotmnist.rotgen12k_s2"
@@ -68,7 +69,27 @@ def test_the_queue_shows_how_far_a_started_run_is(tmp_path):
     assert p.stdout.split("\n")[:-1] == [
         "started z2cnn_rotmnist.rotgen12k_s0: epoch 4 of 300, about 3.0 h left at 36 s an epoch",
         "started z2cnn_rotmnist.rotgen12k_s1: no epoch ended yet",
-        "pending z2cnn_rotmnist.rotgen12k_s2"]
+        "pending z2cnn_rotmnist.rotgen12k_s2",
+        # s0: 296 epochs at 36 s; s1 and s2: the recipe's 300 epochs at s0's pace; on two
+        # lanes s2 follows s0, which frees its lane first
+        "left on the CPU: 3 of 3 runs, about 9.0 h of one-thread training, about 6.0 h on 2 "
+        "lane(s)"]
+
+
+def test_the_hours_left_come_from_finished_runs_then_the_benchmark(tmp_path):
+    finished = tmp_path / "p4cnn_rotmnist.rotgen12k_s0"
+    finished.mkdir()
+    (finished / "record.json").write_text(json.dumps(
+        {"training": {"device": "cpu", "wall_time_s": 7200.0}}))
+    (tmp_path / "coa_p4cnn_rotmnist.rotgen12k_s1.log").write_text("campaign: device cuda\n")
+    queue = [("p4cnn_rotmnist", 0), ("p4cnn_rotmnist", 1), ("p4cnn_rotmnist", 2),
+             ("coa_p4cnn_rotmnist", 0), ("coa_p4cnn_rotmnist", 1)]
+    hours_left = _campaign().hours_left
+    # p4cnn s1, s2 at s0's 2 h; coa s0 at the benchmark's 0.9 h; coa s1 stays on its GPU
+    runs, single, wall = hours_left(queue, tmp_path, lanes=2)
+    assert runs == 3 and single == pytest.approx(4.9) and wall == pytest.approx(2.9)
+    assert hours_left(queue, tmp_path, lanes=1)[2] == pytest.approx(4.9)
+    assert hours_left(queue, tmp_path, lanes=3)[2] == pytest.approx(2.0)
 
 
 def test_install_measures_only_the_weights_not_yet_measured_on_mnist_rot_aux():
