@@ -85,11 +85,16 @@ def test_the_hours_left_come_from_finished_runs_then_the_benchmark(tmp_path):
     queue = [("p4cnn_rotmnist", 0), ("p4cnn_rotmnist", 1), ("p4cnn_rotmnist", 2),
              ("coa_p4cnn_rotmnist", 0), ("coa_p4cnn_rotmnist", 1)]
     hours_left = _campaign().hours_left
-    # p4cnn s1, s2 at s0's 2 h; coa s0 at the benchmark's 0.9 h; coa s1 stays on its GPU
+    # p4cnn s1, s2 at s0's 2 h; coa s0 at the benchmark's 0.9 h, times 2.0 / 0.7 as p4cnn took
+    # 2.0 h against its benchmark's 0.7; coa s1 stays on its GPU
+    coa = 0.9 * 2.0 / 0.7
     runs, single, wall = hours_left(queue, tmp_path, lanes=2)
-    assert runs == 3 and single == pytest.approx(4.9) and wall == pytest.approx(2.9)
-    assert hours_left(queue, tmp_path, lanes=1)[2] == pytest.approx(4.9)
-    assert hours_left(queue, tmp_path, lanes=3)[2] == pytest.approx(2.0)
+    assert runs == 3 and single == pytest.approx(4 + coa) and wall == pytest.approx(2 + coa)
+    assert hours_left(queue, tmp_path, lanes=1)[2] == pytest.approx(4 + coa)
+    assert hours_left(queue, tmp_path, lanes=3)[2] == pytest.approx(coa)
+    # with no finished run, the benchmark as it is
+    (finished / "record.json").unlink()
+    assert hours_left(queue, tmp_path, lanes=1)[1] == pytest.approx(3 * 0.7 + 0.9)
 
 
 def test_install_measures_only_the_weights_not_yet_measured_on_mnist_rot_aux():
