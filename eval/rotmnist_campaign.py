@@ -53,8 +53,9 @@ from typing import Optional, Tuple
 #: thread, batch 128 (``eval/bench.py --modes train --threads 1``, 2-core VM) and the hours they
 #: imply (12,000 digits x the recipe's epochs): p4cnn 472 img/s, coa 372, z2cnn 1,001 (300
 #: epochs), af 263, ach 145, asp 51, a 43. The queue's estimate uses these hours, scaled by what
-#: the finished runs took, only for a name with no finished or started run (two lanes side by
-#: side ran ach in 3.0-3.1 h, not 2.3).
+#: the finished runs took, only for a name with no finished or started run: the runs took
+#: longer than these rates imply (ach 3.0-3.1 h, not 2.3), as this VM's speed drifts (ach's
+#: epochs went from 94 to 120 s within one morning, and alone ran no faster than beside asp).
 BENCH_HOURS = {"p4cnn_rotmnist": 0.7, "coa_p4cnn_rotmnist": 0.9, "z2cnn_rotmnist": 1.0,
                "af_p4cnn_rotmnist": 1.3, "ach_p4cnn_rotmnist": 2.3, "asp_p4cnn_rotmnist": 6.5,
                "a_p4cnn_rotmnist": 7.8}
@@ -156,8 +157,8 @@ def hours_left(queue, root: Path, lanes: int) -> Tuple[int, float, float]:
     ``pace``; a run not started, the median wall time of its name's finished CPU runs (their
     records' ``wall_time_s``, summed over resumes), else its name's started runs' pace times the
     recipe's epochs, else its ``BENCH_HOURS`` times the median ratio of the finished names' wall
-    times to theirs (the benchmark ran alone; lanes share the machine and its memory bus). The
-    wall time replays the lanes: each takes the next run in queue order when it is free."""
+    times to theirs (see ``BENCH_HOURS``). The wall time replays the lanes: each takes the next
+    run in queue order when it is free."""
     import statistics
     from agcnn_zoo.io.strict_json import load_strict
     from agcnn_zoo.train.recipes import recipe_for
