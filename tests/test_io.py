@@ -197,6 +197,28 @@ def test_stale_parts_are_removed_only_when_ours(tmp_path):
     assert other.exists() and someone.exists() and link.is_symlink() and victim.read_bytes() == b"keep me"
 
 
+def test_a_lock_folder_removed_just_after_it_was_made_is_made_again(tmp_path, monkeypatch):
+    """A holder that releases its lock removes the then empty ``.locks`` folder; when that
+    happens between a waiter's ensure_dir and its open, the waiter makes the folder again (it
+    used to fail with a CacheError: four processes loading one weight at once hit this)."""
+    from agcnn_zoo.io import locks
+    made = []
+
+    def made_then_removed(folder, what="cache"):
+        made.append(folder)
+        folder = zio.ensure_dir(folder, what)
+        if len(made) == 1:
+            os.rmdir(folder)  # the releasing holder's rmdir, in the window
+        return folder
+
+    monkeypatch.setattr(locks, "ensure_dir", made_then_removed)
+    target = tmp_path / "w.safetensors"
+    with zio.file_lock(target):
+        assert (tmp_path / locks.LOCKS_DIR / "w.safetensors.lock").is_file()
+    assert len(made) == 2
+    assert sorted(os.listdir(tmp_path)) == []  # released: nothing left behind
+
+
 def test_safe_remove_never_deletes_through_a_symlink_or_outside_its_root(tmp_path):
     root = tmp_path / "cache"
     root.mkdir()

@@ -22,7 +22,10 @@ def _acquire(path: Path, what: str) -> int:
     while True:
         ensure_dir(path.parent, what)  # a releasing holder may have just removed the folder
         with cache_errors(path.parent, what):
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+            except FileNotFoundError:
+                continue  # ... or removed it after ensure_dir: make it again
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             if os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino:
