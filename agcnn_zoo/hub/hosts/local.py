@@ -10,7 +10,6 @@ cache logic. A file on this machine: :func:`read` hands its verified bytes on.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 from ...io.errors import DownloadError
 from ..pin import read_in_place
@@ -41,11 +40,3 @@ def read(record, host) -> bytes:
 def fetch(record, host, target: Path, *, progress: bool = False) -> Path:
     read(record, host)
     return path_of(host)
-
-
-def cached(record, host) -> Optional[Path]:
-    return None
-
-
-def hint_line(record, host) -> Optional[str]:
-    return None

@@ -10,7 +10,6 @@ Tests point :data:`WEIGHTS_DIR` at another folder with monkeypatch. A file on th
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 from ..pin import read_in_place
 
@@ -49,11 +48,3 @@ def read(record, host) -> bytes:
 def fetch(record, host, target: Path, *, progress: bool = False) -> Path:
     read(record, host)
     return path_of(host)
-
-
-def cached(record, host) -> Optional[Path]:
-    return None
-
-
-def hint_line(record, host) -> Optional[str]:
-    return None
