@@ -92,8 +92,7 @@ def describe_costs(todo: Sequence[Tuple[str, str]], on_disk: Collection[str] = (
         if cost is None:
             lines.append(f"  {set_name:16s} {n} weight(s)")
             continue
-        seconds = n * cost.seconds_per_weight
-        total_s += seconds
+        total_s += n * cost.seconds_per_weight
         if set_name in on_disk:
             what = "on disk, nothing to download"
         elif cost.download_bytes:
@@ -101,7 +100,7 @@ def describe_costs(todo: Sequence[Tuple[str, str]], on_disk: Collection[str] = (
             what = f"download {cost.files}"
         else:
             what = cost.files
-        lines.append(f"  {set_name:16s} {n} weight(s); {what}; {_duration(seconds)} on 2 CPU cores")
+        lines.append(f"  {set_name:16s} {n} weight(s); {what}; {expected_time(set_name, n)}")
     if len(per_set) > 1:
         dl = f"download about {_size(int(total_bytes))} (once, then cached)" if total_bytes \
             else "nothing to download"
