@@ -65,13 +65,14 @@ def check_plane_map(x: torch.Tensor, channels: int, layer: str) -> None:
                          f"got {tuple(x.shape)}")
 
 
-class LiftingConv(Layer, CachedBanks):
-    """Z2 -> G convolution; weight ``[out, in, k, k]``; output ``[B, out, n, X', Y']``."""
+class _GConv(Layer, CachedBanks):
+    """What lifting and group convolutions share: their geometry, the original's initialisation,
+    the fast/reference dispatch and the export; subclasses give the weight and the bank."""
     #: below this many input planes inference stays NCHW (NHWC was slower there)
     nhwc_min_channels = 1
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, group="p4",
-                 stride: int = 1, padding: int = 0, dilation: int = 1):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, group,
+                 stride: int, padding: int, dilation: int):
         super().__init__()
         self.group = get_group(group)
         self.in_channels, self.out_channels = in_channels, out_channels
@@ -79,14 +80,37 @@ class LiftingConv(Layer, CachedBanks):
         self.stride = _pair_int(stride, "stride")
         self.padding = _pair_int(padding, "padding")
         self.dilation = _pair_int(dilation, "dilation")
+
+    def reset_parameters(self, wscale: float = 1.0) -> None:
+        # the original's init: U(-s, s), s = wscale / sqrt(fan_in), where a group convolution's
+        # fan-in leaves out the input group axis
+        s = wscale / math.sqrt(self.in_channels * self.kernel_size ** 2)
+        nn.init.uniform_(self.weight, -s, s)
+
+    def forward_fast(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv_fast(x)
+
+    def forward_reference(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv_reference(x)
+
+    def export(self) -> nn.Module:
+        return self.export_conv()
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"group={self.group.name}, stride={self.stride}, padding={self.padding}, "
+                f"dilation={self.dilation}")
+
+
+class LiftingConv(_GConv):
+    """Z2 -> G convolution; weight ``[out, in, k, k]``; output ``[B, out, n, X', Y']``."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, group="p4",
+                 stride: int = 1, padding: int = 0, dilation: int = 1):
+        super().__init__(in_channels, out_channels, kernel_size, group, stride, padding, dilation)
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size))
         self.reset_parameters()
         self.group.plane_filter_index(kernel_size)   # build the index tables now, not mid-trace
-
-    def reset_parameters(self, wscale: float = 1.0) -> None:
-        # the original's init: U(-s, s), s = wscale / sqrt(fan_in)
-        s = wscale / math.sqrt(self.in_channels * self.kernel_size ** 2)
-        nn.init.uniform_(self.weight, -s, s)
 
     def param_axes(self) -> dict:
         """See ``Layer.param_axes``: a plane filter."""
@@ -108,43 +132,21 @@ class LiftingConv(Layer, CachedBanks):
     def check_input(self, x: torch.Tensor) -> None:
         check_plane_map(x, self.in_channels, type(self).__name__)
 
-    def forward_fast(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv_fast(x)
-
-    def forward_reference(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv_reference(x)
-
     @torch.no_grad()
     def export_conv(self) -> PlaneConv:
         """The convolution as an ``nn.Conv2d`` (output factor, if any, folded in)."""
         bank = lifting_bank(self.weight, self.group) * getattr(self, "scale", 1.0)
         return PlaneConv(conv2d_of(bank, self), self.group.order, self.nhwc_min_channels)
 
-    def export(self) -> nn.Module:
-        return self.export_conv()
 
-    def extra_repr(self) -> str:
-        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-                f"group={self.group.name}, stride={self.stride}, padding={self.padding}, "
-                f"dilation={self.dilation}")
-
-
-class GroupConv(Layer, CachedBanks):
+class GroupConv(_GConv):
     """G -> G convolution; weight ``[out, in, n, k, k]``; output ``[B, out, n, X', Y']``.
 
     ``scale`` defaults to the original's Haar factor (pi/2 for p4, pi for p4m).
     """
-    nhwc_min_channels = 1
-
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, group="p4",
                  stride: int = 1, padding: int = 0, dilation: int = 1, scale: float | None = None):
-        super().__init__()
-        self.group = get_group(group)
-        self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size = kernel_size
-        self.stride = _pair_int(stride, "stride")
-        self.padding = _pair_int(padding, "padding")
-        self.dilation = _pair_int(dilation, "dilation")
+        super().__init__(in_channels, out_channels, kernel_size, group, stride, padding, dilation)
         self.scale = self.group.haar if scale is None else float(scale)
         #: an explicit ``scale`` argument (None: the original's factor, which the reference
         #: path derives on its own instead of reading ``self.scale``)
@@ -153,11 +155,6 @@ class GroupConv(Layer, CachedBanks):
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, n, kernel_size, kernel_size))
         self.reset_parameters()
         self.group.group_filter_index(kernel_size)   # build the index tables now, not mid-trace
-
-    def reset_parameters(self, wscale: float = 1.0) -> None:
-        # the original leaves the input group size out of the fan-in
-        s = wscale / math.sqrt(self.in_channels * self.kernel_size ** 2)
-        nn.init.uniform_(self.weight, -s, s)
 
     def param_axes(self) -> dict:
         """See ``Layer.param_axes``: a group filter (relative group axis 2, then the plane)."""
@@ -182,12 +179,6 @@ class GroupConv(Layer, CachedBanks):
     def check_input(self, x: torch.Tensor) -> None:
         check_group_map(x, self.in_channels, self.group.order, type(self).__name__)
 
-    def forward_fast(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv_fast(x)
-
-    def forward_reference(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv_reference(x)
-
     @torch.no_grad()
     def export_conv(self) -> GroupPlaneConv:
         """The convolution as an ``nn.Conv2d`` on ``[B, C n, X, Y]`` (output factor folded in)."""
@@ -195,10 +186,5 @@ class GroupConv(Layer, CachedBanks):
         bank = group_bank(self.weight, self.group).reshape(o * n, c * n, k, k) * self.scale
         return GroupPlaneConv(conv2d_of(bank, self), n, self.nhwc_min_channels)
 
-    def export(self) -> nn.Module:
-        return self.export_conv()
-
     def extra_repr(self) -> str:
-        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-                f"group={self.group.name}, stride={self.stride}, padding={self.padding}, "
-                f"dilation={self.dilation}, scale={self.scale:.6g}")
+        return f"{super().extra_repr()}, scale={self.scale:.6g}"
