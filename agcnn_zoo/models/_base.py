@@ -36,6 +36,7 @@ from torch.utils.checkpoint import checkpoint
 from ..groups import get_group
 from ..input_checks import check_input_values
 from ..nn.tracing import fx_tracing, tracing
+from . import factory as make
 
 
 class Stage(NamedTuple):
@@ -108,6 +109,11 @@ class ZooModel(nn.Module):
         if not isinstance(in_chans, int) or isinstance(in_chans, bool) or in_chans < 1:
             raise ValueError(f"in_chans must be a positive int, got {in_chans!r}")
         self.in_chans = in_chans
+
+    def norm(self, c: int) -> nn.Module:
+        """The batch-norm hook every family builds with: the original's, per plane or per group
+        channel as ``group_name`` says."""
+        return make.norm(c, self.group_name)
 
     @staticmethod
     def _check_num_classes(num_classes) -> int:

@@ -79,9 +79,6 @@ class _AllCNNCNet(ZooModel):
         """c9: a 1x1 convolution to one map per class, the same kind as ``conv``."""
         return self.conv(cin, cout, 1)
 
-    def norm(self, c):
-        return make.norm(c, self.group_name)
-
     def spatial_pool(self, h):
         raise NotImplementedError
 

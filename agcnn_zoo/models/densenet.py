@@ -20,7 +20,6 @@ classes default to 24, a value no experiment uses).
 """
 from __future__ import annotations
 
-import math
 from functools import partial
 
 import torch
@@ -32,7 +31,6 @@ from . import factory as make
 from ._base import Stage, ZooModel
 from .registration import original_classes, register_class
 
-_HE_WSCALE = math.sqrt(2.0)  # the original's wscale: He initialisation
 
 #: alpha_F spatial attention of dense block i and transition i: (kernel size, dilation)
 _BLOCK_SPATIAL = [(7, 4), (7, 4), (7, 3), (7, 2), (5, 1)]
@@ -120,14 +118,8 @@ class DenseNet(ZooModel):
     def head_conv(self, cin, cout):
         return make.z2_conv(cin, cout, 1)
 
-    def norm(self, c):
-        return make.norm(c, self.group_name)
-
     def init_weights(self, module=None):
-        # the original: N(0, sqrt(2) / sqrt(fan_in)) for every convolution
-        for m in (self if module is None else module).modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.normal_(m.weight, 0.0, _HE_WSCALE / math.sqrt(m.weight[0].numel()))
+        make.he_normal_plane_convs(self if module is None else module)
 
     def build_classifier(self, num_classes):
         c_out = self.head_conv(self.head_width, num_classes)
@@ -179,7 +171,7 @@ class P4DenseNet(DenseNet):
         return make.group_conv(cin, cout, 1, self.group_name)
 
     def init_weights(self, module=None):
-        make.reset_group_conv_parameters(self if module is None else module, _HE_WSCALE)
+        make.reset_group_conv_parameters(self if module is None else module, make.HE_WSCALE)
 
 
 @register_class("p4m_densenet_pcam", original_class="P4MDenseNet")

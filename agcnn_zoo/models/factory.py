@@ -7,13 +7,19 @@ so seeded random initialisations do not change.
 """
 from __future__ import annotations
 
+import math
+
 from torch import nn
 
 from .. import nn as gnn
 
 __all__ = ["z2_conv", "lifting", "group_conv", "alpha_f_lifting", "alpha_f_group",
            "full_alpha_lifting", "full_alpha_group", "co_attentive_lifting",
-           "co_attentive_group", "norm"]
+           "co_attentive_group", "norm", "HE_WSCALE", "he_normal_plane_convs",
+           "reset_group_conv_parameters"]
+
+#: the CIFAR / PCam originals' wscale: He initialisation
+HE_WSCALE = math.sqrt(2.0)
 
 
 # ----------------------------------------------------------------------------------- plain
@@ -94,3 +100,10 @@ def reset_group_conv_parameters(model: nn.Module, wscale: float) -> None:
     for m in model.modules():
         if isinstance(m, (gnn.LiftingConv, gnn.GroupConv)):
             m.reset_parameters(wscale)
+
+
+def he_normal_plane_convs(model: nn.Module) -> None:
+    """The CIFAR / PCam originals' init for every plain ``nn.Conv2d``: N(0, HE_WSCALE / sqrt(fan_in))."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.normal_(m.weight, 0.0, HE_WSCALE / math.sqrt(m.weight[0].numel()))

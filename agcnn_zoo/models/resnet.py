@@ -24,8 +24,6 @@ equivariant). Module names are the original's, so its state dicts load key for k
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -35,7 +33,6 @@ from . import factory as make
 from ._base import Stage, ZooModel
 from .registration import original_classes, register_class
 
-_HE_WSCALE = math.sqrt(2.0)  # the original's wscale: He initialisation
 
 
 def _max_pool2(h: torch.Tensor, group_map: bool) -> torch.Tensor:
@@ -117,15 +114,8 @@ class ResNet(ZooModel):
     def head_conv(self, cin, cout):
         return make.z2_conv(cin, cout, 1)
 
-    def norm(self, c):
-        return make.norm(c, self.group_name)
-
     def init_weights(self, module=None):
-        # the original: N(0, sqrt(2) / sqrt(fan_in)) for every convolution
-        for m in (self if module is None else module).modules():
-            if isinstance(m, nn.Conv2d):
-                fan_in = m.weight[0].numel()
-                nn.init.normal_(m.weight, 0.0, _HE_WSCALE / math.sqrt(fan_in))
+        make.he_normal_plane_convs(self if module is None else module)
 
     def prepare_input(self, x):
         return x
@@ -174,7 +164,7 @@ class P4MResNet(ResNet):
         return make.group_conv(cin, cout, 1, self.group_name)
 
     def init_weights(self, module=None):
-        make.reset_group_conv_parameters(self if module is None else module, _HE_WSCALE)
+        make.reset_group_conv_parameters(self if module is None else module, make.HE_WSCALE)
 
     def global_spatial_pool(self, h):
         return gnn.spatial_avg_pool(h, h.shape[-1], 1, 0)

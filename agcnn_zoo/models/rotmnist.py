@@ -57,9 +57,6 @@ class _RotMNISTNet(ZooModel):
         """c7: a 4x4 convolution to one output per class, the same kind as ``conv``."""
         return self.conv(cin, cout, 4)
 
-    def norm(self, c):
-        return make.norm(c, self.group_name)
-
     def spatial_pool(self, h):
         return gnn.spatial_max_pool(h, 2, 2)
 
