@@ -103,7 +103,8 @@ def reset_group_conv_parameters(model: nn.Module, wscale: float) -> None:
 
 
 def he_normal_plane_convs(model: nn.Module) -> None:
-    """The CIFAR / PCam originals' init for every plain ``nn.Conv2d``: N(0, HE_WSCALE / sqrt(fan_in))."""
+    """The CIFAR / PCam originals' init for every plain ``nn.Conv2d`` of ``model``:
+    N(0, HE_WSCALE / sqrt(fan_in))."""
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.normal_(m.weight, 0.0, HE_WSCALE / math.sqrt(m.weight[0].numel()))

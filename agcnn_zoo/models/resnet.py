@@ -34,7 +34,6 @@ from ._base import Stage, ZooModel
 from .registration import original_classes, register_class
 
 
-
 def _max_pool2(h: torch.Tensor, group_map: bool) -> torch.Tensor:
     return gnn.spatial_max_pool(h, 2, 2) if group_map else F.max_pool2d(h, 2, 2)
 
