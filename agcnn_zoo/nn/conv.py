@@ -144,6 +144,7 @@ class GroupConv(_GConv):
 
     ``scale`` defaults to the original's Haar factor (pi/2 for p4, pi for p4m).
     """
+
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, group="p4",
                  stride: int = 1, padding: int = 0, dilation: int = 1, scale: float | None = None):
         super().__init__(in_channels, out_channels, kernel_size, group, stride, padding, dilation)

@@ -55,6 +55,6 @@ from .verdicts import (DEFAULT_TOLERANCE, SMOKE_FLOOR, Result, check_preprocessi
 __all__ = ["main", "run", "parse_args", "add_arguments", "plan", "smoke_plan", "shipped",
            "describe_costs", "expected_time", "COSTS", "expectation", "is_complete",
            "check_preprocessing", "normalisation_report", "decide", "Result", "DEFAULT_TOLERANCE",
-           "SMOKE_FLOOR", "format_text", "format_markdown", "table_rows", "summary_line", "LEGEND", "evaluate",
-           "update_manifest", "create_pretrained", "resolve_device", "device_label",
+           "SMOKE_FLOOR", "format_text", "format_markdown", "table_rows", "summary_line", "LEGEND",
+           "evaluate", "update_manifest", "create_pretrained", "resolve_device", "device_label",
            "set_deterministic"]
