@@ -162,6 +162,18 @@ def _replace_block(text: str, begin: str, end: str, table: str, readme: Path) ->
     return f"{head}{begin}\n{table}{end}{tail}"
 
 
+def rewrite_block(readme: Path, begin: str, end: str, block: str) -> bool:
+    """Replace what stands between the markers ``begin`` and ``end`` in ``readme`` with
+    ``block`` (other generators of README blocks use it too); returns whether the file
+    changed."""
+    text = readme.read_text(encoding="utf-8")
+    new = _replace_block(text, begin, end, block, readme)
+    if new == text:
+        return False
+    atomic_write_bytes(readme, new.encode("utf-8"))
+    return True
+
+
 def write_readme(readme: Path, table: str, seeds: Optional[str] = None) -> bool:
     """Replace the results block (and, with ``seeds``, the seed block) between their markers;
     returns whether the file changed."""

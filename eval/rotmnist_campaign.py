@@ -34,8 +34,10 @@ keeps what was measured on its bytes); a run trained on transposed digits (its r
 is staged in the natural frame first (``natural_copy``). It then measures every installed weight
 that has no mnist-rot-aux measurement yet (``python -m agcnn_zoo reproduce --dataset
 mnist-rot-aux --update-manifest``, on ``--data-dir``) and regenerates the README's tables
-(``python -m agcnn_zoo results --write-readme README.md``): one command from finished runs to
-the seed table.
+(``python -m agcnn_zoo results --write-readme README.md``), then runs every installed weight not
+yet measured through timm's and torchvision's pipelines and regenerates that table
+(``eval/natural_pipelines.py --write-readme README.md``): one command from finished runs to the
+README.
 """
 from __future__ import annotations
 
@@ -213,20 +215,37 @@ def unmeasured(manifest: dict, weight_ids) -> list:
     return [w for w in weight_ids if measured_value(manifest["weights"][w], TEST_SET) is None]
 
 
-def measure_and_tabulate(weight_ids, data_dir: str) -> None:
-    """Measure ``weight_ids`` on ``TEST_SET`` into the checkout's manifest, then regenerate the
-    README's tables from it (each a ``python -m agcnn_zoo`` command in the checkout)."""
+def through_no_pipeline(weight_ids) -> list:
+    """The weights among ``weight_ids`` not yet measured through timm's and torchvision's
+    pipelines (``eval/natural_pipelines.json``)."""
+    import importlib.util
+    script = Path(__file__).resolve().parent / "natural_pipelines.py"
+    spec = importlib.util.spec_from_file_location("natural_pipelines", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # its reader: one definition of the stored file's format
+    done = module.load_results()
+    return [w for w in weight_ids if w not in done]
+
+
+def measure_and_tabulate(weight_ids, data_dir: str, pipeline_ids=()) -> None:
+    """Measure ``weight_ids`` on ``TEST_SET`` into the checkout's manifest and regenerate the
+    README's tables from it (``python -m agcnn_zoo`` commands), then measure ``pipeline_ids``
+    through timm's and torchvision's pipelines and regenerate the README's pipeline table
+    (``eval/natural_pipelines.py``); every step runs in the checkout."""
     checkout = Path(__file__).resolve().parents[1]
-    steps = [["reproduce", "--models", ",".join(weight_ids), "--dataset", TEST_SET,
-              "--data-dir", str(Path(data_dir).resolve()),  # the commands run in the checkout
-              "--update-manifest", "--no-download", "--quiet"]] \
+    data = str(Path(data_dir).resolve())  # the commands run in the checkout
+    steps = [["-m", "agcnn_zoo", "reproduce", "--models", ",".join(weight_ids), "--dataset",
+              TEST_SET, "--data-dir", data, "--update-manifest", "--no-download", "--quiet"]] \
         if weight_ids else []
-    steps.append(["results", "--write-readme", "README.md"])
+    steps.append(["-m", "agcnn_zoo", "results", "--write-readme", "README.md"])
+    pipelines = ["eval/natural_pipelines.py", "--write-readme", "README.md"]
+    steps.append(pipelines + (["--data-dir", data, "--models", ",".join(pipeline_ids)]
+                              if pipeline_ids else ["--no-measure"]))
     for step in steps:
-        print("running: python -m agcnn_zoo", " ".join(step), flush=True)
-        if subprocess.run([sys.executable, "-m", "agcnn_zoo", *step], cwd=checkout).returncode:
-            # the weights are installed; a later --install finds them unmeasured and goes on
-            raise SystemExit(f"python -m agcnn_zoo {step[0]} failed (its message is above); the "
+        print("running: python", " ".join(step), flush=True)
+        if subprocess.run([sys.executable, *step], cwd=checkout).returncode:
+            # the weights are installed; a later --install finds what is still unmeasured
+            raise SystemExit(f"python {' '.join(step[:3])} failed (its message is above); the "
                              "weights are installed: fix the cause and run --install again")
 
 
@@ -312,7 +331,7 @@ def main(argv=None) -> int:
                 print("installed", installed[-1], flush=True)
         if installed:
             measure_and_tabulate(unmeasured(load_manifest(manifest_path()), installed),
-                                 args.data_dir)
+                                 args.data_dir, through_no_pipeline(installed))
         return 0
 
     root.mkdir(parents=True, exist_ok=True)

@@ -68,3 +68,82 @@ def test_rgb_files_are_refused_with_what_the_model_takes(script, pngs, cache):
     with pytest.raises(ValueError, match=r"\[B, 1, 28, 28\].*convert\('L'\)"):
         model(torch.stack([load(p) for p in pngs[:4]]))
     assert "refused" in script.rgb_result("p4cnn_rotmnist", pngs[:8])
+
+
+# ----------------------------------------------------------------------------- the stored figures
+
+def test_the_readme_pipeline_table_is_what_the_stored_figures_make(script):
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    block = text.split(script.BEGIN, 1)[1].split(script.END, 1)[0]
+    assert block.lstrip("\n") == script.pipeline_table(script.load_results(), catalogue()), \
+        "regenerate it: python eval/natural_pipelines.py --no-measure --write-readme README.md"
+
+
+def test_every_rotmnist_weight_was_measured_through_both_pipelines_near_its_record(script):
+    stored = script.load_results()
+    assert sorted(stored) == sorted(ROTMNIST), \
+        "measure the missing ones: python eval/natural_pipelines.py --data-dir DATA --models ID"
+    for wid, entry in stored.items():
+        rec = script.recorded(wid)
+        assert abs(entry["timm"] - rec) <= 0.3 and abs(entry["hub"] - rec) <= 0.3, (wid, entry)
+
+
+def _store(tmp_path, text):
+    path = tmp_path / "natural_pipelines.json"
+    path.write_text(text)
+    return path
+
+
+def test_the_stored_figures_are_read_strictly(script, tmp_path):
+    from agcnn_zoo.io.strict_json import JSONFileError
+    assert script.load_results(tmp_path / "absent.json") == {}
+    entry = '{"timm": 98.0, "hub": 98.0, "same_input": true}'
+    ok = _store(tmp_path, f'{{"digits": 10000, "weights": {{"p4cnn_rotmnist": {entry}}}}}')
+    assert script.load_results(ok) == {"p4cnn_rotmnist": {"timm": 98.0, "hub": 98.0,
+                                                          "same_input": True}}
+    twice = _store(tmp_path, f'{{"digits": 10000, "weights": {{"p4cnn_rotmnist": {entry}, '
+                             f'"p4cnn_rotmnist": {entry}}}}}')
+    with pytest.raises(JSONFileError, match="'p4cnn_rotmnist' appears twice"):
+        script.load_results(twice)
+    for bad in ('{"timm": "98", "hub": 98.0, "same_input": true}',
+                '{"timm": 98.0, "hub": 198.0, "same_input": true}',
+                '{"timm": 98.0, "hub": 98.0, "same_input": 1}',
+                '{"timm": 98.0, "hub": 98.0}'):
+        path = _store(tmp_path, f'{{"digits": 10000, "weights": {{"p4cnn_rotmnist": {bad}}}}}')
+        with pytest.raises(JSONFileError, match="the entry of 'p4cnn_rotmnist'"):
+            script.load_results(path)
+    with pytest.raises(JSONFileError, match="expected"):
+        script.load_results(_store(tmp_path, '{"digits": 400, "weights": {}}'))
+
+
+def test_the_seeds_of_one_protocol_share_a_row_after_the_authors_weight(script):
+    stored = {w: {"timm": 90.0 + i / 100, "hub": 90.0 + i / 100, "same_input": True}
+              for i, w in enumerate(["p4cnn_rotmnist.rotgen12k_s2", "p4cnn_rotmnist",
+                                     "p4cnn_rotmnist.rotgen12k_s0", "z2cnn_rotmnist",
+                                     "p4cnn_rotmnist.zoo_rotgen_s1"])}
+    stored["p4cnn_rotmnist.zoo_rotgen_s1"]["hub"] = 89.0  # a hub figure of its own is shown
+    text = script.pipeline_table(stored, catalogue())
+    assert text.startswith("Largest difference between a pipeline and the recorded accuracy")
+    assert "(5 weights)" in text
+    rows = [line for line in text.splitlines() if line.startswith("| `")]
+    labels = [r.split(" | ")[0] for r in rows]
+    assert labels == ["| `z2cnn_rotmnist`", "| `p4cnn_rotmnist`",
+                      "| `p4cnn_rotmnist.rotgen12k_s0` / `_s2`", "| `p4cnn_rotmnist.zoo_rotgen_s1`"]
+    assert rows[2].endswith("| 90.02 / 90.00 | the same as timm |")
+    assert rows[3].endswith("| 90.04 | 89.00 |")
+
+
+def test_write_readme_needs_its_markers_and_rewrites_only_between_them(script, tmp_path,
+                                                                       capsys):
+    readme = tmp_path / "README.md"
+    readme.write_text("no markers here\n")
+    assert script.main(["--no-measure", "--write-readme", str(readme)]) == 2
+    assert "has no markers" in capsys.readouterr().err
+    assert readme.read_text() == "no markers here\n"
+    readme.write_text(f"before\n{script.BEGIN}\nold\n{script.END}\nafter\n")
+    assert script.main(["--no-measure", "--write-readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert text.startswith(f"before\n{script.BEGIN}\nLargest difference") and \
+        text.endswith(f"|\n{script.END}\nafter\n")
+    with pytest.raises(SystemExit):
+        script.main(["--no-measure"])

@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -108,6 +109,37 @@ def test_install_measures_only_the_weights_not_yet_measured_on_mnist_rot_aux():
     assert campaign.unmeasured(manifest, [measured, "p4cnn_rotmnist.rotgen12k_s1",
                                           "p4cnn_rotmnist.rotgen12k_s2"]) == [
         measured, "p4cnn_rotmnist.rotgen12k_s1"]
+
+
+def test_install_measures_then_tabulates_then_runs_the_new_weights_through_the_pipelines(
+        monkeypatch):
+    campaign = _campaign()
+    new = "asp_p4cnn_rotmnist.rotgen12k_s9"  # no such weight was ever put through the pipelines
+    assert campaign.through_no_pipeline(["p4cnn_rotmnist.rotgen12k_s0", new]) == [new]
+    calls = []
+
+    def run(cmd, cwd):
+        calls.append(cmd[1:])
+        assert cwd == REPO
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(campaign.subprocess, "run", run)
+    campaign.measure_and_tabulate([new], "data", [new])
+    data = str(Path("data").resolve())  # the steps run in the checkout: the folder made absolute
+    assert calls[0][calls[0].index("--data-dir") + 1] == data
+    assert [c[:4] for c in calls] == [["-m", "agcnn_zoo", "reproduce", "--models"],
+                                      ["-m", "agcnn_zoo", "results", "--write-readme"],
+                                      ["eval/natural_pipelines.py", "--write-readme", "README.md",
+                                       "--data-dir"]]
+    assert calls[2][3:] == ["--data-dir", data, "--models", new]
+    calls.clear()
+    campaign.measure_and_tabulate([], "data")  # all measured: the tables are still rewritten
+    assert calls == [["-m", "agcnn_zoo", "results", "--write-readme", "README.md"],
+                     ["eval/natural_pipelines.py", "--write-readme", "README.md", "--no-measure"]]
+    monkeypatch.setattr(campaign.subprocess, "run",
+                        lambda cmd, cwd: subprocess.CompletedProcess(cmd, 1))
+    with pytest.raises(SystemExit, match="weights are installed: fix the cause"):
+        campaign.measure_and_tabulate([], "data")
 
 
 def test_the_command_of_a_gpu_lane_and_of_a_cpu_lane(tmp_path):
