@@ -54,6 +54,20 @@ def test_every_caller_resolves_an_untagged_name_to_the_same_weight(cache):
     assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
 
 
+def test_a_name_without_the_authors_weight_defaults_to_its_seed_campaign_s0():
+    """The rule, not a score: the fixed-protocol seed 0 (README, Published weights)."""
+    from agcnn_zoo.results import ROTMNIST_ORDER, SEED_PROTOCOL
+    cat = catalogue()
+    ruled = [m for m in ROTMNIST_ORDER if m not in cat.weights_of(m)
+             and f"{m}.{SEED_PROTOCOL}_s0" in cat.weights_of(m)]
+    assert len(ruled) >= 3, ruled  # ach_, asp_, coa_: the authors published none
+    for name in ruled:
+        assert cat.default_of(name) == f"{name}.{SEED_PROTOCOL}_s0", name
+    for name in ROTMNIST_ORDER:
+        if name in cat.weights_of(name):
+            assert cat.default_of(name) == name  # the authors' weight stays the default
+
+
 def test_hubconf_says_raises_only_for_names_without_weights():
     import hubconf
     cat = catalogue()
