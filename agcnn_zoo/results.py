@@ -15,7 +15,7 @@ import math
 import re
 import statistics
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from .hub.catalogue import Catalogue, catalogue
 from .hub.weight_id import WeightId
@@ -85,12 +85,21 @@ def measured_value(rec: dict, dataset: str) -> Optional[float]:
     return None
 
 
+def seed_tag(tag: Optional[str]) -> Optional[Tuple[str, int]]:
+    """``(protocol, seed)`` of a tag ``<protocol>_s<seed>``, else None (the one place that
+    grammar is read)."""
+    m = re.fullmatch(r"(.+)_s(\d+)", tag or "")
+    return (m.group(1), int(m.group(2))) if m else None
+
+
 def seed_runs(cat: Catalogue, name: str, protocol: str = SEED_PROTOCOL) -> Dict[int, dict]:
     """``{seed: record}`` of the weights ``NAME.<protocol>_s<seed>``."""
-    pattern = re.compile(rf"^{re.escape(protocol)}_s(\d+)$")
-    tags = {wid: WeightId.parse(wid).tag or "" for wid in cat.weights_of(name)}
-    return {int(m.group(1)): cat.record(wid) for wid, tag in tags.items()
-            if (m := pattern.match(tag))}
+    runs = {}
+    for wid in cat.weights_of(name):
+        parsed = seed_tag(WeightId.parse(wid).tag)
+        if parsed is not None and parsed[0] == protocol:
+            runs[parsed[1]] = cat.record(wid)
+    return runs
 
 
 def _mean_std(values: List[float]) -> Tuple[float, Optional[float]]:
@@ -162,12 +171,14 @@ def _replace_block(text: str, begin: str, end: str, table: str, readme: Path) ->
     return f"{head}{begin}\n{table}{end}{tail}"
 
 
-def rewrite_block(readme: Path, begin: str, end: str, block: str) -> bool:
-    """Replace what stands between the markers ``begin`` and ``end`` in ``readme`` with
-    ``block`` (other generators of README blocks use it too); returns whether the file
-    changed."""
+def rewrite_blocks(readme: Path, blocks: Sequence[Tuple[str, str, str]]) -> bool:
+    """Replace what stands between each ``(begin, end, block)``'s markers in ``readme`` with
+    its block, in one write (every generator of README blocks uses it); returns whether the
+    file changed."""
     text = readme.read_text(encoding="utf-8")
-    new = _replace_block(text, begin, end, block, readme)
+    new = text
+    for begin, end, block in blocks:
+        new = _replace_block(new, begin, end, block, readme)
     if new == text:
         return False
     atomic_write_bytes(readme, new.encode("utf-8"))
@@ -177,11 +188,5 @@ def rewrite_block(readme: Path, begin: str, end: str, block: str) -> bool:
 def write_readme(readme: Path, table: str, seeds: Optional[str] = None) -> bool:
     """Replace the results block (and, with ``seeds``, the seed block) between their markers;
     returns whether the file changed."""
-    text = readme.read_text(encoding="utf-8")
-    new = _replace_block(text, BEGIN, END, table, readme)
-    if seeds is not None:
-        new = _replace_block(new, SEED_BEGIN, SEED_END, seeds, readme)
-    if new == text:
-        return False
-    atomic_write_bytes(readme, new.encode("utf-8"))
-    return True
+    blocks = [(BEGIN, END, table)] + ([(SEED_BEGIN, SEED_END, seeds)] if seeds is not None else [])
+    return rewrite_blocks(readme, blocks)

@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import json
-import re
 import sys
 import tempfile
 import textwrap
@@ -52,7 +51,8 @@ from agcnn_zoo.hub.catalogue import Catalogue, catalogue  # noqa: E402
 from agcnn_zoo.hub.weight_id import WeightId  # noqa: E402
 from agcnn_zoo.io import atomic_write_bytes  # noqa: E402
 from agcnn_zoo.io.strict_json import JSONFileError, load_strict  # noqa: E402
-from agcnn_zoo.results import ROTMNIST_ORDER, measured_value, rewrite_block  # noqa: E402
+from agcnn_zoo.results import (ROTMNIST_ORDER, measured_value, rewrite_blocks,  # noqa: E402
+                               seed_tag)
 
 #: the stored measurements (weight id -> its two pipelines' top-1 over all 10,000 digits)
 RESULTS = ROOT / "eval" / "natural_pipelines.json"
@@ -158,10 +158,10 @@ def save_results(results: Dict[str, dict], path: Path = RESULTS) -> None:
 # ----------------------------------------------------------------------------- the README table
 
 def _row_key(wid: str):
-    """Authors' (untagged) weight first, then by protocol and seed."""
+    """Authors' (untagged) weight first, then by protocol and seed (-1: a tag without one)."""
     tag = WeightId.parse(wid).tag or ""
-    m = re.fullmatch(r"(.*)_s(\d+)", tag)
-    return (tag != "", m.group(1) if m else tag, int(m.group(2)) if m else -1)
+    protocol, seed = seed_tag(tag) or (tag, -1)
+    return tag != "", protocol, seed
 
 
 def _groups(ids: List[str]) -> List[List[str]]:
@@ -300,15 +300,17 @@ def main(argv=None) -> int:
             print(f"(--limit {args.limit}: the recorded figures are over 10,000 digits; the "
                   f"verdict is only meaningful without --limit, and nothing was stored)")
     if args.write_readme:
-        stale = [w for w in results if w not in rotmnist_weights(cat)]
+        known = rotmnist_weights(cat)
+        stale = [w for w in results if w not in known]
         if stale:
             print(f"not in the manifest, left out of the table: {', '.join(sorted(stale))}")
-        missing = [w for w in rotmnist_weights(cat) if w not in results]
+        missing = [w for w in known if w not in results]
         if missing:
             print(f"never measured through the pipelines, not in the table: {', '.join(missing)}"
                   f" (measure them: --models '{','.join(missing)}')")
         try:
-            changed = rewrite_block(args.write_readme, BEGIN, END, pipeline_table(results, cat))
+            table = pipeline_table(results, cat)
+            changed = rewrite_blocks(args.write_readme, [(BEGIN, END, table)])
         except (OSError, ValueError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
