@@ -9,9 +9,11 @@ after the last epoch is the result), run as lanes of single-thread trainings in 
 Each run is ``python -m agcnn_zoo train NAME --dataset mnist-rot-gen --no-validation --seed S
 --tag rotgen12k_sS --threads 1 --resume --out RUNS/NAME.rotgen12k_sS`` under ``nice``, its output
 in ``RUNS/NAME.rotgen12k_sS.log``. Runs go cheapest name first (all seeds of a name before the
-next name); a lane takes the next run that has no ``record.json`` yet. Killing the campaign and
-starting it again continues every unfinished run from its last epoch (bit-identical: the same
-thread count). Keep RUNS outside the repository so that it outlives a checkout.
+next name); a lane takes the next run that has no ``record.json`` yet and whose weight
+(``NAME.rotgen12k_sS``) is not in the checkout's manifest: a shipped weight is never trained
+again, even when its run folder is gone (a new machine keeps only the repository). Killing the
+campaign and starting it again continues every unfinished run from its last epoch (bit-identical:
+the same thread count). Keep RUNS outside the repository so that it outlives a checkout.
 
 On a GPU (one device call; the models are tiny, so many runs share it), with the MNIST files
 copied into the checkout's ignored ``data/mnist`` and carried, like ``runs/rotmnist``:
@@ -152,24 +154,27 @@ def progress(run_dir: Path, epochs: int) -> Optional[str]:
             f"left at {seconds:.0f} s an epoch")
 
 
-def hours_left(queue, root: Path, lanes: int) -> Tuple[int, float, float]:
+def hours_left(queue, root: Path, lanes: int, shipped=None) -> Tuple[int, float, float]:
     """(runs, one-thread hours, wall hours on ``lanes`` lanes) that the unfinished CPU runs of
     ``queue`` (its ``(name, seed)`` pairs in order; a run started on a GPU stays there) still
-    take, were the campaign started now. A run's hours: a started run's epochs left at its
-    ``pace``; a run not started, the median wall time of its name's finished CPU runs (their
-    records' ``wall_time_s``, summed over resumes), else its name's started runs' pace times the
-    recipe's epochs, else its ``BENCH_HOURS`` times the median ratio of the finished names' wall
-    times to theirs (see ``BENCH_HOURS``). The wall time replays the lanes: each takes the next
-    run in queue order when it is free."""
+    take, were the campaign started now. ``shipped`` maps the weight ids already in the manifest
+    to their records: those runs are finished whether or not their folders exist. A run's hours:
+    a started run's epochs left at its ``pace``; a run not started, the median wall time of its
+    name's finished CPU runs (their records' ``wall_time_s``, summed over resumes), else its
+    name's started runs' pace times the recipe's epochs, else its ``BENCH_HOURS`` times the
+    median ratio of the finished names' wall times to theirs (see ``BENCH_HOURS``). The wall
+    time replays the lanes: each takes the next run in queue order when it is free."""
     import statistics
     from agcnn_zoo.io.strict_json import load_strict
     from agcnn_zoo.train.recipes import recipe_for
+    shipped = shipped or {}
     finished, paces, left = {}, {}, []
     for name, seed in queue:
         run = root / f"{name}.{TAG.format(seed=seed)}"
         epochs = recipe_for(name).epochs
-        if (run / "record.json").exists():
-            training = load_strict(run / "record.json").get("training", {})
+        if run.name in shipped or (run / "record.json").exists():
+            record = shipped.get(run.name) or load_strict(run / "record.json")
+            training = record.get("training", {})
             if training.get("device") == "cpu" and training.get("wall_time_s"):
                 finished.setdefault(name, []).append(training["wall_time_s"] / 3600)
             continue
@@ -306,20 +311,25 @@ def main(argv=None) -> int:
     ids = [f"{n}.{TAG.format(seed=s)}" for n, s in queue]
     done = [(root / i / "record.json").exists() for i in ids]
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's package
+    from agcnn_zoo.hub.manifest import load_manifest, manifest_path
     from agcnn_zoo.train.recipes import recipe_for
+    # the weights this checkout ships: their runs are over, whatever RUNS holds
+    shipped = {i: r for i, r in load_manifest(manifest_path())["weights"].items() if i in ids}
     for (name, _), i, d in zip(queue, ids, done):
-        if d or started_on(root / f"{i}.log") is None:
-            print(f"{'done   ' if d else 'pending'} {i}")
+        if i in shipped or d or started_on(root / f"{i}.log") is None:
+            print(f"{'shipped' if i in shipped else 'done   ' if d else 'pending'} {i}")
             continue
         print(f"started {i}: {progress(root / i, recipe_for(name).epochs) or 'no epoch ended yet'}")
-    if args.device == "cpu" and not all(done):
-        runs, single, wall = hours_left(queue, root, args.lanes)
+    waiting = sum(d and i not in shipped for i, d in zip(ids, done))
+    if waiting:
+        print(f"{waiting} finished run(s) not in the manifest yet: --install adds them")
+    if args.device == "cpu" and not all(d or i in shipped for i, d in zip(ids, done)):
+        runs, single, wall = hours_left(queue, root, args.lanes, shipped)
         print(f"left on the CPU: {runs} of {len(ids)} runs, about {single:.1f} h of one-thread "
               f"training, about {wall:.1f} h on {args.lanes} lane(s)")
     if args.dry_run:
         return 0
     if args.install:
-        from agcnn_zoo.hub.manifest import load_manifest, manifest_path
         from agcnn_zoo.train import install
         installed = []
         for i, d in zip(ids, done):
@@ -337,7 +347,7 @@ def main(argv=None) -> int:
     root.mkdir(parents=True, exist_ok=True)
     todo = []
     for (name, seed), wid, finished in zip(queue, ids, done):
-        if finished:
+        if finished or wid in shipped:
             continue
         began = started_on(root / f"{wid}.log")
         if began not in (None, args.device):

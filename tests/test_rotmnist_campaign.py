@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 import time
@@ -31,15 +32,26 @@ def _campaign():
     return module
 
 
+def _shipping(tmp_path, records) -> dict:
+    """The environment of a campaign whose checkout ships ``records`` (weight id -> record)
+    and nothing else: a manifest of them in ``AGCNN_ZOO_MANIFEST``."""
+    manifest = tmp_path / "shipped_manifest.json"
+    manifest.write_text(json.dumps({"weights": records}))
+    return {**os.environ, "AGCNN_ZOO_MANIFEST": str(manifest)}
+
+
 def test_the_queue_is_every_rotmnist_name_three_seeds_cheapest_first(tmp_path):
-    (tmp_path / "p4cnn_rotmnist.rotgen12k_s1").mkdir()
-    (tmp_path / "p4cnn_rotmnist.rotgen12k_s1" / "record.json").write_text("{}")
-    p = subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path), "--data-dir", "x",
-                        "--dry-run"], capture_output=True, text=True, cwd=REPO)
+    runs = tmp_path / "runs"
+    (runs / "p4cnn_rotmnist.rotgen12k_s1").mkdir(parents=True)
+    (runs / "p4cnn_rotmnist.rotgen12k_s1" / "record.json").write_text("{}")
+    p = subprocess.run([sys.executable, str(SCRIPT), "--out", str(runs), "--data-dir", "x",
+                        "--dry-run"], capture_output=True, text=True, cwd=REPO,
+                       env=_shipping(tmp_path, {}))
     assert p.returncode == 0, p.stderr
     lines = p.stdout.split("\n")[:-1]
-    assert len(lines) == 22
+    assert len(lines) == 23
     assert lines.pop().startswith("left on the CPU: 20 of 21 runs, about ")
+    assert lines.pop() == "1 finished run(s) not in the manifest yet: --install adds them"
     assert lines[0] == "pending p4cnn_rotmnist.rotgen12k_s0"
     assert lines[1] == "done    p4cnn_rotmnist.rotgen12k_s1"
     assert lines[-1] == "pending a_p4cnn_rotmnist.rotgen12k_s2"
@@ -64,7 +76,7 @@ def test_the_queue_shows_how_far_a_started_run_is(tmp_path):
     (tmp_path / "z2cnn_rotmnist.rotgen12k_s1").mkdir()  # started, no epoch ended yet
     p = subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path), "--data-dir", "x",
                         "--names", "z2cnn_rotmnist", "--dry-run"],
-                       capture_output=True, text=True, cwd=REPO)
+                       capture_output=True, text=True, cwd=REPO, env=_shipping(tmp_path, {}))
     assert p.returncode == 0, p.stderr
     # z2cnn's recipe has 300 epochs; the median pace ignores the one slow (paused) epoch
     assert p.stdout.split("\n")[:-1] == [
@@ -96,6 +108,37 @@ def test_the_hours_left_come_from_finished_runs_then_the_benchmark(tmp_path):
     # with no finished run, the benchmark as it is
     (finished / "record.json").unlink()
     assert hours_left(queue, tmp_path, lanes=1)[1] == pytest.approx(3 * 0.7 + 0.9)
+
+
+def test_a_shipped_weight_is_never_trained_again_even_when_its_run_folder_is_gone(tmp_path):
+    """A new machine keeps the repository, not the run folders: the runs whose weights the
+    manifest ships are over (listed as shipped, out of the hours left, their records' wall
+    times informing the estimate) and a training call starts none of them."""
+    shipped = {f"p4cnn_rotmnist.rotgen12k_s{s}": {"training": {"device": "cpu",
+                                                               "wall_time_s": 7200.0}}
+               for s in (0, 1)}
+    env = _shipping(tmp_path, shipped)
+    runs = tmp_path / "runs"
+    args = [sys.executable, str(SCRIPT), "--out", str(runs), "--data-dir", "x", "--names",
+            "p4cnn_rotmnist"]
+    p = subprocess.run(args + ["--dry-run"], capture_output=True, text=True, cwd=REPO, env=env)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split("\n")[:-1] == [
+        "shipped p4cnn_rotmnist.rotgen12k_s0", "shipped p4cnn_rotmnist.rotgen12k_s1",
+        "pending p4cnn_rotmnist.rotgen12k_s2",
+        # s2 at the median of the shipped runs' 2 h, though no run folder exists
+        "left on the CPU: 1 of 3 runs, about 2.0 h of one-thread training, about 2.0 h on 2 "
+        "lane(s)"]
+    hours_left = _campaign().hours_left
+    queue = [("p4cnn_rotmnist", s) for s in (0, 1, 2)]
+    assert hours_left(queue, runs, 1, shipped) == (1, pytest.approx(2.0), pytest.approx(2.0))
+    assert hours_left(queue, runs, 1)[0] == 3  # without the manifest every run is left
+    # a training call: nothing to train, no run folder made, no data read ("x" does not exist)
+    p = subprocess.run(args + ["--seeds", "0,1"], capture_output=True, text=True, cwd=REPO,
+                       env=env, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert p.stdout.endswith("campaign ended\n") and "started" not in p.stdout
+    assert list(runs.iterdir()) == []
 
 
 def test_install_measures_only_the_weights_not_yet_measured_on_mnist_rot_aux():
@@ -168,24 +211,27 @@ def test_a_call_with_a_time_limit_checkpoints_its_run_and_the_gpu_passes_it_by(t
     a few seconds: the run checkpoints and stops, the campaign says how to continue (exit 3);
     a GPU call leaves the CPU's run alone (no GPU needed to pass it by)."""
     shared(DATA / "mnist")
-    args = [sys.executable, str(SCRIPT), "--out", str(tmp_path), "--data-dir", str(DATA),
+    env = _shipping(tmp_path, {})  # seed 0 ships: a campaign with nothing shipped trains it
+    runs = tmp_path / "runs"
+    args = [sys.executable, str(SCRIPT), "--out", str(runs), "--data-dir", str(DATA),
             "--names", "p4cnn_rotmnist", "--seeds", "0", "--lanes", "1"]
     p = subprocess.run(args + ["--time-limit", "4"], capture_output=True, text=True, cwd=REPO,
-                       timeout=300)  # without the limit the run would train for an hour
-    run = tmp_path / "p4cnn_rotmnist.rotgen12k_s0"
-    log = (tmp_path / "p4cnn_rotmnist.rotgen12k_s0.log").read_text()
+                       env=env, timeout=300)  # without the limit the run would train for an hour
+    run = runs / "p4cnn_rotmnist.rotgen12k_s0"
+    log = (runs / "p4cnn_rotmnist.rotgen12k_s0.log").read_text()
     assert p.returncode == 3, p.stdout + p.stderr + log
     assert "stopped at the time limit" in p.stdout and "run the same command again" in p.stdout
     assert log.startswith("campaign: device cpu\n")
     assert (run / "checkpoint.safetensors").is_file() and not (run / "record.json").exists()
-    p = subprocess.run(args + ["--device", "cuda"], capture_output=True, text=True, cwd=REPO)
+    p = subprocess.run(args + ["--device", "cuda"], capture_output=True, text=True, cwd=REPO,
+                       env=env)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "passed by p4cnn_rotmnist.rotgen12k_s0: it started on cpu" in p.stdout
     if not torch.cuda.is_available():  # a run that has not started: refused before any lane
         other = tmp_path / "other"
         p = subprocess.run([sys.executable, str(SCRIPT), "--out", str(other), "--data-dir",
                             str(DATA), "--names", "p4cnn_rotmnist", "--device", "cuda"],
-                           capture_output=True, text=True, cwd=REPO)
+                           capture_output=True, text=True, cwd=REPO, env=env)
         assert p.returncode == 2 and "CUDA is not available on this machine" in p.stderr
         assert list(other.iterdir()) == []
     p = subprocess.run(args + ["--device", "tpu"], capture_output=True, text=True, cwd=REPO)
