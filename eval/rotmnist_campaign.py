@@ -378,9 +378,12 @@ def main(argv=None) -> int:
                 if log.tell() == 0:
                     log.write(f"{DEVICE_PREFIX}{args.device}\n".encode())
                     log.flush()
-                rc = subprocess.call(command(name, seed, root / wid, args.data_dir, args.device,
-                                             left),
-                                     stdout=log, stderr=subprocess.STDOUT, env=env)
+                # run in the checkout, so that ``-m agcnn_zoo`` is this checkout's package (a
+                # frozen worktree's, not an installed one), with the data path made absolute
+                rc = subprocess.call(command(name, seed, root / wid,
+                                             str(Path(args.data_dir).resolve()), args.device, left),
+                                     stdout=log, stderr=subprocess.STDOUT, env=env,
+                                     cwd=Path(__file__).resolve().parents[1])
             hours = (time.time() - t0) / 3600
             if rc == STOPPED_AT_TIME_LIMIT:
                 say(f"lane {k}: {wid} stopped at the time limit after {hours:.2f} h "

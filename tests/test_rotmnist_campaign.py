@@ -141,6 +141,25 @@ def test_a_shipped_weight_is_never_trained_again_even_when_its_run_folder_is_gon
     assert list(runs.iterdir()) == []
 
 
+def test_a_lane_trains_with_this_checkouts_package_whatever_the_callers_folder(tmp_path,
+                                                                               monkeypatch):
+    """``-m agcnn_zoo`` imports the package of the folder it starts in: a lane starts its run in
+    the script's checkout (a frozen worktree trains with its own code), the data folder given
+    relative to the caller's."""
+    campaign = _campaign()
+    calls = []
+    monkeypatch.setattr(campaign.subprocess, "call",
+                        lambda cmd, **kw: calls.append((cmd, kw)) or 0)
+    monkeypatch.setenv("AGCNN_ZOO_MANIFEST", _shipping(tmp_path, {})["AGCNN_ZOO_MANIFEST"])
+    monkeypatch.chdir(tmp_path)
+    assert campaign.main(["--out", "runs", "--data-dir", "data", "--names", "p4cnn_rotmnist",
+                          "--seeds", "2", "--lanes", "1"]) == 0
+    [(cmd, kw)] = calls
+    assert kw["cwd"] == REPO and cmd[cmd.index("-m") + 1] == "agcnn_zoo"
+    assert cmd[cmd.index("--data-dir") + 1] == str(tmp_path / "data")
+    assert cmd[cmd.index("--out") + 1] == str(tmp_path / "runs" / "p4cnn_rotmnist.rotgen12k_s2")
+
+
 def test_install_measures_only_the_weights_not_yet_measured_on_mnist_rot_aux():
     campaign = _campaign()
     manifest = load_manifest()
