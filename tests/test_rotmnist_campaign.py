@@ -141,23 +141,35 @@ def test_a_shipped_weight_is_never_trained_again_even_when_its_run_folder_is_gon
     assert list(runs.iterdir()) == []
 
 
-def test_a_lane_trains_with_this_checkouts_package_whatever_the_callers_folder(tmp_path,
-                                                                               monkeypatch):
+def test_a_lane_trains_with_this_checkouts_package_and_the_runs_own_thread_count(tmp_path,
+                                                                                 monkeypatch):
     """``-m agcnn_zoo`` imports the package of the folder it starts in: a lane starts its run in
     the script's checkout (a frozen worktree trains with its own code), the data folder given
-    relative to the caller's."""
+    relative to the caller's. A new run gets ``--threads``; a started run keeps the count its
+    log's first line gives (its checkpoint resumes with that count only)."""
     campaign = _campaign()
     calls = []
     monkeypatch.setattr(campaign.subprocess, "call",
                         lambda cmd, **kw: calls.append((cmd, kw)) or 0)
     monkeypatch.setenv("AGCNN_ZOO_MANIFEST", _shipping(tmp_path, {})["AGCNN_ZOO_MANIFEST"])
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "p4cnn_rotmnist.rotgen12k_s1.log").write_text("campaign: device cpu\n")
     assert campaign.main(["--out", "runs", "--data-dir", "data", "--names", "p4cnn_rotmnist",
-                          "--seeds", "2", "--lanes", "1"]) == 0
-    [(cmd, kw)] = calls
-    assert kw["cwd"] == REPO and cmd[cmd.index("-m") + 1] == "agcnn_zoo"
-    assert cmd[cmd.index("--data-dir") + 1] == str(tmp_path / "data")
-    assert cmd[cmd.index("--out") + 1] == str(tmp_path / "runs" / "p4cnn_rotmnist.rotgen12k_s2")
+                          "--seeds", "1,2", "--lanes", "1", "--threads", "2"]) == 0
+    (started, started_kw), (new, new_kw) = calls
+    for cmd, kw in calls:
+        assert kw["cwd"] == REPO and cmd[cmd.index("-m") + 1] == "agcnn_zoo"
+        assert cmd[cmd.index("--data-dir") + 1] == str(tmp_path / "data")
+    assert new[new.index("--out") + 1] == str(tmp_path / "runs" / "p4cnn_rotmnist.rotgen12k_s2")
+    assert new[new.index("--threads") + 1] == new_kw["env"]["OMP_NUM_THREADS"] == "2"
+    assert started[started.index("--threads") + 1] == started_kw["env"]["OMP_NUM_THREADS"] == "1"
+    log = (tmp_path / "runs" / "p4cnn_rotmnist.rotgen12k_s2.log").read_text()
+    assert log == "campaign: device cpu, threads 2\n"
+    assert campaign.started_with(tmp_path / "runs" / "p4cnn_rotmnist.rotgen12k_s2.log") == ("cpu", 2)
+    p = subprocess.run([sys.executable, str(SCRIPT), "--out", "runs", "--data-dir", "data",
+                        "--threads", "0"], capture_output=True, text=True, cwd=tmp_path)
+    assert p.returncode == 2 and "--threads must be at least 1" in p.stderr
 
 
 def test_install_measures_only_the_weights_not_yet_measured_on_mnist_rot_aux():
@@ -215,14 +227,16 @@ def test_the_command_of_a_gpu_lane_and_of_a_cpu_lane(tmp_path):
     assert campaign.command("p4cnn_rotmnist", 0, tmp_path, "D", "cpu", 0.2)[-1] == "1"
 
 
-def test_a_run_keeps_the_device_it_started_on(tmp_path):
-    started_on = _campaign().started_on
+def test_a_run_keeps_the_device_and_threads_it_started_with(tmp_path):
+    campaign = _campaign()
     log = tmp_path / "x.log"
-    assert started_on(log) is None
+    assert campaign.started_on(log) is None and campaign.started_with(log) is None
     log.write_text("p4cnn_rotmnist: epoch 1 ...\n")  # a log from before the device line: CPU
-    assert started_on(log) == "cpu"
-    log.write_text("campaign: device cuda:1\nepoch 1\n")
-    assert started_on(log) == "cuda:1"
+    assert campaign.started_on(log) == "cpu" and campaign.started_with(log) == ("cpu", 1)
+    log.write_text("campaign: device cuda:1\nepoch 1\n")  # from before the thread count
+    assert campaign.started_on(log) == "cuda:1" and campaign.started_with(log) == ("cuda:1", 1)
+    log.write_text("campaign: device cpu, threads 2\nepoch 1\n")
+    assert campaign.started_on(log) == "cpu" and campaign.started_with(log) == ("cpu", 2)
 
 
 def test_a_call_with_a_time_limit_checkpoints_its_run_and_the_gpu_passes_it_by(tmp_path):
@@ -240,7 +254,7 @@ def test_a_call_with_a_time_limit_checkpoints_its_run_and_the_gpu_passes_it_by(t
     log = (runs / "p4cnn_rotmnist.rotgen12k_s0.log").read_text()
     assert p.returncode == 3, p.stdout + p.stderr + log
     assert "stopped at the time limit" in p.stdout and "run the same command again" in p.stdout
-    assert log.startswith("campaign: device cpu\n")
+    assert log.startswith("campaign: device cpu, threads 1\n")
     assert (run / "checkpoint.safetensors").is_file() and not (run / "record.json").exists()
     p = subprocess.run(args + ["--device", "cuda"], capture_output=True, text=True, cwd=REPO,
                        env=env)
