@@ -352,19 +352,25 @@ def main(argv=None) -> int:
     if args.dry_run:
         return 0
     if args.install:
+        from agcnn_zoo.io.errors import ZooIOError
         from agcnn_zoo.train import install
-        installed = []
+        installed, refused = [], []
         for i, d in zip(ids, done):
             if d:
                 record = root / i / "record.json"
-                if trained_transposed(record):
-                    record = natural_copy(record, root / f"{i}.natural")
-                installed.append(install(record, package=True))
+                try:
+                    if trained_transposed(record):
+                        record = natural_copy(record, root / f"{i}.natural")
+                    installed.append(install(record, package=True))
+                except ZooIOError as e:  # one run's fault (a limited run, say): the others go on
+                    print(f"not installed {i}: {e}", file=sys.stderr, flush=True)
+                    refused.append(i)
+                    continue
                 print("installed", installed[-1], flush=True)
         if installed:
             measure_and_tabulate(unmeasured(load_manifest(manifest_path()), installed),
                                  args.data_dir, through_no_pipeline(installed))
-        return 0
+        return 1 if refused else 0
 
     root.mkdir(parents=True, exist_ok=True)
     todo = []

@@ -216,6 +216,31 @@ def test_install_measures_then_tabulates_then_runs_the_new_weights_through_the_p
         campaign.measure_and_tabulate([], "data")
 
 
+def test_install_refuses_a_run_with_its_reason_and_hint_not_a_traceback(tmp_path):
+    """A real limited run (a smoke test, never a weight of a manifest) among the finished runs:
+    --install says which run it did not install, why and what to do, changes nothing, exit 1."""
+    shared(DATA / "mnist")
+    runs = tmp_path / "runs"
+    wid = "p4cnn_rotmnist.rotgen12k_s7"
+    p = subprocess.run([sys.executable, "-m", "agcnn_zoo", "train", "p4cnn_rotmnist", "--dataset",
+                        "mnist-rot-gen", "--no-validation", "--seed", "7", "--tag", "rotgen12k_s7",
+                        "--threads", "1", "--epochs", "1", "--limit-train", "256", "--limit-test",
+                        "100", "--no-progress", "--data-dir", str(DATA), "--out", str(runs / wid)],
+                       capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    env = _shipping(tmp_path, {})
+    manifest = Path(env["AGCNN_ZOO_MANIFEST"]).read_bytes()
+    weights = sorted(package.WEIGHTS_DIR.iterdir())
+    p = subprocess.run([sys.executable, str(SCRIPT), "--out", str(runs), "--data-dir", str(DATA),
+                        "--install", "--names", "p4cnn_rotmnist", "--seeds", "7"],
+                       capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert f"not installed {wid}: {wid}: a limited run (--limit-*) is a smoke test" in p.stderr
+    assert "hint: train without --limit-*" in p.stderr and "Traceback" not in p.stderr
+    assert Path(env["AGCNN_ZOO_MANIFEST"]).read_bytes() == manifest
+    assert sorted(package.WEIGHTS_DIR.iterdir()) == weights
+
+
 def test_the_command_of_a_gpu_lane_and_of_a_cpu_lane(tmp_path):
     campaign = _campaign()
     cpu = campaign.command("a_p4cnn_rotmnist", 0, tmp_path / "r", "DATA")
