@@ -13,7 +13,8 @@
 * :class:`FakeHFHub` answers what huggingface_hub's ``hf_hub_download`` and
   ``HfApi.create_repo`` / ``create_commit`` call (HEAD/GET ``/{repo}/resolve/{rev}/{file}``,
   ``POST /api/repos/create``, ``/api/validate-yaml``, ``/api/models/{repo}/preupload/{rev}``,
-  ``/api/models/{repo}/commit/{rev}``), storing commits in memory.
+  ``/api/models/{repo}/commit/{rev}``), storing commits in memory; ``set_fault`` makes one
+  file misbehave as :class:`StaticHost`'s faults of the same names do.
 """
 from __future__ import annotations
 
@@ -178,6 +179,47 @@ class _Server:
             return sum(1 for m, p in self.requests
                        if (method is None or m == method) and contains in urllib.parse.unquote(p))
 
+    #: body bytes that the endless / trickle / huge faults wrote
+    body_bytes_sent = 0
+
+    def _misbehave(self, h: _Handler, fault: str, data: bytes, head: bool,
+                   headers: Optional[Dict[str, str]] = None):
+        h.send_response(200)
+        h.send_header("Content-Type", "application/octet-stream")
+        for k, v in (headers or {}).items():
+            h.send_header(k, v)
+        if fault == "trickle":
+            h.send_header("Content-Length", str(len(data)))
+        elif fault == "huge":
+            h.send_header("Content-Length", str(10 << 30))
+        h.send_header("Connection", "close")
+        h.close_connection = True
+        h.end_headers()
+        h.wfile.flush()
+        if head:
+            return
+        deadline = time.monotonic() + 60  # never run past a minute, whatever the client does
+        try:
+            if fault == "huge":  # the client must refuse before reading: wait for it to hang up
+                while time.monotonic() < deadline and h.rfile.read1(1) != b"":
+                    pass
+                return
+            step = 0
+            while time.monotonic() < deadline:
+                if fault == "endless":
+                    h.wfile.write(b"\x00" * 65536)
+                    self.body_bytes_sent += 65536
+                else:
+                    if step >= len(data):
+                        return
+                    h.wfile.write(data[step:step + 1])
+                    self.body_bytes_sent += 1
+                    step += 1
+                    time.sleep(1.0)
+                h.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError, OSError):
+            return
+
     def handle(self, h: _Handler, method: str):  # pragma: no cover - overridden
         raise NotImplementedError
 
@@ -249,43 +291,6 @@ class StaticHost(_Server):
         return h.send(200, data, head_only=head, delay=self.delay)
 
 
-    body_bytes_sent = 0
-
-    def _misbehave(self, h: _Handler, fault: str, data: bytes, head: bool):
-        h.send_response(200)
-        h.send_header("Content-Type", "application/octet-stream")
-        if fault == "trickle":
-            h.send_header("Content-Length", str(len(data)))
-        elif fault == "huge":
-            h.send_header("Content-Length", str(10 << 30))
-        h.send_header("Connection", "close")
-        h.close_connection = True
-        h.end_headers()
-        h.wfile.flush()
-        if head:
-            return
-        deadline = time.monotonic() + 60  # never run past a minute, whatever the client does
-        try:
-            if fault == "huge":  # the client must refuse before reading: wait for it to hang up
-                while time.monotonic() < deadline and h.rfile.read1(1) != b"":
-                    pass
-                return
-            step = 0
-            while time.monotonic() < deadline:
-                if fault == "endless":
-                    h.wfile.write(b"\x00" * 65536)
-                    self.body_bytes_sent += 65536
-                else:
-                    if step >= len(data):
-                        return
-                    h.wfile.write(data[step:step + 1])
-                    self.body_bytes_sent += 1
-                    step += 1
-                    time.sleep(1.0)
-                h.wfile.flush()
-        except (BrokenPipeError, ConnectionResetError, OSError):
-            return
-
 
 _RESOLVE = re.compile(r"^/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<file>.+)$")
 _PREUPLOAD = re.compile(r"^/api/models/(?P<repo>[^/]+/[^/]+)/preupload/(?P<rev>[^/]+)$")
@@ -298,7 +303,7 @@ class FakeHFHub(_Server):
 
     def __init__(self):
         self.repos: Dict[str, Dict[str, object]] = {}   # repo -> {"commits": {oid: files}, "main": oid}
-        self.faults: Dict[str, str] = {}                # filename -> "tamper" | "404" | "html"
+        self.faults: Dict[str, str] = {}                # filename -> one of set_fault's kinds
         self.commit_payloads: List[List[dict]] = []
         self._counter = 0
         super().__init__()
@@ -334,7 +339,7 @@ class FakeHFHub(_Server):
         if kind is None:
             self.faults.pop(filename, None)
         else:
-            if kind not in ("tamper", "404", "html"):
+            if kind not in ("tamper", "404", "html", "endless", "trickle", "huge"):
                 raise ValueError(kind)
             self.faults[filename] = kind
 
@@ -409,6 +414,9 @@ class FakeHFHub(_Server):
         if fault == "html":
             return h.send(200, HTML_PAGE, ctype="text/html", head_only=head)
         etag = hashlib.sha256(data).hexdigest()  # the Hub's etag of an LFS file: its sha256
+        headers = {"X-Repo-Commit": oid, "ETag": f'"{etag}"'}
+        if fault in ("endless", "trickle", "huge"):  # with the Hub's headers: huggingface_hub
+            return self._misbehave(h, fault, data, head, headers)  # would take the answer
         if fault == "tamper":
             data = tampered(data)
-        return h.send(200, data, head_only=head, headers={"X-Repo-Commit": oid, "ETag": f'"{etag}"'})
+        return h.send(200, data, head_only=head, headers=headers)

@@ -7,6 +7,7 @@ import hashlib
 import json
 import multiprocessing
 import urllib.request
+from pathlib import Path
 
 import pytest
 import torch
@@ -90,12 +91,39 @@ def test_huggingface_download_is_verified_cached_and_reproduces_golden(cache, tm
         state = hub.load_state_dict(name, rec, progress=False)
         assert_reproduces_golden(name, state)
         path = hub.fetch_weights(name, rec, progress=False)
-        assert str(path).startswith(str(cache.parent / "huggingface"))
-        assert f"snapshots/{oid}/{rec['file']}" in str(path)
-        assert fake.count("GET", "/resolve/") == 1
+        # our own bounded download into our cache; huggingface_hub's cache is only read
+        assert path == hub.cached_weights_path(name, rec) and path.parent == cache
+        assert files_under(cache) == [path.name]
+        assert files_under(hub.hf_cache_dir()) == []
+        assert fake.count("GET", f"/resolve/{oid}/{rec['file']}") == 1
         before = len(fake.requests)
         hub.load_state_dict(name, rec, progress=False)
         assert len(fake.requests) == before  # cached: not even a HEAD
+
+
+def test_a_huggingface_endpoint_that_sends_too_much_or_too_slowly_is_cut_off(cache, tmp_path,
+                                                                             monkeypatch):
+    """The Hub's files come through the project's own bounded downloader: a body that never ends
+    stops at the pinned size, a Content-Length above it is refused before the body, a trickle
+    is ended by AGCNN_ZOO_DEADLINE; nothing is left in either cache. (huggingface_hub's own
+    download wrote 11 GB of an endless body for a 100 KB pin before this.)"""
+    with FakeHFHub() as fake:
+        rec = manifest_record(NAME)
+        oid = fake.commit(REPO_ID, {rec["file"]: converted_bytes(NAME, tmp_path)})
+        rec["hosts"] = [{"type": "huggingface", "repo_id": REPO_ID, "revision": oid,
+                         "filename": rec["file"]}]
+        monkeypatch.setenv("HF_ENDPOINT", fake.endpoint)
+        monkeypatch.setenv("AGCNN_ZOO_DEADLINE", "2")
+        for fault, error, words in (("endless", hub.TooLargeError, "transfer stopped"),
+                                    ("huge", hub.TooLargeError, "refused before reading"),
+                                    ("trickle", hub.DeadlineError, "more than 2 s")):
+            fake.set_fault(rec["file"], fault)
+            with pytest.raises(hub.WeightsUnavailableError) as info:
+                hub.fetch_weights(NAME, rec, progress=False)
+            err = info.value.failures[0].error
+            assert type(err) is error and words in str(err), (fault, err)
+            assert files_under(cache.parent) == [], fault
+        assert fake.body_bytes_sent < rec["size"] + (4 << 20)  # the endless body was not read on
 
 
 def test_mirror_needs_no_server_and_no_network(cache, monkeypatch):
@@ -197,7 +225,7 @@ def test_tampered_huggingface_file_is_discarded_and_the_next_host_used(cache, ur
         with pytest.raises(hub.WeightsUnavailableError) as info:
             hub.fetch_weights(NAME, only_hf, progress=False)
         assert type(info.value.failures[0].error) is hub.IntegrityError
-        assert not [f for f in files_under(cache) if "/blobs/" in f or "/snapshots/" in f]
+        assert files_under(cache.parent) == []  # neither cache keeps a tampered file
         # with the original URL behind it, the tampered HF file is skipped and the URL used
         rec["hosts"].insert(0, hf_host)
         path = hub.fetch_weights(NAME, rec, progress=False)
@@ -208,7 +236,7 @@ def test_tampered_huggingface_file_is_discarded_and_the_next_host_used(cache, ur
         with pytest.raises(hub.WeightsUnavailableError) as info:
             hub.fetch_weights(NAME, only_hf, progress=False)
         assert type(info.value.failures[0].error) is hub.DownloadError
-        assert "EntryNotFound" in str(info.value)
+        assert "HTTP 404" in str(info.value) and f"/resolve/{oid}/" in str(info.value)
         assert files_under(cache) == []
 
 
@@ -275,21 +303,32 @@ def test_corrupted_cache_file_is_caught_on_load_and_replaced_on_retry(cache, url
     assert not path.exists()
 
 
-def test_corrupted_huggingface_cache_file_is_caught_on_load(cache, tmp_path, monkeypatch):
+def test_a_copy_in_the_huggingface_cache_is_used_and_caught_when_corrupted(cache, tmp_path,
+                                                                            monkeypatch):
+    """A file the user already has in huggingface_hub's cache (``huggingface-cli download``)
+    is used without a request, checked on every load, deleted when corrupted (the snapshot link
+    and its blob), and the next load downloads it again, into our cache."""
+    from huggingface_hub import hf_hub_download
     with FakeHFHub() as fake:
         rec = manifest_record(NAME)
         oid = fake.commit(REPO_ID, {rec["file"]: converted_bytes(NAME, tmp_path)})
         rec["hosts"] = [{"type": "huggingface", "repo_id": REPO_ID, "revision": oid,
                          "filename": rec["file"]}]
         monkeypatch.setenv("HF_ENDPOINT", fake.endpoint)
-        path = hub.fetch_weights(NAME, rec, progress=False)
+        path = Path(hf_hub_download(REPO_ID, rec["file"], revision=oid, endpoint=fake.endpoint,
+                                    cache_dir=hub.hf_cache_dir()))
+        gets = fake.count("GET", "/resolve/")
+        assert hub.fetch_weights(NAME, rec, progress=False) == path
+        assert_reproduces_golden(NAME, hub.load_state_dict(NAME, rec, progress=False))
+        assert fake.count("GET", "/resolve/") == gets
         blob = path.resolve()
         blob.write_bytes(tampered(blob.read_bytes()))
         with pytest.raises(hub.IntegrityError):
             hub.load_state_dict(NAME, rec, progress=False)
         assert not path.exists() and not blob.exists()
         hub.load_state_dict(NAME, rec, progress=False)  # downloaded again
-        assert fake.count("GET", "/resolve/") == 2
+        assert fake.count("GET", "/resolve/") == gets + 1
+        assert hub.fetch_weights(NAME, rec, progress=False) == hub.cached_weights_path(NAME, rec)
 
 
 def unpinned(rec: dict) -> dict:

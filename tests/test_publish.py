@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import urllib.parse
 import urllib.request
 
 import pytest
@@ -27,9 +28,14 @@ def env(tmp_path, monkeypatch):
     isolate_env(tmp_path, monkeypatch)
     monkeypatch.setenv("AGCNN_ZOO_MIRROR", str(shared(MIRROR)))  # build from the authors' files, offline
 
-    def no_network(*args, **kwargs):
-        raise AssertionError("no request may leave 127.0.0.1")
-    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    real_urlopen = urllib.request.urlopen
+
+    def local_only(request, *args, **kwargs):  # the fake hub on 127.0.0.1 only
+        url = request.full_url if isinstance(request, urllib.request.Request) else request
+        if urllib.parse.urlsplit(url).hostname != "127.0.0.1":
+            raise AssertionError(f"no request may leave 127.0.0.1: {url}")
+        return real_urlopen(request, *args, **kwargs)
+    monkeypatch.setattr(urllib.request, "urlopen", local_only)
     manifest = tmp_path / "weights_manifest.json"
     shutil.copyfile(REPO / "weights_manifest.json", manifest)
     return manifest
@@ -101,7 +107,8 @@ def test_publish_pins_the_revision_and_the_hub_fetches_the_same_bytes(env, tmp_p
             name = "af_p4cnn_rotmnist"
             rec = after["weights"][name]
             path = hub.fetch_weights(name, rec, progress=False)
-            assert f"snapshots/{revision}/" in str(path)
+            assert fake.count("GET", f"/resolve/{revision}/{rec['file']}") == 1
+            assert path == hub.cached_weights_path(name, rec)
             assert path.read_bytes() == uploaded[rec["file"]]
             model = get_entry(name).fn()
             model.load_state_dict(hub.load_state_dict(name, rec, progress=False), strict=True)
@@ -206,4 +213,5 @@ def test_a_weight_trained_here_publishes_like_any_other(env, tmp_path, monkeypat
         monkeypatch.setenv("HF_ENDPOINT", fake.endpoint)
         monkeypatch.setenv("AGCNN_ZOO_MANIFEST", str(manifest))
         path = hub.fetch_weights(wid, rec, progress=False)
-        assert f"snapshots/{revision}/" in str(path) and path.read_bytes() == embedded
+        assert fake.count("GET", f"/resolve/{revision}/{rec['file']}") == 1
+        assert path == hub.cached_weights_path(wid, rec) and path.read_bytes() == embedded

@@ -12,7 +12,8 @@ tried in order:
   listed first; never written or deleted by the cache);
 * ``checkout``: a file in the repository's ``hf/agcnn-zoo/`` folder (a clone or a torch.hub
   checkout; the same rules as ``package``, files up to 12 MiB);
-* ``huggingface``: the file at the pinned revision, into the Hugging Face cache;
+* ``huggingface``: the file at the pinned revision (downloaded into our cache; a copy in
+  the Hugging Face cache is used first);
 * ``original``: the authors' checkpoint at a pinned URL, checked and converted.
 
 Caches are looked at before any network use: our converted file first, then the Hugging Face

@@ -1,10 +1,14 @@
-"""Host kind ``huggingface``: ``hf_hub_download`` of the file at the pinned 40-hex revision,
-into the Hugging Face cache; the file is then checked against the record's sha256 and size.
+"""Host kind ``huggingface``: the file at the pinned 40-hex revision
+(``<HF_ENDPOINT>/<repo_id>/resolve/<revision>/<filename>``), downloaded into our cache by the
+project's own bounded downloader (:mod:`agcnn_zoo.io.download`: at most the pinned size,
+``AGCNN_ZOO_TIMEOUT`` a read, ``AGCNN_ZOO_DEADLINE`` in all) and checked against the record's
+sha256 and size. A copy already in the Hugging Face cache (``huggingface-cli download``, say) is
+used first and checked on every load as well; nothing is written there.
 
 With ``AGCNN_ZOO_MIRROR`` set, the file is read from
-``<mirror>/huggingface.co/<repo_id>/resolve/<revision>/<filename>`` into our cache instead.
-``AGCNN_ZOO_OFFLINE=1`` or ``HF_HUB_OFFLINE=1``: only the Hugging Face cache is looked at. A
-host whose repo id or revision is malformed fails alone; the next host is tried.
+``<mirror>/huggingface.co/<repo_id>/resolve/<revision>/<filename>`` instead.
+``AGCNN_ZOO_OFFLINE=1`` or ``HF_HUB_OFFLINE=1``: only the caches are looked at. A host whose
+repo id or revision is malformed fails alone; the next host is tried.
 """
 from __future__ import annotations
 
@@ -13,14 +17,12 @@ import urllib.parse
 from pathlib import Path
 from typing import Optional
 
-from tqdm.auto import tqdm
-
 from ...io import env
 from ...io.download import download
-from ...io.errors import DownloadError, IntegrityError, OfflineError
+from ...io.errors import DownloadError, OfflineError
 from ...io.files import atomic_writer
 from ...io.locks import file_lock
-from ..cache import discard, hf_cache_dir, hf_endpoint, require_regular_entry
+from ..cache import hf_cache_dir, hf_endpoint, require_regular_entry
 from ..pin import MAX_WEIGHTS_BYTES, Pin
 from ..records import HuggingFaceHost, WeightRecord
 
@@ -60,13 +62,6 @@ def cached(record: WeightRecord, host: HuggingFaceHost) -> Optional[Path]:
     return Path(found) if isinstance(found, str) and os.path.isfile(found) else None
 
 
-class _QuietBar(tqdm):
-    def __init__(self, *args, **kwargs):
-        kwargs.pop("name", None)
-        kwargs["disable"] = True
-        super().__init__(*args, **kwargs)
-
-
 def _verify(path: Path, record: WeightRecord) -> None:
     Pin.of(record).read(path, MAX_WEIGHTS_BYTES)
 
@@ -75,36 +70,24 @@ def fetch(record: WeightRecord, host: HuggingFaceHost, target: Path, *,
           progress: bool = False) -> Path:
     _check_usable(record, host)
     name = filename(record, host)
-    if env.mirror() is not None:
-        # laid out under huggingface.co whatever HF_ENDPOINT says: the mirror is keyed by origin
-        origin = url(host, name, f"https://{DEFAULT_HOST}")
-        with file_lock(target):
-            if require_regular_entry(target):
-                return target
-            with atomic_writer(target, "mirror") as out:
-                download(origin, out, expected_size=record.size, progress=progress,
-                         desc=record.weight_id)
-                out.flush()
-                _verify(Path(out.name), record)
-        return target
-    where = url(host, name)
-    if env.offline(huggingface=True):
+    mirror = env.mirror() is not None
+    # the mirror is keyed by origin: laid out under huggingface.co whatever HF_ENDPOINT says
+    where = url(host, name, f"https://{DEFAULT_HOST}" if mirror else None)
+    if not mirror and env.offline(huggingface=True):
         raise OfflineError(where, "offline mode (AGCNN_ZOO_OFFLINE=1 or HF_HUB_OFFLINE=1) and "
                                   f"not in the Hugging Face cache {hf_cache_dir()}")
-    from huggingface_hub import hf_hub_download
-    try:
-        path = Path(hf_hub_download(host.repo_id, name, revision=host.revision,
-                                    endpoint=hf_endpoint(), cache_dir=hf_cache_dir(),
-                                    etag_timeout=env.timeout(),
-                                    tqdm_class=None if env.show_progress(progress) else _QuietBar))
-    except Exception as e:  # huggingface_hub / httpx errors of every kind
-        raise DownloadError(where, f"{type(e).__name__}: {e}") from None
-    try:
-        _verify(path, record)
-    except IntegrityError:
-        discard(path)
-        raise
-    return path
+    with file_lock(target):
+        if require_regular_entry(target):
+            return target
+        # our own bounded download, not huggingface_hub's: that one writes whatever a server
+        # sends (seen: 11 GB for a 100 KB pin) and knows no overall deadline
+        with atomic_writer(target, "download") as out:
+            download(where, out, expected_size=record.size,
+                     max_size=record.size or MAX_WEIGHTS_BYTES, progress=progress,
+                     desc=record.weight_id, huggingface=True)
+            out.flush()
+            _verify(Path(out.name), record)
+    return target
 
 
 def hint_line(record, host) -> Optional[str]:
