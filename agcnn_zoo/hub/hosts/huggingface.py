@@ -3,7 +3,8 @@
 project's own bounded downloader (:mod:`agcnn_zoo.io.download`: at most the pinned size,
 ``AGCNN_ZOO_TIMEOUT`` a read, ``AGCNN_ZOO_DEADLINE`` in all) and checked against the record's
 sha256 and size. A copy already in the Hugging Face cache (``huggingface-cli download``, say) is
-used first and checked on every load as well; nothing is written there.
+used first and checked on every load as well; nothing is written there. Public repositories
+only: no token is sent (it would follow the Hub's redirect to its file servers).
 
 With ``AGCNN_ZOO_MIRROR`` set, the file is read from
 ``<mirror>/huggingface.co/<repo_id>/resolve/<revision>/<filename>`` instead.
