@@ -60,6 +60,17 @@ def converted_bytes(name: str, tmp_path) -> bytes:
     return dst.read_bytes()
 
 
+def on_the_hub_alone(fake: FakeHFHub, tmp_path, monkeypatch):
+    """(record, revision) of NAME published on ``fake`` at a new revision, with that one
+    Hugging Face host, ``HF_ENDPOINT`` pointing at ``fake``."""
+    rec = manifest_record(NAME)
+    oid = fake.commit(REPO_ID, {rec["file"]: converted_bytes(NAME, tmp_path)})
+    rec["hosts"] = [{"type": "huggingface", "repo_id": REPO_ID, "revision": oid,
+                     "filename": rec["file"]}]
+    monkeypatch.setenv("HF_ENDPOINT", fake.endpoint)
+    return rec, oid
+
+
 # ----------------------------------------------------------------------------- success paths
 
 def test_original_url_download_is_verified_converted_cached_and_reproduces_golden(cache, url_host):
@@ -108,11 +119,7 @@ def test_a_huggingface_endpoint_that_sends_too_much_or_too_slowly_is_cut_off(cac
     is ended by AGCNN_ZOO_DEADLINE; nothing is left in either cache. (huggingface_hub's own
     download wrote 11 GB of an endless body for a 100 KB pin before this.)"""
     with FakeHFHub() as fake:
-        rec = manifest_record(NAME)
-        oid = fake.commit(REPO_ID, {rec["file"]: converted_bytes(NAME, tmp_path)})
-        rec["hosts"] = [{"type": "huggingface", "repo_id": REPO_ID, "revision": oid,
-                         "filename": rec["file"]}]
-        monkeypatch.setenv("HF_ENDPOINT", fake.endpoint)
+        rec, oid = on_the_hub_alone(fake, tmp_path, monkeypatch)
         monkeypatch.setenv("AGCNN_ZOO_DEADLINE", "2")
         for fault, error, words in (("endless", hub.TooLargeError, "transfer stopped"),
                                     ("huge", hub.TooLargeError, "refused before reading"),
@@ -310,11 +317,7 @@ def test_a_copy_in_the_huggingface_cache_is_used_and_caught_when_corrupted(cache
     and its blob), and the next load downloads it again, into our cache."""
     from huggingface_hub import hf_hub_download
     with FakeHFHub() as fake:
-        rec = manifest_record(NAME)
-        oid = fake.commit(REPO_ID, {rec["file"]: converted_bytes(NAME, tmp_path)})
-        rec["hosts"] = [{"type": "huggingface", "repo_id": REPO_ID, "revision": oid,
-                         "filename": rec["file"]}]
-        monkeypatch.setenv("HF_ENDPOINT", fake.endpoint)
+        rec, oid = on_the_hub_alone(fake, tmp_path, monkeypatch)
         path = Path(hf_hub_download(REPO_ID, rec["file"], revision=oid, endpoint=fake.endpoint,
                                     cache_dir=hub.hf_cache_dir()))
         gets = fake.count("GET", "/resolve/")
