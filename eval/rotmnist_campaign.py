@@ -10,17 +10,17 @@ Each run is ``python -m agcnn_zoo train NAME --dataset mnist-rot-gen --no-valida
 --tag rotgen12k_sS --threads T --resume --out RUNS/NAME.rotgen12k_sS`` under ``nice``, its
 output in ``RUNS/NAME.rotgen12k_sS.log``. On 2 cores, two one-thread lanes (the default) train
 more images an hour than one lane of two threads (``--lanes 1 --threads 2``), which finishes a
-single run sooner: asp's training epochs took 204-214 s in each of two lanes (about 117 img/s
-together) and 130-139 s at two threads (89 img/s; both on 2026-12-07), although
-``eval/bench.py``'s training step gives 71 img/s at one thread and 114 at two. ``--threads 2``
-suits a last run that would otherwise leave a core idle. A started run keeps the thread count it
-started with (its log's first line; its checkpoint resumes bit-identically with that count
-only). Runs go cheapest name first (all seeds of a name before the next name); a lane takes the
-next run that has no ``record.json`` yet and whose weight (``NAME.rotgen12k_sS``) is not in the
-checkout's manifest: a shipped weight is never trained again, even when its run folder is gone
-(a new machine keeps only the repository). Killing the campaign and starting it again continues
-every unfinished run from its last epoch (bit-identical). Keep RUNS outside the repository so
-that it outlives a checkout.
+single run sooner: asp's training epochs took 160-177 s in each of two lanes (about 140 img/s
+together) and 130-139 s at two threads (89 img/s; both on 2026-12-07, nothing else running),
+although ``eval/bench.py``'s training step gives 71 img/s at one thread and 114 at two.
+``--threads 2`` suits a last run that would otherwise leave a core idle. A started run keeps the
+thread count it started with (its log's first line; its checkpoint resumes bit-identically with
+that count only). Runs go cheapest name first (all seeds of a name before the next name); a lane
+takes the next run that has no ``record.json`` yet and whose weight (``NAME.rotgen12k_sS``) is
+not in the checkout's manifest: a shipped weight is never trained again, even when its run
+folder is gone (a new machine keeps only the repository). Killing the campaign and starting it
+again continues every unfinished run from its last epoch (bit-identical). Keep RUNS outside the
+repository so that it outlives a checkout.
 
 On a GPU (one device call; the models are tiny, so many runs share it), with the MNIST files
 copied into the checkout's ignored ``data/mnist`` and carried, like ``runs/rotmnist``:
