@@ -379,14 +379,13 @@ def main(argv=None) -> int:
     for (name, seed), wid, finished in zip(queue, ids, done):
         if finished or wid in shipped:
             continue
-        began = started_on(root / f"{wid}.log")
-        if began not in (None, args.device):
-            print(f"passed by {wid}: it started on {began} and continues there")
+        # a started run keeps its device and thread count: its checkpoint resumes
+        # bit-identically with them only (the trainer refuses other threads)
+        device, threads = started_with(root / f"{wid}.log") or (args.device, args.threads)
+        if device != args.device:
+            print(f"passed by {wid}: it started on {device} and continues there")
             continue
-        # a started run keeps its thread count: its checkpoint resumes bit-identically with it
-        # only (the trainer refuses another)
-        todo.append((name, seed, wid, started_with(root / f"{wid}.log")[1] if began
-                     else args.threads))
+        todo.append((name, seed, wid, threads))
     if todo and args.device != "cpu":
         import torch
         if not torch.cuda.is_available():
